@@ -1,0 +1,51 @@
+"""`hub-agent`: the daemon on every hub and the caretaker's view of it."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from hub_agent import __version__
+from hub_agent.clikit import fail, not_built, parser
+from hub_agent.config import ConfigError, load_config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = parser("hub-agent", "Relais hub agent: enforcement, accounting, telemetry, config sync.")
+    p.add_argument("--version", action="version", version=f"hub-agent {__version__}")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    run = sub.add_parser("run", help="run the agent (root, under systemd)")
+    run.add_argument("--config", type=Path, required=True, help="hub config YAML")
+
+    status = sub.add_parser("status", help="health, clients, quotas, cache, uplink, config")
+    status.add_argument("--config", type=Path, default=Path("/etc/relais/hub.yaml"))
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    vouchers = sub.add_parser("vouchers", help="vouchers valid on this hub")
+    vsub = vouchers.add_subparsers(dest="vverb", required=True, metavar="VERB")
+    issue = vsub.add_parser("issue", help="issue a batch of vouchers for a plan")
+    issue.add_argument("--config", type=Path, default=Path("/etc/relais/hub.yaml"))
+    issue.add_argument("--plan", required=True)
+    issue.add_argument("--count", type=int, required=True)
+    issue.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.verb == "run":
+        try:
+            load_config(args.config)
+        except ConfigError as e:
+            fail(str(e))
+        not_built("hub-agent run", "enforcement and telemetry: issues 4 and 7")
+    if args.verb == "status":
+        not_built("hub-agent status", "issue 7")
+    if args.verb == "vouchers":
+        not_built("hub-agent vouchers issue", "issue 6")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The hub's SQLite database: WAL, synchronous=FULL, and registered migrations.
+
+Power cuts kill hubs without warning, so every commit must be on disk when it returns:
+WAL with ``synchronous=FULL`` gives that at a low cost. Each feature registers its schema
+as numbered migrations under its own name; ``open_db`` applies those not yet applied, each
+in one transaction, recording them in ``_migrations``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+Migration = Callable[[sqlite_utils.Database], None]
+
+
+@dataclass(frozen=True)
+class _Registered:
+    owner: str
+    name: str
+    fn: Migration
+
+
+class Migrations:
+    """An ordered list of schema steps owned by one feature (e.g. "sessions", "outbox")."""
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.steps: list[_Registered] = []
+
+    def __call__(self, fn: Migration) -> Migration:
+        self.steps.append(_Registered(self.owner, fn.__name__, fn))
+        return fn
+
+    def apply(self, db: sqlite_utils.Database) -> list[str]:
+        """Apply the steps not applied yet; return their names."""
+        _ensure_table(db)
+        done = {
+            row["name"] for row in db.table("_migrations").rows_where("owner = ?", [self.owner])
+        }
+        applied = []
+        for step in self.steps:
+            if step.name in done:
+                continue
+            with transaction(db):  # one transaction per step: all or nothing
+                step.fn(db)
+                db.table("_migrations").insert({"owner": self.owner, "name": step.name})
+            applied.append(step.name)
+        return applied
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception.
+
+    Connections are in autocommit mode (so sqlite-utils' single statements commit at once);
+    anything that must change several rows together goes through here.
+    """
+    conn = db.conn
+    if conn.in_transaction:  # nested: the outer transaction decides
+        yield db
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _ensure_table(db: sqlite_utils.Database) -> None:
+    if "_migrations" not in db.table_names():
+        db.table("_migrations").create(
+            {"owner": str, "name": str}, pk=("owner", "name"), if_not_exists=True
+        )
+
+
+def connect(path: Path | str) -> sqlite_utils.Database:
+    """Open (creating the folder) a database tuned for crash safety on a small box."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    db = sqlite_utils.Database(conn)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return db
+
+
+def open_db(path: Path | str, *migrations: Migrations) -> sqlite_utils.Database:
+    db = connect(path)
+    for m in migrations:
+        m.apply(db)
+    return db
+
+
+class Locked:
+    """A database shared by threads of one process: one writer at a time."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+        self.lock = threading.RLock()

@@ -1,0 +1,1 @@
+"""Relais central operations: enrollment, config push, fleet health, vouchers, content."""

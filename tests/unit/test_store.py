@@ -1,0 +1,50 @@
+"""Migrations apply once, in order, and the database is in WAL with synchronous=FULL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+from hub_agent.store import Migrations, open_db
+
+
+def test_migrations_apply_once_and_db_is_crash_safe(tmp_path: Path) -> None:
+    m = Migrations("demo")
+    calls: list[str] = []
+
+    @m
+    def m001_create(db: sqlite_utils.Database) -> None:
+        calls.append("m001")
+        db.table("things").create({"id": int, "name": str}, pk="id")
+
+    @m
+    def m002_add_column(db: sqlite_utils.Database) -> None:
+        calls.append("m002")
+        db.table("things").add_column("size", int)
+
+    path = tmp_path / "hub.db"
+    db = open_db(path, m)
+    assert calls == ["m001", "m002"]
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    db.conn.close()
+    open_db(path, m)
+    assert calls == ["m001", "m002"]
+
+
+def test_failed_migration_leaves_nothing_half_done(tmp_path: Path) -> None:
+    m = Migrations("broken")
+
+    @m
+    def m001_bad(db: sqlite_utils.Database) -> None:
+        db.execute("CREATE TABLE half (id INTEGER)")
+        raise RuntimeError("boom")
+
+    path = tmp_path / "hub.db"
+    with pytest.raises(RuntimeError):
+        open_db(path, m)
+    db = sqlite_utils.Database(path)
+    assert "half" not in db.table_names()
+    assert db.table("_migrations").count == 0
