@@ -1,0 +1,1 @@
+"""The agent's local UNIX-socket API used by the unprivileged portal."""

@@ -1,0 +1,136 @@
+"""The agent's local API: what the unprivileged portal may ask the privileged agent.
+
+Transport: a UNIX stream socket (mode 0660, group ``relais-portal``), one JSON request
+line, one JSON response line, then close. Requests and responses are these models; the
+agent identifies a device by the IP the portal saw (it maps IP to MAC itself from the
+kernel's neighbour table, so the portal cannot claim another device's MAC).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- views -------------------------------------------------------------------------------
+SessionState = Literal["authorised", "throttled", "expired", "ended"]
+EndReason = Literal["data_quota", "time_quota", "idle", "logout", "caretaker", "blocked"]
+
+
+class SessionView(_Msg):
+    state: SessionState
+    plan_id: str  # "free" for the free tier
+    plan_name: dict[str, str]
+    down_kbit: int
+    up_kbit: int
+    bytes_used: int
+    bytes_remaining: int | None  # None: unlimited
+    seconds_remaining: int | None  # None: unlimited
+    started_at: float
+    ended_reason: EndReason | None = None
+
+
+class DeviceView(_Msg):
+    mac: str
+    ip: str | None
+    hostname: str | None = None
+    last_seen: float | None = None
+    blocked: bool = False
+    staff: bool = False
+    session: SessionView | None = None
+
+
+class HealthView(_Msg):
+    cpu_pct: float
+    mem_pct: float
+    disk_pct: float
+    temperature_c: float | None
+    uplink_up: bool
+    uplink_latency_ms: float | None
+    broker_connected: bool
+    config_version: int
+    cache_used_mb: float
+    cache_items: int
+
+
+# --- requests ----------------------------------------------------------------------------
+class Whoami(_Msg):
+    op: Literal["whoami"] = "whoami"
+    ip: str
+
+
+class Login(_Msg):
+    op: Literal["login"] = "login"
+    ip: str
+    method: Literal["voucher", "free"]
+    code: str | None = None
+
+
+class Logout(_Msg):
+    op: Literal["logout"] = "logout"
+    ip: str
+
+
+class ListDevices(_Msg):
+    op: Literal["devices"] = "devices"
+
+
+class Health(_Msg):
+    op: Literal["health"] = "health"
+
+
+class Disconnect(_Msg):
+    op: Literal["disconnect"] = "disconnect"
+    mac: str
+
+
+class Block(_Msg):
+    op: Literal["block"] = "block"
+    mac: str
+    blocked: bool
+
+
+class IssueVouchers(_Msg):
+    op: Literal["issue_vouchers"] = "issue_vouchers"
+    plan_id: str
+    count: int = Field(ge=1, le=200)
+
+
+Request = Annotated[
+    Whoami | Login | Logout | ListDevices | Health | Disconnect | Block | IssueVouchers,
+    Field(discriminator="op"),
+]
+
+
+class RequestEnvelope(_Msg):
+    request: Request
+
+
+# --- responses ---------------------------------------------------------------------------
+LoginError = Literal[
+    "unknown_code",  # no such code (or a typo: the check characters do not match)
+    "used_up",  # every device slot of the voucher is taken / data used up
+    "expired",
+    "revoked",
+    "free_used_today",  # free allowance for today is used up
+    "method_disabled",
+    "blocked",  # the caretaker blocked this device
+    "unknown_device",  # the agent cannot see this IP on the LAN
+    "rate_limited",
+]
+
+
+class Response(_Msg):
+    ok: bool
+    error: str | None = None  # a LoginError code, or a short machine-readable reason
+    message: str | None = None  # for logs and the caretaker, not shown to users verbatim
+    device: DeviceView | None = None
+    devices: list[DeviceView] | None = None
+    health: HealthView | None = None
+    vouchers: list[str] | None = None
+    uplink_up: bool | None = None
