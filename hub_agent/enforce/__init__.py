@@ -1,0 +1,1 @@
+"""Kernel enforcement on the hub: nftables captive firewall, tc shaping, discovery, dnsmasq."""
