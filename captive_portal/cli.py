@@ -1,12 +1,67 @@
-"""`captive-portal`: the portal web app, run by an unprivileged user."""
+"""`captive-portal --config PATH [--host H] [--port P]`: the portal under uvicorn.
+
+Runs as an unprivileged user: it only listens on its ports and talks to the agent's
+socket. With ``portal.tls_cert``/``tls_key`` and ``portal.https_port`` set it serves the
+same app over HTTPS too (RFC 8908 wants the API over TLS), in the same process.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Generator, Sequence
 from pathlib import Path
 
-from hub_agent.clikit import fail, not_built, parser
-from hub_agent.config import ConfigError, load_config
+import uvicorn
+
+from captive_portal.app import create_app
+from captive_portal.settings import SettingsError, build_settings
+from hub_agent.clikit import fail, parser
+from hub_agent.config import ConfigError, HubConfig, load_config
+
+log = logging.getLogger("captive_portal")
+
+
+class _Server(uvicorn.Server):
+    """Signals are handled once for both listeners, not by each server."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def server_configs(config: HubConfig, app: object, host: str, port: int) -> list[uvicorn.Config]:
+    common = {"proxy_headers": False, "server_header": False, "access_log": False}
+    out = [uvicorn.Config(app, host=host, port=port, log_level="info", **common)]  # type: ignore[arg-type]
+    p = config.portal
+    if p.tls_cert is not None and p.tls_key is not None and p.https_port is not None:
+        out.append(
+            uvicorn.Config(
+                app,  # type: ignore[arg-type]
+                host=host,
+                port=p.https_port,
+                ssl_certfile=str(p.tls_cert),
+                ssl_keyfile=str(p.tls_key),
+                log_level="info",
+                **common,  # type: ignore[arg-type]
+            )
+        )
+    return out
+
+
+async def serve(configs: list[uvicorn.Config]) -> None:
+    servers = [_Server(c) for c in configs]
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for s in servers:
+            s.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    await asyncio.gather(*(s.serve() for s in servers))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -14,12 +69,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--config", type=Path, required=True, help="hub config YAML")
     p.add_argument("--host", default=None, help="listen address (default: the LAN address)")
     p.add_argument("--port", type=int, default=None, help="listen port (default: portal.http_port)")
+    p.add_argument(
+        "--secret-file",
+        type=Path,
+        default=None,
+        help="key signing form tokens (created 0600 if missing); default: a new key per start",
+    )
     args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        load_config(args.config)
-    except ConfigError as e:
+        config = load_config(args.config)
+        host = args.host or str(config.network.lan.address.ip)
+        port = args.port or config.portal.http_port
+        extra = (host,) if args.host else ()
+        settings = build_settings(config, extra_hosts=extra, listen_port=port)
+        app = create_app(config, settings=settings, secret_file=args.secret_file)
+    except (ConfigError, SettingsError, ValueError, OSError) as e:
         fail(str(e))
-    not_built("captive-portal", "issue 5")
+    configs = server_configs(config, app, host, port)
+    for c in configs:
+        scheme = "https" if c.ssl_certfile else "http"
+        log.info("portal listening on %s://%s:%s/", scheme, c.host, c.port)
+    asyncio.run(serve(configs))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,77 @@
+"""Wiring only: build the portal's parts from the hub config and mount the routes."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from captive_portal.agent import Agent
+from captive_portal.hostcheck import ForeignHostRedirect
+from captive_portal.ratelimit import Lockout
+from captive_portal.render import Renderer
+from captive_portal.routes import admin, captive_api, login, probes, splash, status
+from captive_portal.security import AdminSessions, CsrfSigner, load_or_create_secret
+from captive_portal.services import Portal
+from captive_portal.settings import Settings, build_settings
+from hub_agent.config import HubConfig
+
+log = logging.getLogger(__name__)
+
+
+def _content_router(app: FastAPI) -> bool:
+    """Mount the local library (captive_portal.content_routes) when it is installed."""
+    try:
+        module = importlib.import_module("captive_portal.content_routes")
+    except ModuleNotFoundError as e:
+        if e.name != "captive_portal.content_routes":
+            raise  # the module exists but is broken: say so instead of hiding it
+        log.info("content library routes not installed; /content/ is not served")
+        return False
+    app.include_router(module.router)
+    return True
+
+
+def create_app(
+    config: HubConfig,
+    *,
+    secret: bytes | None = None,
+    secret_file: Path | None = None,
+    settings: Settings | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> FastAPI:
+    """The portal app. ``secret`` (or ``secret_file``) signs CSRF tokens; without either a
+    fresh key is drawn for this run, never a default."""
+    settings = settings or build_settings(config)
+    key = secret if secret is not None else load_or_create_secret(secret_file)
+    portal = Portal(
+        settings=settings,
+        agent=Agent(settings.agent_socket, settings.agent_timeout_s),
+        renderer=Renderer(),
+        csrf=CsrfSigner(key),
+        login_lockout=Lockout(config.portal.login_attempts, config.portal.lockout_seconds, clock),
+        admin_lockout=Lockout(config.portal.login_attempts, config.portal.lockout_seconds, clock),
+        admin_sessions=AdminSessions(),
+    )
+    app = FastAPI(
+        title="Relais captive portal",
+        version="1",
+        docs_url=None,  # no Swagger UI: it loads scripts from a CDN the LAN cannot reach
+        redoc_url=None,
+    )
+    app.state.portal = portal
+    app.state.config = config
+    for module in (splash, login, status, probes, captive_api, admin):
+        app.include_router(module.router)
+    app.state.content_library = _content_router(app)
+    app.add_middleware(
+        ForeignHostRedirect,
+        is_own_host=settings.is_own_host,
+        splash_url=settings.base_url,
+        keep=probes.PROBE_PATHS,
+    )
+    return app

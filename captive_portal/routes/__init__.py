@@ -1,0 +1,1 @@
+"""Thin HTTP routes: read the request, ask the agent, hand a context to a template."""

@@ -1,0 +1,276 @@
+"""/admin: the caretaker's dashboard. Password login (scrypt), an HttpOnly SameSite=Strict
+session cookie, CSRF on every form, login attempts locked out per IP."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from captive_portal.agent import UNAVAILABLE
+from captive_portal.deps import (
+    ADMIN_COOKIE,
+    AdminSession,
+    ClientIp,
+    LangDep,
+    PortalDep,
+    translator_for,
+)
+from captive_portal.i18n import Translator
+from captive_portal.render import device_rows, health_rows, localised, quota_rows
+from captive_portal.responses import html, redirect
+from captive_portal.security import verify_password
+from captive_portal.services import Portal
+from hub_agent.api.protocol import Block, Disconnect, Health, IssueVouchers, ListDevices
+from hub_agent.config import normalise_mac
+
+router = APIRouter(prefix="/admin")
+
+FLASH = frozenset(
+    {"disconnected", "blocked", "unblocked", "bad_mac", "failed", "unavailable", "bad_plan"}
+)
+MAX_VOUCHERS_AT_ONCE = 50
+
+
+def _base(portal: Portal, t: Translator, title: str) -> dict[str, Any]:
+    return {
+        "lang": t.lang,
+        "t": t,
+        "title": title,
+        "hub_name": portal.settings.config.hub.name,
+        "kind_label": t(f"kind.{portal.settings.config.hub.kind}"),
+        "lang_q": f"?{urlencode({'lang': t.lang})}",
+    }
+
+
+def _login_page(
+    portal: Portal, t: Translator, ip: str, error: str | None, status_code: int
+) -> HTMLResponse:
+    ctx = {
+        **_base(portal, t, t("admin.login_title")),
+        "csrf": portal.csrf.issue("admin-login", ip),
+        "error": t(f"admin.error.{error}") if error else None,
+        "disabled": portal.settings.admin_hash is None,
+    }
+    return html(portal.renderer.page("admin_login.html", ctx), status_code=status_code)
+
+
+def _back(t: Translator, flash: str) -> RedirectResponse:
+    return redirect(f"/admin?{urlencode({'lang': t.lang, 'msg': flash})}", 303)
+
+
+@router.get(
+    "",
+    response_class=HTMLResponse,
+    response_model=None,
+    summary="Caretaker dashboard (login required)",
+    responses={401: {"description": "login form"}, 404: {"description": "admin disabled"}},
+)
+async def dashboard(
+    portal: PortalDep,
+    t: LangDep,
+    ip: ClientIp,
+    sid: AdminSession,
+    msg: Annotated[str, Query(max_length=32)] = "",
+) -> HTMLResponse:
+    if portal.settings.admin_hash is None:
+        return _login_page(portal, t, ip, None, 404)
+    if sid is None:
+        return _login_page(portal, t, ip, None, 401)
+    devices_r, health_r = await asyncio.gather(
+        portal.agent.ask(ListDevices()), portal.agent.ask(Health())
+    )
+    config = portal.settings.config
+    default = config.portal.default_language
+    ctx = {
+        **_base(portal, t, t("admin.title")),
+        "csrf": portal.csrf.issue("admin", sid),
+        "flash": t(f"admin.flash.{msg}") if msg in FLASH else None,
+        "unavailable": devices_r.error == UNAVAILABLE or health_r.error == UNAVAILABLE,
+        "devices": device_rows(devices_r.devices or [], t, default),
+        "health": health_rows(health_r.health, t, config) if health_r.health else [],
+        "quotas": quota_rows(config, t),
+        "plans": [(p.id, localised(p.name, t.lang, default)) for p in config.plans],
+        "portal_config_version": config.version,
+        "max_vouchers": MAX_VOUCHERS_AT_ONCE,
+    }
+    return html(portal.renderer.page("admin.html", ctx))
+
+
+@router.post(
+    "/login",
+    response_class=HTMLResponse,
+    response_model=None,
+    summary="Caretaker login",
+    responses={303: {"description": "logged in: to the dashboard"}},
+)
+async def admin_login(
+    request: Request,
+    portal: PortalDep,
+    ip: ClientIp,
+    password: Annotated[str, Form(max_length=256)] = "",
+    csrf: Annotated[str, Form(max_length=200)] = "",
+    lang: Annotated[str, Form(max_length=16)] = "",
+) -> HTMLResponse | RedirectResponse:
+    t = translator_for(portal, request, lang or None)
+    stored = portal.settings.admin_hash
+    if stored is None:
+        return _login_page(portal, t, ip, None, 404)
+    if portal.admin_lockout.retry_after(ip):
+        return _login_page(portal, t, ip, "rate_limited", 429)
+    if not portal.csrf.check(csrf, "admin-login", ip):
+        return _login_page(portal, t, ip, "csrf", 403)
+    # scrypt is deliberately slow: keep it off the event loop.
+    if not password or not await asyncio.to_thread(verify_password, password, stored):
+        portal.admin_lockout.fail(ip)
+        return _login_page(portal, t, ip, "bad_password", 401)
+    portal.admin_lockout.succeed(ip)
+    resp = redirect(f"/admin?{urlencode({'lang': t.lang})}", 303)
+    resp.set_cookie(
+        ADMIN_COOKIE,
+        portal.admin_sessions.open(),
+        max_age=portal.admin_sessions.ttl_s,
+        path="/admin",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return resp
+
+
+def _guard(portal: Portal, sid: str | None, csrf: str) -> str | None:
+    """None when the caretaker's session and form token are good, else the refusal."""
+    if sid is None:
+        return "login"
+    if not portal.csrf.check(csrf, "admin", sid):
+        return "csrf"
+    return None
+
+
+@router.post("/logout", summary="Caretaker logout", status_code=303)
+async def admin_logout(
+    request: Request,
+    portal: PortalDep,
+    sid: AdminSession,
+    csrf: Annotated[str, Form(max_length=200)] = "",
+    lang: Annotated[str, Form(max_length=16)] = "",
+) -> RedirectResponse:
+    t = translator_for(portal, request, lang or None)
+    if _guard(portal, sid, csrf) is None:
+        portal.admin_sessions.close(sid)
+    resp = redirect(f"/admin?{urlencode({'lang': t.lang})}", 303)
+    resp.delete_cookie(ADMIN_COOKIE, path="/admin", httponly=True, samesite="strict")
+    return resp
+
+
+def _refused(portal: Portal, t: Translator, ip: str, why: str) -> HTMLResponse:
+    return _login_page(
+        portal, t, ip, None if why == "login" else why, 401 if why == "login" else 403
+    )
+
+
+@router.post(
+    "/disconnect",
+    response_class=HTMLResponse,
+    response_model=None,
+    summary="Disconnect a device",
+    responses={303: {"description": "done: back to the dashboard"}},
+)
+async def admin_disconnect(
+    request: Request,
+    portal: PortalDep,
+    ip: ClientIp,
+    sid: AdminSession,
+    mac: Annotated[str, Form(max_length=32)] = "",
+    csrf: Annotated[str, Form(max_length=200)] = "",
+    lang: Annotated[str, Form(max_length=16)] = "",
+) -> HTMLResponse | RedirectResponse:
+    t = translator_for(portal, request, lang or None)
+    why = _guard(portal, sid, csrf)
+    if why:
+        return _refused(portal, t, ip, why)
+    try:
+        mac = normalise_mac(mac)
+    except ValueError:
+        return _back(t, "bad_mac")
+    r = await portal.agent.ask(Disconnect(mac=mac))
+    return _back(t, "disconnected" if r.ok else _failure(r.error))
+
+
+@router.post(
+    "/block",
+    response_class=HTMLResponse,
+    response_model=None,
+    summary="Block or unblock a MAC address",
+    responses={303: {"description": "done: back to the dashboard"}},
+)
+async def admin_block(
+    request: Request,
+    portal: PortalDep,
+    ip: ClientIp,
+    sid: AdminSession,
+    mac: Annotated[str, Form(max_length=32)] = "",
+    blocked: Annotated[str, Form(max_length=8)] = "1",
+    csrf: Annotated[str, Form(max_length=200)] = "",
+    lang: Annotated[str, Form(max_length=16)] = "",
+) -> HTMLResponse | RedirectResponse:
+    t = translator_for(portal, request, lang or None)
+    why = _guard(portal, sid, csrf)
+    if why:
+        return _refused(portal, t, ip, why)
+    try:
+        mac = normalise_mac(mac)
+    except ValueError:
+        return _back(t, "bad_mac")
+    block = blocked not in ("0", "false", "")
+    r = await portal.agent.ask(Block(mac=mac, blocked=block))
+    return _back(t, ("blocked" if block else "unblocked") if r.ok else _failure(r.error))
+
+
+def _failure(error: str | None) -> str:
+    return "unavailable" if error == UNAVAILABLE else "failed"
+
+
+@router.post(
+    "/vouchers",
+    response_class=HTMLResponse,
+    response_model=None,
+    summary="Issue vouchers and show them printable",
+    responses={303: {"description": "refused: back to the dashboard"}},
+)
+async def admin_vouchers(
+    request: Request,
+    portal: PortalDep,
+    ip: ClientIp,
+    sid: AdminSession,
+    plan_id: Annotated[str, Form(max_length=64)] = "",
+    count: Annotated[str, Form(max_length=8)] = "1",
+    csrf: Annotated[str, Form(max_length=200)] = "",
+    lang: Annotated[str, Form(max_length=16)] = "",
+) -> HTMLResponse | RedirectResponse:
+    t = translator_for(portal, request, lang or None)
+    why = _guard(portal, sid, csrf)
+    if why:
+        return _refused(portal, t, ip, why)
+    config = portal.settings.config
+    try:
+        plan = config.plan(plan_id)
+        n = int(count)
+    except (KeyError, ValueError):
+        return _back(t, "bad_plan")
+    if not 1 <= n <= MAX_VOUCHERS_AT_ONCE:
+        return _back(t, "bad_plan")
+    r = await portal.agent.ask(IssueVouchers(plan_id=plan.id, count=n))
+    if not r.ok or not r.vouchers:
+        return _back(t, _failure(r.error))
+    ctx = {
+        **_base(portal, t, t("vouchers.title")),
+        "plan_name": localised(plan.name, t.lang, config.portal.default_language),
+        "price": plan.price_label,
+        "codes": r.vouchers,
+        "portal_url": portal.settings.base_url,
+    }
+    return html(portal.renderer.page("admin_vouchers.html", ctx))

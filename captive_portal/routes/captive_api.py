@@ -1,0 +1,45 @@
+"""GET /api/captive: the RFC 8908 Captive Portal API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from captive_portal.agent import DeviceState
+from captive_portal.deps import DeviceDep, PortalDep
+from captive_portal.settings import Settings
+
+router = APIRouter()
+
+MEDIA_TYPE = "application/captive+json"
+
+
+def captive_document(settings: Settings, state: DeviceState) -> dict[str, Any]:
+    """Pure: the RFC 8908 JSON for this device's state (fail closed: captive when unsure)."""
+    base = settings.api_base_url
+    session = state.session
+    doc: dict[str, Any] = {
+        "captive": session is None,
+        "user-portal-url": base,
+        "venue-info-url": base + "content/",
+        "can-extend-session": session is not None,
+    }
+    if session is not None:
+        if session.seconds_remaining is not None:
+            doc["seconds-remaining"] = max(0, session.seconds_remaining)
+        if session.bytes_remaining is not None:
+            doc["bytes-remaining"] = max(0, session.bytes_remaining)
+    return doc
+
+
+@router.get(
+    "/api/captive",
+    summary="RFC 8908 Captive Portal API",
+    response_class=Response,
+    responses={200: {"content": {MEDIA_TYPE: {}}}},
+)
+async def captive_api(portal: PortalDep, state: DeviceDep) -> Response:
+    body = json.dumps(captive_document(portal.settings, state), separators=(",", ":"))
+    return Response(body, media_type=MEDIA_TYPE, headers={"Cache-Control": "private"})

@@ -1,0 +1,65 @@
+"""GET /status (the device's own session) and POST /logout."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from captive_portal.agent import UNAVAILABLE, DeviceState
+from captive_portal.deps import ClientIp, DeviceDep, LangDep, PortalDep, translator_for
+from captive_portal.render import splash_context, status_context
+from captive_portal.responses import html, redirect
+from hub_agent.api.protocol import Logout
+
+router = APIRouter()
+
+
+@router.get(
+    "/status",
+    response_class=HTMLResponse,
+    response_model=None,
+    summary="The device's session",
+    responses={303: {"description": "not logged in: back to the splash page"}},
+)
+async def status(
+    portal: PortalDep, t: LangDep, ip: ClientIp, state: DeviceDep
+) -> HTMLResponse | RedirectResponse:
+    session = state.session
+    if session is None:
+        return redirect(f"/?{urlencode({'lang': t.lang})}", 303)
+    ctx = status_context(portal.settings, t, state, session, csrf=portal.csrf.issue("logout", ip))
+    return html(portal.renderer.page("status.html", ctx))
+
+
+@router.post(
+    "/logout",
+    response_class=HTMLResponse,
+    response_model=None,
+    summary="End the device's session",
+    responses={303: {"description": "logged out: back to the splash page"}},
+)
+async def logout(
+    request: Request,
+    portal: PortalDep,
+    ip: ClientIp,
+    csrf: Annotated[str, Form(max_length=200)] = "",
+    lang: Annotated[str, Form(max_length=16)] = "",
+) -> HTMLResponse | RedirectResponse:
+    t = translator_for(portal, request, lang or None)
+    error = None
+    state: DeviceState | None = None
+    if not portal.csrf.check(csrf, "logout", ip):
+        error, status_code = "csrf", 403
+    else:
+        resp = await portal.agent.ask(Logout(ip=ip))
+        if resp.error == UNAVAILABLE:
+            error, status_code, state = UNAVAILABLE, 503, DeviceState(False, None, None)
+        else:  # "no session" is fine: the device is logged out either way
+            return redirect(f"/?{urlencode({'lang': t.lang})}", 303)
+    ctx = splash_context(
+        portal.settings, t, state, csrf=portal.csrf.issue("login", ip), error=error
+    )
+    return html(portal.renderer.page("splash.html", ctx), status_code=status_code)

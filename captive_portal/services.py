@@ -1,0 +1,22 @@
+"""The portal's long-lived parts, built once per app and shared by every request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from captive_portal.agent import Agent
+from captive_portal.ratelimit import Lockout
+from captive_portal.render import Renderer
+from captive_portal.security import AdminSessions, CsrfSigner
+from captive_portal.settings import Settings
+
+
+@dataclass
+class Portal:
+    settings: Settings
+    agent: Agent
+    renderer: Renderer
+    csrf: CsrfSigner
+    login_lockout: Lockout
+    admin_lockout: Lockout
+    admin_sessions: AdminSessions
