@@ -1,17 +1,47 @@
-"""`hubctl`: central operations over the fleet."""
+"""`hubctl`: central operations over the fleet.
+
+Global options: ``--state DIR`` (the controller's data folder, env ``RELAIS_CENTRAL_DIR``,
+default /var/lib/relais-central), ``--db URL`` (registry; default ``<state>/registry.db``)
+and ``--mqtt URL`` (the broker as the controller reaches it; env ``RELAIS_MQTT_URL``;
+without credentials in the URL the controller's own broker user is used).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
+import json
+import os
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-from hub_agent.clikit import not_built, parser
+import sqlite_utils
+
+from hub_agent.clikit import EXIT_NOT_BUILT, fail, parser
+from provisioning import fleet, registry
+from provisioning.statedir import StateDir
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = parser("hubctl", "Relais central operations: enroll, push, fleet, vouchers, content.")
-    p.add_argument("--db", default=None, help="registry database URL (default: sqlite file)")
+    p.add_argument("--db", default=None, help="registry database (path or sqlite:///path)")
+    p.add_argument(
+        "--state",
+        default=None,
+        metavar="DIR",
+        help="controller data dir (env RELAIS_CENTRAL_DIR, default /var/lib/relais-central)",
+    )
+    p.add_argument(
+        "--mqtt",
+        default=None,
+        metavar="URL",
+        help="broker URL for the controller (env RELAIS_MQTT_URL; else central.yaml)",
+    )
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     enroll = sub.add_parser("enroll", help="enroll a hub (identity, broker credentials, ACL)")
@@ -19,15 +49,32 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--kind", required=True, choices=["mairie", "school", "clinic"])
     enroll.add_argument("--name", required=True)
     enroll.add_argument("--region", default=None)
+    enroll.add_argument("--prefecture", default=None)
+    enroll.add_argument("--lat", type=float, default=None)
+    enroll.add_argument("--lon", type=float, default=None)
+    enroll.add_argument(
+        "--group", action="append", default=[], help="named group (repeatable), for push --group"
+    )
+    enroll.add_argument(
+        "--hub-mqtt-url", default=None, help="broker URL as the hub reaches it (central.yaml)"
+    )
 
     push = sub.add_parser("push", help="push a config to a hub or a group")
     target = push.add_mutually_exclusive_group(required=True)
     target.add_argument("hub_id", nargs="?")
-    target.add_argument("--group")
+    target.add_argument(
+        "--group", help="all | kind (schools) | region (Maritime) | named group | kind:/region:"
+    )
     push.add_argument("file", type=Path)
+    push.add_argument("--wave", default=None, help="staged rollout: canary share, e.g. 10%%")
+    push.add_argument(
+        "--max-failures", type=int, default=0, help="halt once rejections+rollbacks exceed this"
+    )
+    push.add_argument("--timeout", type=float, default=120, help="seconds to wait per wave")
+    push.add_argument("--dry-run", action="store_true", help="render and validate only")
 
-    fleet = sub.add_parser("fleet", help="fleet health table")
-    fleet.add_argument("--json", action="store_true")
+    fleet_p = sub.add_parser("fleet", help="fleet health table")
+    fleet_p.add_argument("--json", action="store_true")
 
     vouchers = sub.add_parser("vouchers", help="centrally issued vouchers")
     vsub = vouchers.add_subparsers(dest="vverb", required=True, metavar="VERB")
@@ -37,30 +84,228 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--out", type=Path, default=None)
 
     content = sub.add_parser("content", help="content library catalogue")
-    csub = content.add_subparsers(dest="cverb", required=True, metavar="VERB")
-    csub.add_parser("add")
-    csub.add_parser("list")
-    csub.add_parser("assign")
+    content_cli = _optional("provisioning.content_cli")
+    if content_cli is not None and hasattr(content_cli, "register"):
+        content_cli.register(content.add_subparsers(dest="cverb", required=True, metavar="VERB"))
+    else:
+        csub = content.add_subparsers(dest="cverb", required=True, metavar="VERB")
+        for verb in ("add", "list", "assign"):
+            csub.add_parser(verb)
 
     controller = sub.add_parser("controller", help="central controller")
     ctsub = controller.add_subparsers(dest="ctverb", required=True, metavar="VERB")
-    ctsub.add_parser("run", help="health ingest and fleet web page")
+    run = ctsub.add_parser("run", help="health ingest and fleet web page")
+    run.add_argument("--http-host", default="127.0.0.1")
+    run.add_argument("--http-port", type=int, default=8090, help="0: no web page")
+    run.add_argument(
+        "--shared", action="store_true", help="MQTT 5 shared subscription (several processes)"
+    )
+    run.add_argument("--client-id", default=None)
+
+    sim = sub.add_parser("simulate", help="simulated hubs against a real broker")
+    sim.add_argument("--hubs", type=int, default=50)
+    sim.add_argument("--rate", type=float, default=1.0, help="health samples per hub per second")
+    sim.add_argument("--duration", type=float, default=0, help="seconds (0: until Ctrl-C)")
+    sim.add_argument("--connections", type=int, default=0, help="0: one per 100 hubs")
+    sim.add_argument("--outage-pct", type=float, default=5.0, help="hubs that drop out")
+    sim.add_argument("--register", action="store_true", help="add the hubs to the registry")
     return p
 
 
-_ISSUES = {
-    "enroll": "issue 8",
-    "push": "issue 8",
-    "fleet": "issue 8",
-    "vouchers": "issue 6",
-    "content": "issue 9",
-    "controller": "issue 8",
+def _optional(module: str) -> ModuleType | None:
+    """Import another helper's module if it exists; None if it has not landed yet."""
+    if importlib.util.find_spec(module) is None:
+        return None
+    return importlib.import_module(module)
+
+
+def _not_built(what: str) -> int:
+    print(f"{what}: not built yet.", file=sys.stderr)
+    return EXIT_NOT_BUILT
+
+
+class Ctx:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.state = StateDir.from_env(args.state)
+        self._db: sqlite_utils.Database | None = None
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        if self._db is None:
+            try:
+                path = registry.db_path_from_url(self.args.db, self.state.registry_path)
+            except ValueError as e:
+                fail(str(e))
+            self.state.ensure()
+            self._db = registry.open_registry(path)
+        return self._db
+
+    def broker_url(self) -> Any:
+        from provisioning.mqttclient import BrokerUrl
+
+        text = (
+            self.args.mqtt
+            or os.environ.get("RELAIS_MQTT_URL")
+            or self.state.settings().controller_mqtt_url
+        )
+        user, password = self.state.controller_credentials()
+        return BrokerUrl.parse(text).with_credentials(user, password)
+
+
+def cmd_enroll(ctx: Ctx) -> int:
+    from hub_agent.config import ConfigError
+    from provisioning.enroll import EnrollError, enroll
+
+    a = ctx.args
+    hub = registry.HubRecord(
+        id=a.hub_id,
+        kind=a.kind,
+        name=a.name,
+        region=a.region,
+        prefecture=a.prefecture,
+        lat=a.lat,
+        lon=a.lon,
+        groups=tuple(a.group),
+    )
+    try:
+        done = enroll(ctx.state, ctx.db, hub, mqtt_url=a.hub_mqtt_url)
+    except (ConfigError, EnrollError, ValueError) as e:
+        fail(f"enroll {a.hub_id}: {e}")
+    verb = "re-enrolled (credentials rotated)" if done.rotated else "enrolled"
+    print(f"{done.hub_id} {verb}; first config v{done.version}")
+    print(f"Ansible host_vars: {done.host_vars_path}")
+    print(f"Caretaker password (shown once): {done.caretaker_password}")
+    return 0
+
+
+def cmd_push(ctx: Ctx) -> int:
+    from provisioning import push, pushplan, topics
+    from provisioning.mqttclient import Client, MqttError
+
+    a = ctx.args
+    try:
+        pf = push.load_push_file(a.file)
+        wave = pushplan.parse_wave(a.wave) if a.wave else None
+        rendered = push.prepare(ctx.state, ctx.db, pf, hub_id=a.hub_id, group=a.group)
+    except pushplan.PushError as e:
+        fail(f"push refused, nothing published: {e}")
+    print(f"{len(rendered)} hub(s) rendered and valid")
+    if a.dry_run:
+        for r in rendered:
+            print(f"  {r.hub_id:<32} v{r.version:<5} layers: {', '.join(r.layers) or '-'}")
+        return 0
+
+    def show(hub_id: str, status: str, reason: str) -> None:
+        print(f"  {hub_id:<32} {status}{': ' + reason if reason else ''}", flush=True)
+
+    tracker = push.Tracker(on_change=show)
+    client = Client(ctx.broker_url(), on_message=tracker.report)
+    try:
+        client.connect()
+        client.subscribe([f"{topics.ROOT}/+/config/reported"])
+        result = push.push_with_tracker(
+            ctx.state,
+            ctx.db,
+            client,
+            tracker,
+            rendered,
+            source=str(a.file),
+            wave_pct=wave,
+            max_failures=a.max_failures,
+            timeout_s=a.timeout,
+            out=lambda line: print(line, flush=True),
+        )
+    except MqttError as e:
+        fail(f"push: {e}")
+    finally:
+        client.close()
+    push.record_reports(ctx.db, rendered, result)
+    counts: dict[str, int] = {}
+    for s in result.status.values():
+        counts[s] = counts.get(s, 0) + 1
+    print("summary: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    for hub_id, s in result.status.items():
+        if s != "applied":
+            print(f"  {hub_id}: {s}{': ' + result.reason[hub_id] if result.reason[hub_id] else ''}")
+    if result.halted_after_wave is not None:
+        print(
+            f"rollout HALTED after wave {result.halted_after_wave}/{result.waves}: "
+            f"failures exceeded --max-failures {a.max_failures}; "
+            f"{len(result.not_pushed)} hub(s) not pushed (first: {result.not_pushed[0]})"
+        )
+    return 0 if result.ok else 1
+
+
+def cmd_fleet(ctx: Ctx) -> int:
+    now = time.time()
+    rows = fleet.fleet_rows(registry.all_hubs(ctx.db), now)
+    if ctx.args.json:
+        print(json.dumps([r.as_json() for r in rows], indent=2))
+    else:
+        print(fleet.render_table(rows, now))
+    return 0
+
+
+def cmd_vouchers(ctx: Ctx) -> int:
+    mod = _optional("provisioning.vouchers")
+    if mod is None or not hasattr(mod, "issue_command"):
+        return _not_built("hubctl vouchers issue")
+    a = ctx.args
+    result = mod.issue_command(state=ctx.state, db=ctx.db, plan=a.plan, count=a.count, out=a.out)
+    return int(result or 0)
+
+
+def cmd_content(ctx: Ctx) -> int:
+    mod = _optional("provisioning.content_cli")
+    if mod is None or not hasattr(ctx.args, "func"):
+        return _not_built(f"hubctl content {ctx.args.cverb}")
+    return int(ctx.args.func(ctx.args) or 0)
+
+
+def cmd_controller(ctx: Ctx) -> int:
+    from provisioning.controller.service import run_controller
+
+    a = ctx.args
+    return run_controller(
+        ctx.state,
+        ctx.db,
+        ctx.broker_url(),
+        http=(a.http_host, a.http_port) if a.http_port else None,
+        shared=a.shared,
+        client_id=a.client_id,
+    )
+
+
+def cmd_simulate(ctx: Ctx) -> int:
+    from provisioning.simulate import simulate_command
+
+    a = ctx.args
+    return simulate_command(
+        ctx.broker_url(),
+        hubs=a.hubs,
+        rate=a.rate,
+        duration=a.duration,
+        connections=a.connections,
+        outage_pct=a.outage_pct,
+        db=ctx.db if a.register else None,
+    )
+
+
+VERBS = {
+    "enroll": cmd_enroll,
+    "push": cmd_push,
+    "fleet": cmd_fleet,
+    "vouchers": cmd_vouchers,
+    "content": cmd_content,
+    "controller": cmd_controller,
+    "simulate": cmd_simulate,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    not_built(f"hubctl {args.verb}", _ISSUES[args.verb])
+    raise SystemExit(VERBS[args.verb](Ctx(args)))
 
 
 if __name__ == "__main__":

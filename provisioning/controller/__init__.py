@@ -1,0 +1,1 @@
+"""The central controller: health ingest into the registry and the fleet web page."""

@@ -1,0 +1,230 @@
+"""Turning hub messages into registry writes: pure, no I/O, unit-tested.
+
+``Ingestor.add`` is called for every MQTT message; ``Ingestor.take`` hands the batch
+accumulated since the last call to the writer, which commits it in one transaction.
+It remembers, per hub, the last ``seq`` of each stream (to find gaps), the open gaps (a
+late sample filling one shrinks it) and the current broker session (so the will of an old
+session that the broker publishes late does not mark a reconnected hub offline).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from provisioning import topics
+from provisioning.registry import Batch
+
+Gap = tuple[int, int]
+
+
+def parse_ts(value: Any, default: float) -> float:
+    """Epoch seconds from a number or an ISO-8601 string; ``default`` when absent or bad."""
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return default
+    return default
+
+
+def advance_seq(last: int | None, gaps: list[Gap], seq: int) -> tuple[int, list[Gap], bool]:
+    """Next (last seq, open gaps, is_new) after seeing ``seq`` on a stream.
+
+    A jump opens a gap; a sample inside a gap (late delivery) shrinks or splits it;
+    a sample already seen is a duplicate (``is_new`` False).
+    """
+    if last is None:
+        return seq, gaps, True
+    if seq == last + 1:
+        return seq, gaps, True
+    if seq > last + 1:
+        return seq, [*gaps, (last + 1, seq - 1)], True
+    for i, (a, b) in enumerate(gaps):
+        if a <= seq <= b:
+            parts = [g for g in ((a, seq - 1), (seq + 1, b)) if g[0] <= g[1]]
+            return last, gaps[:i] + parts + gaps[i + 1 :], True
+    return last, gaps, False
+
+
+def _session_key(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def state_is_stale(
+    cur_session: str | None, cur_ts: float | None, msg_session: str | None, msg_ts: float
+) -> bool:
+    """True for a state message older than what we know (e.g. a late will of a past session).
+
+    Sessions, when the hub numbers them, order first; otherwise the message's ``ts``
+    (a will carries the ts of its session's connect, older than the next session's).
+    """
+    a, b = _session_key(msg_session), _session_key(cur_session)
+    if a is not None and b is not None and a != b:
+        return a < b
+    return cur_ts is not None and msg_ts < cur_ts
+
+
+@dataclass
+class _Hub:
+    last_seq: int | None = None
+    last_event_seq: int | None = None
+    session: str | None = None
+    state_ts: float | None = None
+    reported_version: int = 0
+    gaps: dict[str, list[Gap]] = field(default_factory=dict)
+
+
+@dataclass
+class Counters:
+    received: int = 0
+    health: int = 0
+    events: int = 0
+    duplicates: int = 0
+    bad: int = 0
+    stale_states: int = 0
+
+
+class Ingestor:
+    def __init__(
+        self,
+        cursors: dict[str, dict[str, Any]] | None = None,
+        gaps: dict[tuple[str, str], list[Gap]] | None = None,
+    ) -> None:
+        self.hubs: dict[str, _Hub] = {}
+        for hub_id, row in (cursors or {}).items():
+            self.hubs[hub_id] = _Hub(
+                last_seq=row.get("last_seq"),
+                last_event_seq=row.get("last_event_seq"),
+                session=row.get("session"),
+                state_ts=row.get("state_ts"),
+                reported_version=int(row.get("reported_version") or 0),
+            )
+        for (hub_id, stream), spans in (gaps or {}).items():
+            self.hubs.setdefault(hub_id, _Hub()).gaps[stream] = list(spans)
+        self.batch = Batch()
+        self.counters = Counters()
+
+    def take(self) -> Batch:
+        batch, self.batch = self.batch, Batch()
+        return batch
+
+    def _update(self, hub_id: str, **cols: Any) -> None:
+        self.batch.hub_updates.setdefault(hub_id, {}).update(cols)
+
+    def add(self, topic_name: str, payload: bytes, now: float) -> None:
+        self.counters.received += 1
+        where = topics.parse(topic_name)
+        try:
+            msg = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            msg = None
+        if where is None or not isinstance(msg, dict):
+            self.counters.bad += 1
+            return
+        hub_id, stream = where
+        hub = self.hubs.setdefault(hub_id, _Hub())
+        if stream == "health":
+            self._health(hub_id, hub, msg, payload, now)
+        elif stream == "events":
+            self._event(hub_id, hub, msg, payload, now)
+        elif stream == "state":
+            self._state(hub_id, hub, msg, now)
+        else:
+            self._reported(hub_id, hub, msg, now)
+
+    def _seq(self, hub_id: str, hub: _Hub, stream: str, seq: int, now: float) -> bool:
+        last = hub.last_seq if stream == "health" else hub.last_event_seq
+        before = hub.gaps.get(stream, [])
+        last, after, is_new = advance_seq(last, before, seq)
+        if stream == "health":
+            hub.last_seq = last
+        else:
+            hub.last_event_seq = last
+        if after != before:
+            hub.gaps[stream] = after
+            for a, _b in set(before) - set(after):
+                self.batch.gaps_remove.append((hub_id, stream, a))
+            for a, b in set(after) - set(before):
+                self.batch.gaps_add.append((hub_id, stream, a, b, now))
+        return is_new
+
+    def _health(
+        self, hub_id: str, hub: _Hub, msg: dict[str, Any], payload: bytes, now: float
+    ) -> None:
+        seq = msg.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            self.counters.bad += 1
+            return
+        newest = hub.last_seq is None or seq > hub.last_seq
+        if not self._seq(hub_id, hub, "health", seq, now):
+            self.counters.duplicates += 1
+            return
+        text = payload.decode()
+        self.batch.health.append((hub_id, seq, parse_ts(msg.get("ts"), now), text))
+        self.counters.health += 1
+        cols: dict[str, Any] = {"last_seen": now, "online": 1, "last_seq": hub.last_seq}
+        if newest:
+            cols["last_health"] = text
+        self._update(hub_id, **cols)
+
+    def _event(
+        self, hub_id: str, hub: _Hub, msg: dict[str, Any], payload: bytes, now: float
+    ) -> None:
+        seq = msg.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            self.counters.bad += 1
+            return
+        if not self._seq(hub_id, hub, "events", seq, now):
+            self.counters.duplicates += 1
+            return
+        kind = str(msg.get("type", "unknown"))
+        ts = parse_ts(msg.get("ts"), now)
+        self.batch.events.append((hub_id, seq, ts, kind, payload.decode()))
+        self.counters.events += 1
+        self._update(hub_id, last_seen=now, last_event_seq=hub.last_event_seq)
+
+    def _state(self, hub_id: str, hub: _Hub, msg: dict[str, Any], now: float) -> None:
+        online = msg.get("online")
+        if not isinstance(online, bool):
+            self.counters.bad += 1
+            return
+        ts = parse_ts(msg.get("ts"), now)
+        session = None if msg.get("session") is None else str(msg.get("session"))
+        if state_is_stale(hub.session, hub.state_ts, session, ts):
+            self.counters.stale_states += 1
+            return
+        hub.session = session if session is not None else hub.session
+        hub.state_ts = ts
+        cols: dict[str, Any] = {"online": int(online), "state_ts": ts, "session": hub.session}
+        if online:
+            cols["last_seen"] = now
+        if isinstance(msg.get("agent_version"), str):
+            cols["agent_version"] = msg["agent_version"]
+        self._update(hub_id, **cols)
+
+    def _reported(self, hub_id: str, hub: _Hub, msg: dict[str, Any], now: float) -> None:
+        version, status = msg.get("version"), msg.get("status")
+        if not isinstance(version, int) or status not in ("applied", "rejected", "rolled_back"):
+            self.counters.bad += 1
+            return
+        if version < hub.reported_version:
+            return  # an older report (e.g. retained) never hides a newer one
+        hub.reported_version = version
+        reason = msg.get("reason")
+        self._update(
+            hub_id,
+            reported_version=version,
+            reported_status=status,
+            reported_reason=None if reason is None else str(reason)[:500],
+            reported_ts=parse_ts(msg.get("ts"), now),
+        )

@@ -1,0 +1,95 @@
+"""The fleet web server: stdlib ThreadingHTTPServer over the registry (read-only).
+
+Routes: ``/`` (map + table), ``/hubs/<id>`` (health charts, events, gaps),
+``/api/fleet.json``. Each request opens its own read connection: WAL lets pages read
+while the ingest writer commits.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import sqlite_utils
+
+from provisioning import fleet, registry
+from provisioning.controller import pages
+
+HISTORY_S = 24 * 3600.0
+
+
+def _read_db(path: Path | str) -> sqlite_utils.Database:
+    conn = sqlite3.connect(str(path), check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout=5000")
+    return sqlite_utils.Database(conn)
+
+
+def make_handler(db_path: Path | str) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "relais-controller"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet: no access log spam
+            pass
+
+        def _send(self, code: int, body: str, ctype: str = "text/html; charset=utf-8") -> None:
+            data = body.encode()
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header(
+                "Content-Security-Policy",
+                "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+                "img-src 'self' data:",
+            )
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            path = urlsplit(self.path).path
+            now = time.time()
+            db = _read_db(db_path)
+            try:
+                if path == "/":
+                    rows = fleet.fleet_rows(registry.all_hubs(db), now)
+                    self._send(200, pages.fleet_page(rows, now))
+                elif path == "/api/fleet.json":
+                    rows = fleet.fleet_rows(registry.all_hubs(db), now)
+                    self._send(200, json.dumps([r.as_json() for r in rows]), "application/json")
+                elif path.startswith("/hubs/"):
+                    hub_id = unquote(path[len("/hubs/") :])
+                    row = registry.get_hub(db, hub_id)
+                    if row is None:
+                        self._send(404, "<h1>no such hub</h1>")
+                        return
+                    gaps = registry.open_gaps(db).get((hub_id, "health"), [])
+                    self._send(
+                        200,
+                        pages.hub_page(
+                            fleet.fleet_row(row, now),
+                            registry.health_series(db, hub_id, now - HISTORY_S),
+                            registry.recent_events(db, hub_id),
+                            gaps,
+                            now,
+                        ),
+                    )
+                else:
+                    self._send(404, "<h1>not found</h1>")
+            finally:
+                db.conn.close()
+
+    return Handler
+
+
+def serve(db_path: Path | str, host: str, port: int) -> ThreadingHTTPServer:
+    """Start the page server in a daemon thread; ``.shutdown()`` stops it."""
+    server = ThreadingHTTPServer((host, port), make_handler(db_path))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="fleet-web", daemon=True).start()
+    return server

@@ -1,0 +1,211 @@
+"""`hubctl enroll`: a hub's identity, broker credentials, ACL, first config, host_vars.
+
+Planning is pure (``render_acl``, ``first_config``, ``host_vars``); ``enroll`` applies:
+registry row, password file entry (``mosquitto_passwd -b``), ACL file, per-hub secret,
+host_vars for Ansible, and the first config recorded as the hub's desired version.
+Re-enrolling a hub rotates its broker password and caretaker password and bumps the
+config version, so the freshly installed config wins over anything the hub had.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+import yaml
+
+from hub_agent.config import HubConfig, validate_config
+from provisioning import registry, topics
+from provisioning.geo import default_position
+from provisioning.statedir import StateDir, write_private
+
+
+class EnrollError(RuntimeError):
+    pass
+
+
+def fingerprint(secret: str) -> str:
+    """What the registry keeps of a credential: enough to tell rotations apart, not to log in."""
+    return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()[:16]
+
+
+def hash_password(password: str) -> str:
+    """The caretaker's hash in the portal's format (``scrypt$log2n$r$p$salt$hash``)."""
+    try:
+        from captive_portal.security import hash_password as portal_hash
+    except ImportError:  # the portal not installed here: same format, same parameters
+        salt = os.urandom(16)
+        digest = hashlib.scrypt(
+            password.encode(), salt=salt, n=1 << 14, r=8, p=1, maxmem=64 << 20, dklen=32
+        )
+        b = base64.b64encode
+        return f"scrypt$14$8$1${b(salt).decode()}${b(digest).decode()}"
+    return portal_hash(password)
+
+
+def render_acl(hub_ids: Iterable[str], controller_user: str) -> str:
+    """Mosquitto ACL: the controller reads and writes everything under relais/; each hub
+    writes only its own four streams and reads only its own desired config."""
+    lines = [
+        "# Rendered by hubctl enroll from the registry; edits here are overwritten.",
+        f"user {controller_user}",
+        "topic readwrite relais/#",
+        "topic readwrite $share/#",
+        "",
+    ]
+    for hub_id in sorted(set(hub_ids)):
+        lines.append(f"user {hub_id}")
+        for stream in topics.STREAMS:
+            lines.append(f"topic write {topics.topic(hub_id, stream)}")
+        lines.append(f"topic read {topics.desired(hub_id)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def base_document() -> dict[str, Any]:
+    text = resources.files("provisioning").joinpath("base_config.yaml").read_text("utf-8")
+    data = yaml.safe_load(text)
+    assert isinstance(data, dict)
+    return data
+
+
+def forced_fields(
+    hub: registry.HubRecord, mqtt_url: str, username: str, password: str, public_key: str
+) -> dict[str, Any]:
+    """What no push may change: identity, the hub's own broker credentials, trust."""
+    return {
+        "hub": {
+            "id": hub.id,
+            "kind": hub.kind,
+            "name": hub.name,
+            "region": hub.region,
+            "prefecture": hub.prefecture,
+        },
+        "mqtt": {"url": mqtt_url, "username": username, "password": password},
+        "trust": {"central_public_key": public_key},
+    }
+
+
+def first_config(
+    hub: registry.HubRecord,
+    version: int,
+    mqtt_url: str,
+    password: str,
+    public_key: str,
+    admin_hash: str,
+) -> HubConfig:
+    doc = base_document()
+    doc.update(forced_fields(hub, mqtt_url, hub.id, password, public_key))
+    doc["version"] = version
+    doc.setdefault("portal", {})["admin_password_hash"] = admin_hash
+    return validate_config(doc, source=f"hub {hub.id} first config")
+
+
+def redacted(wire: dict[str, Any]) -> dict[str, Any]:
+    """The config as the registry keeps it: the broker password stays in secrets/."""
+    out = dict(wire)
+    out["mqtt"] = {**out.get("mqtt", {}), "password": None}
+    return out
+
+
+def host_vars(
+    config: HubConfig, mqtt_url: str, password: str, public_key: str, admin_hash: str
+) -> dict[str, Any]:
+    """What the Ansible hub role consumes (documented in docs/operations.md)."""
+    return {
+        "relais_hub_id": config.hub.id,
+        "relais_hub_kind": config.hub.kind,
+        "relais_hub_name": config.hub.name,
+        "relais_mqtt_url": mqtt_url,
+        "relais_mqtt_username": config.hub.id,
+        "relais_mqtt_password": password,
+        "relais_central_public_key": public_key,
+        "relais_admin_password_hash": admin_hash,
+        "relais_config_version": config.version,
+        "relais_hub_config": config.to_wire(),
+    }
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    hub_id: str
+    version: int
+    caretaker_password: str
+    host_vars_path: Path
+    rotated: bool
+
+
+def write_password(passwd: Path, user: str, password: str) -> None:
+    if not passwd.exists():
+        write_private(passwd, "")
+    try:
+        subprocess.run(
+            ["mosquitto_passwd", "-b", str(passwd), user, password],
+            check=True,
+            capture_output=True,
+        )
+    except FileNotFoundError:
+        raise EnrollError("mosquitto_passwd not found (install mosquitto)") from None
+    except subprocess.CalledProcessError as e:
+        # stderr of mosquitto_passwd never contains the password; stdout is not shown
+        raise EnrollError(f"mosquitto_passwd failed: {e.stderr.decode(errors='replace')}") from None
+    os.chmod(passwd, 0o600)
+
+
+def reload_broker(command: Sequence[str] | None) -> bool:
+    if not command:
+        return False
+    subprocess.run(list(command), check=True, capture_output=True)
+    return True
+
+
+def enroll(
+    state: StateDir,
+    db: sqlite_utils.Database,
+    hub: registry.HubRecord,
+    mqtt_url: str | None = None,
+) -> Enrolled:
+    state.ensure()
+    settings = state.settings()
+    url = mqtt_url or settings.hub_mqtt_url
+    key = state.signing_key()  # created once, here, never copied anywhere
+    ctl_user, ctl_password = state.controller_credentials()
+
+    if hub.lat is None or hub.lon is None:
+        lat, lon = default_position(hub.id, hub.region)
+        hub = registry.HubRecord(**{**hub.__dict__, "lat": hub.lat or lat, "lon": hub.lon or lon})
+    existing = registry.get_hub(db, hub.id)
+    password = secrets.token_urlsafe(24)
+    caretaker = secrets.token_urlsafe(9)
+    admin_hash = hash_password(caretaker)
+    version = registry.next_version(existing) if existing else 1
+    config = first_config(hub, version, url, password, key.public_b64, admin_hash)
+
+    # Credentials first: if anything below fails, re-running enroll rotates again.
+    write_password(state.passwd_path, ctl_user, ctl_password)
+    write_password(state.passwd_path, hub.id, password)
+    state.write_secret(hub.id, {"mqtt_password": password})
+    registry.upsert_hub(db, hub, fingerprint(password))
+    registry.record_desired(db, hub.id, version, redacted(config.to_wire()), "enroll")
+    hub_ids = [r["id"] for r in registry.all_hubs(db) if r.get("cred_fingerprint")]
+    write_private(state.acl_path, render_acl(hub_ids, ctl_user))
+    hv_path = state.host_vars_path(hub.id)
+    write_private(
+        hv_path,
+        yaml.safe_dump(
+            host_vars(config, url, password, key.public_b64, admin_hash),
+            sort_keys=False,
+            allow_unicode=True,
+        ),
+    )
+    reload_broker(settings.broker_reload)
+    return Enrolled(hub.id, version, caretaker, hv_path, existing is not None)

@@ -1,0 +1,302 @@
+"""The fleet registry: hubs, their health history, events, seq gaps and config versions.
+
+SQLite through sqlite-utils by default (one file under the controller's state dir). The
+schema uses only portable types (TEXT, INTEGER, REAL, JSON kept as TEXT) and plain
+``INSERT ... ON CONFLICT`` upserts, so the same tables run on PostgreSQL for a national
+deployment (docs/operations.md says how).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from hub_agent.store import Migrations, open_db, transaction
+
+migrations = Migrations("registry")
+
+HEALTH_FULL_DAYS = 7  # full resolution this long, then one sample per hour per hub
+
+
+@migrations
+def m001_tables(db: sqlite_utils.Database) -> None:
+    db.table("hubs").create(
+        {
+            "id": str,
+            "kind": str,
+            "name": str,
+            "region": str,
+            "prefecture": str,
+            "lat": float,
+            "lon": float,
+            "groups": str,  # JSON list of named groups
+            "cred_fingerprint": str,
+            "enrolled_at": float,
+            "last_seen": float,
+            "online": int,
+            "session": str,
+            "state_ts": float,
+            "agent_version": str,
+            "last_health": str,  # JSON
+            "last_seq": int,
+            "last_event_seq": int,
+            "desired_version": int,
+            "reported_version": int,
+            "reported_status": str,
+            "reported_reason": str,
+            "reported_ts": float,
+        },
+        pk="id",
+        not_null={"kind", "name"},
+        defaults={"online": 0, "desired_version": 0, "groups": "[]"},
+    )
+    db.table("health").create(
+        {"hub_id": str, "seq": int, "ts": float, "data": str}, pk=("hub_id", "seq")
+    )
+    db.table("health").create_index(["hub_id", "ts"])
+    db.table("health").create_index(["ts"])
+    db.table("events").create(
+        {"hub_id": str, "seq": int, "ts": float, "type": str, "data": str},
+        pk=("hub_id", "seq"),
+    )
+    db.table("events").create_index(["hub_id", "ts"])
+    db.table("gaps").create(
+        {"hub_id": str, "stream": str, "first_seq": int, "last_seq": int, "detected_at": float},
+        pk=("hub_id", "stream", "first_seq"),
+    )
+    db.table("configs").create(
+        {"hub_id": str, "version": int, "created_at": float, "source": str, "config": str},
+        pk=("hub_id", "version"),
+    )
+
+
+def open_registry(path: Path | str) -> sqlite_utils.Database:
+    return open_db(path, migrations)
+
+
+def db_path_from_url(url: str | None, default: Path) -> Path | str:
+    """``--db``: a path, ``sqlite:///abs/path`` or ``:memory:``; PostgreSQL is documented only."""
+    if not url:
+        return default
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite://") :]
+    if url.startswith(("postgres://", "postgresql://")):
+        raise ValueError(
+            "--db: PostgreSQL is not wired in this build; see docs/operations.md "
+            "(same schema, psycopg driver)"
+        )
+    if "://" in url:
+        raise ValueError(f"--db: unsupported URL scheme in {url.split('://')[0]!r}")
+    return url
+
+
+@dataclass(frozen=True)
+class HubRecord:
+    id: str
+    kind: str
+    name: str
+    region: str | None = None
+    prefecture: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    groups: tuple[str, ...] = ()
+
+
+def upsert_hub(db: sqlite_utils.Database, hub: HubRecord, fingerprint: str | None) -> None:
+    now = time.time()
+    row: dict[str, Any] = {
+        "id": hub.id,
+        "kind": hub.kind,
+        "name": hub.name,
+        "region": hub.region,
+        "prefecture": hub.prefecture,
+        "lat": hub.lat,
+        "lon": hub.lon,
+        "groups": json.dumps(sorted(set(hub.groups))),
+    }
+    if fingerprint is not None:
+        row["cred_fingerprint"] = fingerprint
+    existing = get_hub(db, hub.id)
+    if existing is None:
+        row["enrolled_at"] = now
+        db.table("hubs").insert(row)
+    else:
+        db.table("hubs").update(hub.id, row)
+
+
+def get_hub(db: sqlite_utils.Database, hub_id: str) -> dict[str, Any] | None:
+    rows = list(db.table("hubs").rows_where("id = ?", [hub_id]))
+    return rows[0] if rows else None
+
+
+def all_hubs(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    return list(db.table("hubs").rows_where(order_by="id"))
+
+
+def hub_groups(row: dict[str, Any]) -> list[str]:
+    value = json.loads(row.get("groups") or "[]")
+    return [str(g) for g in value] if isinstance(value, list) else []
+
+
+# --- config versions -------------------------------------------------------------------
+
+
+def next_version(row: dict[str, Any]) -> int:
+    """Strictly above anything desired or reported so far (a hub refuses anything else)."""
+    return max(int(row.get("desired_version") or 0), int(row.get("reported_version") or 0)) + 1
+
+
+def record_desired(
+    db: sqlite_utils.Database, hub_id: str, version: int, config: dict[str, Any], source: str
+) -> None:
+    """Store a desired config (secrets already removed) and bump the hub's desired version."""
+    with transaction(db):
+        db.table("configs").insert(
+            {
+                "hub_id": hub_id,
+                "version": version,
+                "created_at": time.time(),
+                "source": source,
+                "config": json.dumps(config, sort_keys=True),
+            },
+            replace=True,
+        )
+        db.execute(
+            "UPDATE hubs SET desired_version = ? WHERE id = ? AND desired_version < ?",
+            [version, hub_id, version],
+        )
+
+
+def latest_config(db: sqlite_utils.Database, hub_id: str) -> dict[str, Any] | None:
+    rows = list(
+        db.table("configs").rows_where("hub_id = ?", [hub_id], order_by="version desc", limit=1)
+    )
+    if not rows:
+        return None
+    value = json.loads(rows[0]["config"])
+    return value if isinstance(value, dict) else None
+
+
+# --- ingest ----------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """What one ingest transaction writes (filled by controller.ingest, pure)."""
+
+    health: list[tuple[str, int, float, str]] = field(default_factory=list)
+    events: list[tuple[str, int, float, str, str]] = field(default_factory=list)
+    hub_updates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    gaps_add: list[tuple[str, str, int, int, float]] = field(default_factory=list)
+    gaps_remove: list[tuple[str, str, int]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.health) + len(self.events) + len(self.hub_updates)
+
+
+def write_batch(db: sqlite_utils.Database, batch: Batch) -> None:
+    """One transaction: every sample of the batch is on disk together, or none is."""
+    conn = db.conn
+    with transaction(db):
+        if batch.health:
+            conn.executemany(
+                "INSERT OR IGNORE INTO health (hub_id, seq, ts, data) VALUES (?, ?, ?, ?)",
+                batch.health,
+            )
+        if batch.events:
+            conn.executemany(
+                "INSERT OR IGNORE INTO events (hub_id, seq, ts, type, data) VALUES (?, ?, ?, ?, ?)",
+                batch.events,
+            )
+        for key in batch.gaps_remove:
+            conn.execute("DELETE FROM gaps WHERE hub_id = ? AND stream = ? AND first_seq = ?", key)
+        if batch.gaps_add:
+            conn.executemany(
+                "INSERT OR REPLACE INTO gaps (hub_id, stream, first_seq, last_seq, detected_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                batch.gaps_add,
+            )
+        for hub_id, cols in batch.hub_updates.items():
+            names = sorted(cols)
+            sets = ", ".join(f"{n} = ?" for n in names)
+            conn.execute(
+                f"UPDATE hubs SET {sets} WHERE id = ?",  # column names are ours, not input
+                [cols[n] for n in names] + [hub_id],
+            )
+
+
+def load_cursors(db: sqlite_utils.Database) -> dict[str, dict[str, Any]]:
+    """What the ingester must remember across restarts: seqs, sessions, open gaps."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in db.query(
+        "SELECT id, last_seq, last_event_seq, session, state_ts, online, reported_version FROM hubs"
+    ):
+        out[row["id"]] = dict(row)
+    return out
+
+
+def open_gaps(db: sqlite_utils.Database) -> dict[tuple[str, str], list[tuple[int, int]]]:
+    out: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for row in db.query("SELECT hub_id, stream, first_seq, last_seq FROM gaps ORDER BY first_seq"):
+        out.setdefault((row["hub_id"], row["stream"]), []).append(
+            (row["first_seq"], row["last_seq"])
+        )
+    return out
+
+
+def health_series(
+    db: sqlite_utils.Database, hub_id: str, since: float, limit: int = 2000
+) -> list[tuple[float, dict[str, Any]]]:
+    rows = db.query(
+        "SELECT ts, data FROM health WHERE hub_id = ? AND ts >= ? ORDER BY ts DESC LIMIT ?",
+        [hub_id, since, limit],
+    )
+    out = [(float(r["ts"]), json.loads(r["data"])) for r in rows]
+    out.reverse()
+    return out
+
+
+def recent_events(db: sqlite_utils.Database, hub_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    return list(
+        db.query(
+            "SELECT seq, ts, type, data FROM events WHERE hub_id = ? ORDER BY ts DESC LIMIT ?",
+            [hub_id, limit],
+        )
+    )
+
+
+def downsample_health(db: sqlite_utils.Database, now: float | None = None) -> int:
+    """Keep full resolution for HEALTH_FULL_DAYS; older, keep the last sample of each hour."""
+    cutoff = (now if now is not None else time.time()) - HEALTH_FULL_DAYS * 86_400
+    with transaction(db):
+        cur = db.conn.execute(
+            "DELETE FROM health WHERE ts < ? AND rowid NOT IN ("
+            " SELECT max(rowid) FROM health WHERE ts < ?"
+            " GROUP BY hub_id, CAST(ts / 3600 AS INTEGER))",
+            [cutoff, cutoff],
+        )
+    return int(cur.rowcount)
+
+
+def seq_counts(db: sqlite_utils.Database, hub_ids: Sequence[str] | None = None) -> dict[str, Any]:
+    """Per hub: samples stored, min and max seq (the benchmark's 'nothing lost' check)."""
+    out: dict[str, Any] = {}
+    for r in db.query(
+        "SELECT hub_id, count(*) AS n, min(seq) AS lo, max(seq) AS hi FROM health GROUP BY hub_id"
+    ):
+        if hub_ids is None or r["hub_id"] in hub_ids:
+            out[r["hub_id"]] = (r["n"], r["lo"], r["hi"])
+    return out
+
+
+def register_many(db: sqlite_utils.Database, hubs: Iterable[HubRecord]) -> None:
+    """Register hubs without credentials (the simulator's fleet)."""
+    with transaction(db):
+        for h in hubs:
+            upsert_hub(db, h, None)
