@@ -93,7 +93,7 @@ class Session:
 
 
 @dataclass
-class TestAgent:
+class MemoryAgent:
     config: HubConfig
     neighbours: dict[str, str]  # ip -> mac, what the kernel's neighbour table would say
     clock: Callable[[], float] = time.time
@@ -287,8 +287,9 @@ class AgentThread:
     """Runs the real socket server for ``handler`` in its own thread and event loop, so
     sync clients (schemathesis, a browser) and the portal can all reach it."""
 
-    def __init__(self, socket_path: Path, agent: TestAgent) -> None:
+    def __init__(self, socket_path: Path, agent: MemoryAgent, group: str | None = None) -> None:
         self.socket_path = socket_path
+        self.group = group
         self.agent = agent
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -302,7 +303,7 @@ class AgentThread:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
-        server = await start_server(self.socket_path, self.agent.handle, group=None)
+        server = await start_server(self.socket_path, self.agent.handle, group=self.group)
         self._ready.set()
         async with server:
             await self._stop.wait()
@@ -368,7 +369,7 @@ class PortalClient:
 @dataclass
 class Hub:
     config: HubConfig
-    agent: TestAgent
+    agent: MemoryAgent
     app: FastAPI
     clock: FakeClock
     clients: list[PortalClient] = field(default_factory=list)
@@ -388,7 +389,7 @@ def running_hub(tmp_path: Path, *, agent_up: bool = True, **portal: Any) -> Iter
     sock = tmp_path / "agent.sock"
     portal.setdefault("admin_password_hash", ADMIN_HASH)
     config = portal_config(sock, **portal)
-    agent = TestAgent(config, {DEV1: MAC1, DEV2: MAC2, DEV3: MAC3})
+    agent = MemoryAgent(config, {DEV1: MAC1, DEV2: MAC2, DEV3: MAC3})
     agent.hostnames[MAC1] = "tecno-spark"
     clock = FakeClock()
     app = create_app(config, secret=b"s" * 32, clock=clock)

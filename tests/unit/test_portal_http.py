@@ -5,10 +5,10 @@ TEST agent (tests/unit/portal_agent.py) that keeps devices and vouchers in memor
 from __future__ import annotations
 
 import json
-from html import unescape
 import re
 import time
 from collections.abc import Iterator
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -416,7 +416,7 @@ def test_admin_logout_ends_the_session(hub: Hub) -> None:
 def test_admin_login_attempts_are_locked_out(hub: Hub) -> None:
     for _ in range(hub.config.portal.login_attempts):
         assert _admin(hub, "guess")[1].status_code == 401
-    c, r = _admin(hub, "gardien-2026")
+    _, r = _admin(hub, "gardien-2026")
     assert r.status_code == 429 and "relais_admin" not in r.headers.get("set-cookie", "")
     hub.clock.now += hub.config.portal.lockout_seconds
     assert _admin(hub, "gardien-2026")[1].status_code == 303
