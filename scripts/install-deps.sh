@@ -10,6 +10,7 @@ PKGS=(
   chromium                                       # headless browser tests
   poppler-utils zbar-tools                       # voucher sheets: pdftotext, QR decoding
   nginx-light                                    # benchmark baselines
+  kiwix-tools                                    # kiwix-serve: browsable offline Wikipedia (ZIM)
   python3-venv
 )
 

@@ -1,0 +1,119 @@
+"""The content cache as one agent service: sync loop + nginx + kiwix-serve + usage.
+
+The daemon wires it as::
+
+    svc = ContentService(config, db, on_event=telemetry_event)
+    await svc.run(stop)            # until stop is set
+    svc.set_config(new_config)     # when a new signed config is applied
+    svc.report()                   # per-item state for the centre (health / events)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+from hub_agent.config import HubConfig
+from hub_agent.content.kiwix import KiwixServer
+from hub_agent.content.nginx import NginxPlan, NginxServer, ingest
+from hub_agent.content.sync import ContentSync, EventHook, SyncOptions, _no_event
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    listen: tuple[str, ...] = ()  # default: the LAN address(es) on content.serve_port
+    user: str | None = "www-data"  # nginx workers' user when the agent runs as root
+    usage_every_s: float = 10.0
+
+
+def listen_addresses(config: HubConfig) -> tuple[str, ...]:
+    port = config.content.serve_port
+    lan = config.network.lan
+    out = [f"{lan.address.ip}:{port}"]
+    if lan.address6 is not None:
+        out.append(f"[{lan.address6.ip}]:{port}")
+    return tuple(out)
+
+
+class ContentService:
+    def __init__(
+        self,
+        config: HubConfig,
+        db: sqlite_utils.Database,
+        on_event: EventHook = _no_event,
+        sync_options: SyncOptions | None = None,
+        serve_options: ServeOptions | None = None,
+    ) -> None:
+        self.sync = ContentSync(config, db, on_event, sync_options or SyncOptions())
+        self.serve_options = serve_options or ServeOptions()
+        self.on_event = on_event
+        lib = self.sync.library
+        self.kiwix = KiwixServer(config.content.serve_port + 1, lib.run_dir / "kiwix.log")
+        self.nginx = NginxServer(self._nginx_plan(config))
+        self._kiwix_warned = False
+
+    def _nginx_plan(self, config: HubConfig) -> NginxPlan:
+        lib = self.sync.library
+        lan_ip = config.network.lan.address.ip
+        return NginxPlan(
+            content_root=lib.root,
+            run_dir=lib.run_dir,
+            listen=self.serve_options.listen or listen_addresses(config),
+            portal_url=f"http://{lan_ip}:{config.portal.http_port}/content/",
+            kiwix_port=self.kiwix.port if KiwixServer.available() else None,
+            user=self.serve_options.user if os.geteuid() == 0 else None,
+        )
+
+    def set_config(self, config: HubConfig) -> None:
+        self.sync.set_config(config)
+        self.nginx.plan = self._nginx_plan(config)
+        if self.nginx.write():
+            self.nginx.reload()
+
+    def report(self) -> dict[str, Any]:
+        return self.sync.report()
+
+    def collect_usage(self) -> None:
+        ingest(self.nginx.access_log, self.sync.state)
+        self.nginx.rotate_if_big(self.sync.state)
+
+    def refresh_kiwix(self) -> None:
+        ready = {r["id"] for r in self.sync.state.rows() if r["state"] == "ready"}
+        zims = [
+            self.sync.library.file_path(i)
+            for i in self.sync.manifest
+            if i.kind == "zim" and i.id in ready
+        ]
+        if zims and not KiwixServer.available():
+            if not self._kiwix_warned:
+                self._kiwix_warned = True
+                self.on_event("content.kiwix_unavailable", zims=len(zims))
+            return
+        self.kiwix.ensure(zims)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.nginx.start()
+        sync_task = asyncio.create_task(self.sync.run(stop))
+        try:
+            while not stop.is_set():
+                self.refresh_kiwix()
+                if not self.nginx.running():
+                    log.warning("content: nginx exited; restarting it")
+                    self.nginx.start()
+                await asyncio.to_thread(self.collect_usage)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.serve_options.usage_every_s)
+        finally:
+            self.sync.stop()
+            await sync_task
+            await asyncio.to_thread(self.collect_usage)
+            self.kiwix.stop()
+            self.nginx.stop()
