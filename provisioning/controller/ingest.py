@@ -61,16 +61,25 @@ def _session_key(value: Any) -> int | None:
 
 
 def state_is_stale(
-    cur_session: str | None, cur_ts: float | None, msg_session: str | None, msg_ts: float
+    cur_session: str | None,
+    cur_ts: float | None,
+    msg_session: str | None,
+    msg_ts: float,
+    msg_online: bool,
 ) -> bool:
     """True for a state message older than what we know (e.g. a late will of a past session).
 
-    Sessions, when the hub numbers them, order first; otherwise the message's ``ts``
-    (a will carries the ts of its session's connect, older than the next session's).
+    Sessions (the agent numbers each connection) order first: anything from an earlier
+    session is stale. Within one session, the will carries the ts of the connect, older
+    than the online message that followed, so "offline" ends the session whatever its ts;
+    an "online" older than the last known state is a replay. Without session numbers,
+    only arrival order is left: offline is taken as it comes.
     """
     a, b = _session_key(msg_session), _session_key(cur_session)
     if a is not None and b is not None and a != b:
         return a < b
+    if not msg_online:
+        return False
     return cur_ts is not None and msg_ts < cur_ts
 
 
@@ -200,11 +209,11 @@ class Ingestor:
             return
         ts = parse_ts(msg.get("ts"), now)
         session = None if msg.get("session") is None else str(msg.get("session"))
-        if state_is_stale(hub.session, hub.state_ts, session, ts):
+        if state_is_stale(hub.session, hub.state_ts, session, ts, online):
             self.counters.stale_states += 1
             return
         hub.session = session if session is not None else hub.session
-        hub.state_ts = ts
+        hub.state_ts = max(ts, hub.state_ts or ts)
         cols: dict[str, Any] = {"online": int(online), "state_ts": ts, "session": hub.session}
         if online:
             cols["last_seen"] = now

@@ -86,11 +86,11 @@ def map_svg(rows: Sequence[FleetRow], proj: Projection | None = None) -> str:
             f"fill='{COLOURS.get(r.status, '#000')}' stroke='#fff' stroke-width='0.8'>"
             f"<title>{escape(r.name)} — {r.status}</title></circle></a>"
         )
-    for i, s in enumerate(STATUSES):
-        y = 24 + 15 * i
+    for i, s in enumerate(STATUSES):  # south-west of the border (Ghana) is empty
+        y = p.height - 70 + 15 * i
         parts.append(
-            f"<circle cx='{p.width - 64}' cy='{y}' r='4' fill='{COLOURS[s]}'/>"
-            f"<text x='{p.width - 56}' y='{y + 4}' font-size='11'>{s}</text>"
+            f"<circle cx='{p.pad + 4}' cy='{y}' r='4' fill='{COLOURS[s]}'/>"
+            f"<text x='{p.pad + 12}' y='{y + 4}' font-size='11'>{s}</text>"
         )
     parts.append("</svg>")
     return "".join(parts)
@@ -175,8 +175,12 @@ def line_chart(
 
     poly = " ".join(xy(t, v) for t, v in points)
     last = vals[-1]
-    minutes = span_t / 60
-    span = f"{minutes:.0f} min" if minutes < 180 else f"{minutes / 60:.0f} h"
+    if span_t < 120:
+        span = f"{span_t:.0f} s"
+    elif span_t < 3 * 3600:
+        span = f"{span_t / 60:.0f} min"
+    else:
+        span = f"{span_t / 3600:.0f} h"
     return (
         f"<div class='chart'><h3>{escape(title)}: {last:g}{escape(unit)}</h3>"
         f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{h}' "

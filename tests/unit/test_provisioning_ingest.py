@@ -19,11 +19,15 @@ def test_advance_seq_opens_shrinks_and_splits_gaps() -> None:
 
 
 def test_late_will_of_an_old_session_is_ignored() -> None:
-    assert state_is_stale("5", 100.0, "4", 90.0)
-    assert state_is_stale("5", 100.0, "4", 200.0)  # session order wins over clocks
-    assert not state_is_stale("5", 100.0, "6", 50.0)
-    assert state_is_stale(None, 100.0, None, 90.0)
-    assert not state_is_stale(None, None, None, 1.0)
+    assert state_is_stale("5", 100.0, "4", 90.0, False)
+    assert state_is_stale("5", 100.0, "4", 200.0, False)  # session order wins over clocks
+    assert not state_is_stale("5", 100.0, "6", 50.0, True)
+    # the will of the current session: its ts is the connect's, older, yet it counts
+    assert not state_is_stale("5", 100.0, "5", 90.0, False)
+    assert state_is_stale("5", 100.0, "5", 90.0, True)  # an older online: a replay
+    assert state_is_stale(None, 100.0, None, 90.0, True)
+    assert not state_is_stale(None, 100.0, None, 90.0, False)
+    assert not state_is_stale(None, None, None, 1.0, True)
 
 
 def test_parse_ts() -> None:
