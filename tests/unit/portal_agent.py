@@ -27,6 +27,7 @@ from fastapi import FastAPI
 
 from captive_portal.app import create_app
 from captive_portal.security import hash_password
+from captive_portal.settings import build_settings
 from hub_agent.api.protocol import (
     Block,
     DeviceView,
@@ -385,14 +386,17 @@ class Hub:
 
 
 @contextmanager
-def running_hub(tmp_path: Path, *, agent_up: bool = True, **portal: Any) -> Iterator[Hub]:
+def running_hub(
+    tmp_path: Path, *, agent_up: bool = True, extra_hosts: tuple[str, ...] = (), **portal: Any
+) -> Iterator[Hub]:
     sock = tmp_path / "agent.sock"
     portal.setdefault("admin_password_hash", ADMIN_HASH)
     config = portal_config(sock, **portal)
     agent = MemoryAgent(config, {DEV1: MAC1, DEV2: MAC2, DEV3: MAC3})
     agent.hostnames[MAC1] = "tecno-spark"
     clock = FakeClock()
-    app = create_app(config, secret=b"s" * 32, clock=clock)
+    settings = build_settings(config, extra_hosts=extra_hosts)
+    app = create_app(config, secret=b"s" * 32, settings=settings, clock=clock)
     hub = Hub(config, agent, app, clock)
     try:
         if agent_up:
