@@ -342,8 +342,12 @@ class TrustSettings(_Strict):
     central_public_key: str | None = Field(
         default=None, description="base64 Ed25519 public key that signs configs and vouchers"
     )
-    deployment_voucher_key: str | None = Field(
-        default=None, description="base64 Ed25519 public key verifying central vouchers"
+    # Central vouchers are checked offline on any hub with a truncated HMAC under this
+    # per-deployment key: a code of at most 12 typeable characters cannot carry an Ed25519
+    # signature (64 bytes), so hubs hold the shared secret (a hub that leaks it lets codes be
+    # minted; central reconciliation reports redemptions of serials never issued).
+    voucher_secret: SecretStr | None = Field(
+        default=None, min_length=16, description="per-deployment key for central vouchers"
     )
 
 
@@ -390,6 +394,8 @@ class HubConfig(_Strict):
         data = self.model_dump(mode="json")
         if self.mqtt.password is not None:
             data["mqtt"]["password"] = self.mqtt.password.get_secret_value()
+        if self.trust.voucher_secret is not None:
+            data["trust"]["voucher_secret"] = self.trust.voucher_secret.get_secret_value()
         return data
 
 

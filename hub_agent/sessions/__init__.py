@@ -1,0 +1,15 @@
+"""Plans, vouchers and quotas: who may use the uplink, how much, and for how long.
+
+Pure deciders (``vouchers``, ``quota``, ``accounting``) hold the rules; ``db`` holds the
+schema; ``service.SessionService`` is the thin layer that reads and writes SQLite and hands
+grants to enforcement.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def db_path(data_dir: Path) -> Path:
+    """The hub's one SQLite file (shared with the telemetry outbox, own migrations)."""
+    return data_dir / "hub.db"
