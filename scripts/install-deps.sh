@@ -10,7 +10,9 @@ PKGS=(
   chromium                                       # headless browser tests
   poppler-utils zbar-tools                       # voucher sheets: pdftotext, QR decoding
   nginx-light                                    # benchmark baselines
+  wrk                                            # HTTP load generator (portal benchmark)
   kiwix-tools                                    # kiwix-serve: browsable offline Wikipedia (ZIM)
+  zim-tools                                      # zimwriterfs: tiny ZIMs for the kiwix tests
   python3-venv
 )
 
