@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,12 +33,14 @@ def print_event(type: str, /, **fields: Any) -> None:
 
 
 async def _run_for(coro_factory: Any, seconds: float | None) -> None:
+    """Run until ``seconds`` pass or SIGTERM/SIGINT: either way a clean stop (nginx ends)."""
     stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     task = asyncio.create_task(coro_factory(stop))
-    if seconds is None:
-        await task
-        return
-    await asyncio.sleep(seconds)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
     stop.set()
     await task
 

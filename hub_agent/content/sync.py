@@ -117,6 +117,12 @@ class ContentSync:
 
     # --- the loop -----------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
+        async def watch() -> None:  # a download in progress stops at its next chunk
+            await stop.wait()
+            self._stopping = True
+
+        watcher = asyncio.create_task(watch())
+        self._stopping = False
         try:
             while not stop.is_set():
                 if await self.step():
@@ -125,6 +131,7 @@ class ContentSync:
                     await asyncio.wait_for(stop.wait(), self.idle_delay())
         finally:
             self._stopping = True
+            watcher.cancel()
             await self.aclose()
 
     def stop(self) -> None:

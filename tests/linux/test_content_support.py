@@ -5,15 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.lab.netns import UPSTREAM, Lab
+from tests.lab.netns import HUB_LAN, UPSTREAM, Client, Lab
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "hub.yaml"
@@ -107,3 +110,71 @@ def wait_for(pred: Any, timeout: float = 20, every: float = 0.05) -> None:
 
 def library_dir(tmp: Path) -> Path:
     return tmp / "data" / "content"
+
+
+def serve_args(config: Path, *extra: str) -> list[str]:
+    return [
+        PY, "-m", "hub_agent.content", "serve", "--config", str(config),
+        "--listen", f"{HUB_LAN}:8081", "--nginx-user", "root", "--retry-base", "0.3", *extra,
+    ]  # fmt: skip
+
+
+class Serving:
+    """``python -m hub_agent.content serve`` in the hub namespace, stopped with SIGTERM."""
+
+    def __init__(self, lab: Lab, config: Path, log: str = "serve.log") -> None:
+        self.lab = lab
+        self.proc = lab.spawn(lab.hub_ns, *serve_args(config), log=log)
+        self.log = lab.workdir / log
+        lab.wait_port(lab.hub_ns, HUB_LAN, 8081)
+
+    def events(self) -> list[dict[str, Any]]:
+        return events(self.log.read_text())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(15)
+
+    def __enter__(self) -> Serving:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def curl(client: Client, path: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return client.curl(f"http://{HUB_LAN}:8081{path}", *args, timeout=20)
+
+
+def make_zim(folder: Path, text: str) -> bytes:
+    """A tiny real ZIM (zimwriterfs, Debian zim-tools) with one article holding ``text``."""
+    html = folder / "zimsrc"
+    html.mkdir(parents=True, exist_ok=True)
+    (html / "index.html").write_text(
+        f"<html><head><title>Togo</title></head><body><p>{text}</p></body></html>"
+    )
+    (html / "icon.png").write_bytes(_png(48, 48))
+    out = folder / "wiki.zim"
+    subprocess.run(
+        ["zimwriterfs", "-w", "index.html", "-I", "icon.png", "-l", "fra", "-t", "Wiki test",
+         "-d", "test", "-c", "relais", "-p", "relais", "-n", "wiki-test", str(html), str(out)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return out.read_bytes()
+
+
+def _png(w: int, h: int) -> bytes:
+    raw = b"".join(b"\x00" + b"\x0b\x6e\x4f" * w for _ in range(h))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(tag + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + (chunk(b"IEND", b""))
+    )
