@@ -207,6 +207,7 @@ def device_rows(
     for d in sorted(devices, key=lambda d: (d.session is None, d.hostname or "", d.mac)):
         s = d.session
         facts = session_facts(s, t, default_lang) if s is not None else None
+        active = s is not None and s.state in ("authorised", "throttled")
         rows.append(
             {
                 "mac": d.mac,
@@ -215,11 +216,11 @@ def device_rows(
                 "plan": facts["plan"] if facts else "—",
                 "state": t(f"state.{s.state}") if s else "—",
                 "used": facts["data_used"] if facts else "—",
-                "data_left": facts["data_left"] if facts else "—",
-                "time_left": facts["time_left"] if facts else "—",
+                "data_left": facts["data_left"] if facts and active else "—",
+                "time_left": facts["time_left"] if facts and active else "—",
                 "blocked": d.blocked,
                 "staff": d.staff,
-                "active": s is not None and s.state in ("authorised", "throttled"),
+                "active": active,
             }
         )
     return rows

@@ -429,3 +429,14 @@ def test_admin_disabled_without_a_password_hash(tmp_path: Path) -> None:
         assert r.status_code == 404 and "pas activé" in r.text
         r = c.post("/admin/login", data={"password": "", "csrf": csrf_of(c.get("/").text)})
         assert r.status_code == 404
+
+
+def test_the_library_link_leads_somewhere(hub: Hub) -> None:
+    if not hub.app.state.content_library:
+        pytest.skip("captive_portal.content_routes is not installed in this tree")
+    c = hub.client()
+    assert 'href="/content/"' in c.get("/").text
+    r = c.get("/content/?lang=en")
+    assert r.status_code == 200 and "Mairie de Démo" in r.text
+    # Free of login: a captive device reaches the library too.
+    assert hub.agent.sessions == {}
