@@ -1,0 +1,266 @@
+"""``Telemetry``: the daemon's telemetry as asyncio tasks with a clear start and stop.
+
+Tasks: *sample* (a health sample every ``telemetry_interval_s`` into the outbox), *probe*
+(uplink latency/loss, raising ``uplink_lost``/``uplink_back``), *drain* (outbox -> broker,
+oldest first, at most ``drain_rate_per_s``, deleting rows on PUBACK in batches), *status*
+(a small JSON file ``hub-agent status`` reads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from hub_agent.config import HubConfig
+from hub_agent.store import open_db
+from hub_agent.telemetry import db_path, telemetry_dir, topics
+from hub_agent.telemetry.events import Events, UplinkState, disk_step, uplink_step
+from hub_agent.telemetry.files import Counter, write_json
+from hub_agent.telemetry.health import AgentStats, ProbeResult, compact_sample, system_stats
+from hub_agent.telemetry.mqtt import LinkSettings, LinkStopped, MqttLink, PublishFailed
+from hub_agent.telemetry.outbox import OUTBOX, Outbox, TokenBucket
+
+log = logging.getLogger(__name__)
+
+WINDOW = 1000  # outbox rows handed to paho and not yet acknowledged
+ACK_FLUSH_S = 0.05  # acknowledged rows are deleted in one transaction this often
+STATUS_EVERY_S = 2.0
+
+
+def status_path(data_dir: Path) -> Path:
+    return telemetry_dir(data_dir) / "status.json"
+
+
+_UNSET: Any = object()
+
+
+class Telemetry:
+    def __init__(
+        self,
+        config: HubConfig,
+        *,
+        db: sqlite_utils.Database | None = None,
+        agent_stats: Callable[[], AgentStats] | None = None,
+        link_settings: LinkSettings | None = None,
+        interval_s: float | None = None,
+        drain_rate_per_s: float | None = _UNSET,
+        probe: Callable[[str], Any] | None = _UNSET,
+        probe_every_s: float | None = None,
+    ) -> None:
+        """``drain_rate_per_s=None`` removes the rate bound (benchmarks); ``probe=None``
+        disables the uplink probe. Defaults come from ``config``."""
+        self.config = config
+        self.hub_id = config.hub.id
+        self.data_dir = config.data_dir
+        self.interval_s = interval_s or float(config.mqtt.telemetry_interval_s)
+        self.db = db if db is not None else open_db(db_path(config.data_dir), OUTBOX)
+        self.outbox = Outbox(self.db, self.hub_id, config.mqtt.outbox_budget_mb * 1024 * 1024)
+        self._wake = asyncio.Event()
+        self.events = Events(self.outbox, on_put=self._wake.set)
+        self.agent_stats = agent_stats
+        self.config_version: Callable[[], int | None] = lambda: config.version
+        self.session_counter = Counter(telemetry_dir(config.data_dir) / "session")
+        self.link = MqttLink(
+            link_settings or LinkSettings.from_config(config),
+            next_session=self.session_counter.next,
+            config_version=lambda: self.config_version(),
+        )
+        rate = config.mqtt.drain_rate_per_s if drain_rate_per_s is _UNSET else drain_rate_per_s
+        self.bucket = TokenBucket(rate)
+        if probe is _UNSET:
+            from hub_agent.telemetry.health import ping_probe
+
+            probe = ping_probe
+        self._probe = probe
+        self.probe_every_s = probe_every_s or max(self.interval_s, 5.0)
+        self.last_probe: ProbeResult | None = None
+        self._uplink = UplinkState()
+        self._disk_full = False
+        self._cursor = 0
+        self._inflight: dict[int, asyncio.Future[None]] = {}
+        self._acked: list[int] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.published = 0
+        self.refused = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.link.start()
+        self.events.emit("agent_start", version=self._agent_version(), pid=os.getpid())
+        jobs = [self._sample_loop(), self._drain_loop(), self._ack_loop(), self._status_loop()]
+        if self._probe is not None:
+            jobs.append(self._probe_loop())
+        self._tasks = [asyncio.create_task(j) for j in jobs]
+
+    async def stop(self, flush_timeout_s: float = 2.0) -> None:
+        """Emit ``agent_stop``, give the drain a moment to flush, then close the link."""
+        if not self._tasks:
+            return
+        with contextlib.suppress(Exception):
+            self.events.emit("agent_stop")
+        deadline = time.monotonic() + flush_timeout_s
+        while self.link.connected.is_set() and time.monotonic() < deadline:
+            if not self._inflight and not self.outbox.after(self._cursor, 1):
+                break
+            await asyncio.sleep(0.02)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self.link.stop()
+        self._flush_acks()
+        self._write_status()
+
+    async def __aenter__(self) -> Telemetry:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @staticmethod
+    def _agent_version() -> str:
+        from hub_agent import __version__
+
+        return __version__
+
+    # -- sampling ------------------------------------------------------------------------
+
+    async def sample_once(self) -> int:
+        """Gather one health sample, queue it; return its seq."""
+        ts = time.time()
+        net = self.config.network
+        system = await asyncio.to_thread(
+            system_stats, self.data_dir, [net.wan.interface, net.lan.interface]
+        )
+        agent = self.agent_stats() if self.agent_stats is not None else None
+        fields = compact_sample(system, self.last_probe, agent, self.config_version())
+        seq = self.outbox.put("health", fields, ts=ts)
+        self._wake.set()
+        self._disk_full, ev = disk_step(self._disk_full, system.disk_pct)
+        if ev is not None:
+            self.events.emit(ev, used_pct=round(system.disk_pct), free_mb=int(system.disk_free_mb))
+        return seq
+
+    async def _sample_loop(self) -> None:
+        next_t = time.monotonic()
+        while True:
+            try:
+                await self.sample_once()
+            except Exception:
+                log.exception("health sample failed")
+            next_t += self.interval_s
+            delay = next_t - time.monotonic()
+            if delay < 0:  # fell behind (slow disk, suspended box): do not burst to catch up
+                next_t, delay = time.monotonic(), 0.0
+            await asyncio.sleep(delay)
+
+    async def _probe_loop(self) -> None:
+        assert self._probe is not None
+        host = self.config.network.wan.probe_host
+        while True:
+            try:
+                result: ProbeResult = await self._probe(host)
+            except Exception:
+                log.exception("uplink probe failed")
+                result = ProbeResult(None, 100.0)
+            self.last_probe = result
+            self._uplink, ev = uplink_step(self._uplink, result.ok)
+            if ev is not None:
+                self.events.emit(ev, target=host)
+            await asyncio.sleep(self.probe_every_s)
+
+    # -- drain ---------------------------------------------------------------------------
+
+    async def _drain_loop(self) -> None:
+        while True:
+            await self.link.connected.wait()
+            self._wake.clear()  # before the query: a put after it wakes us again
+            room = WINDOW - len(self._inflight)
+            rows = self.outbox.after(self._cursor, min(room, 256)) if room > 0 else []
+            if not rows:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                continue
+            for row in rows:
+                wait = self.bucket.delay(time.monotonic())
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if not self.link.connected.is_set():
+                    break  # the cursor stays before this row; it goes after the reconnect
+                fut = self.link.publish(topics.for_kind(self.hub_id, row.kind), row.payload)
+                self._cursor = row.id
+                self._inflight[row.id] = fut
+                fut.add_done_callback(partial(self._on_ack, row.id))
+
+    def _on_ack(self, row_id: int, fut: asyncio.Future[None]) -> None:
+        self._inflight.pop(row_id, None)
+        self._wake.set()
+        if fut.cancelled():
+            return
+        err = fut.exception()
+        if err is None:
+            self.published += 1
+            self._acked.append(row_id)
+        elif isinstance(err, PublishFailed):
+            # The broker answered and refused (e.g. not authorised): resending cannot help.
+            self.refused += 1
+            self._acked.append(row_id)
+            log.warning("outbox row %d refused by the broker: %s", row_id, err)
+        elif isinstance(err, LinkStopped):
+            pass  # still in the outbox; published again after the restart
+
+    def _flush_acks(self) -> None:
+        if self._acked:
+            ids, self._acked = self._acked, []
+            self.outbox.ack(ids)
+
+    async def _ack_loop(self) -> None:
+        while True:
+            await asyncio.sleep(ACK_FLUSH_S)
+            self._flush_acks()
+
+    # -- status --------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        st = self.link.status
+        return {
+            "pid": os.getpid(),
+            "updated": round(time.time(), 3),
+            "interval_s": self.interval_s,
+            "broker": f"{self.link.settings.host}:{self.link.settings.port}",
+            "connected": st.connected,
+            "connected_since": st.connected_since,
+            "session": st.session,
+            "last_error": st.last_error,
+            "outbox": self.outbox.depth(),
+            "oldest_queued_ts": self.outbox.oldest_ts("health"),
+            "in_flight": len(self._inflight),
+            "thinned": self.outbox.thinned,
+            "last_seq": {"health": self.outbox.last_seq("health")},
+            "uplink_up": self._uplink.up,
+            "last_probe": None
+            if self.last_probe is None
+            else {"lat": self.last_probe.latency_ms, "loss": self.last_probe.loss_pct},
+        }
+
+    def _write_status(self) -> None:
+        try:
+            write_json(status_path(self.data_dir), self.status(), mode=0o644)
+        except OSError as e:
+            log.warning("cannot write the status file: %s", e)
+
+    async def _status_loop(self) -> None:
+        while True:
+            self._write_status()
+            await asyncio.sleep(STATUS_EVERY_S)
