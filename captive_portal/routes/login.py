@@ -7,13 +7,13 @@ import math
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 
 from captive_portal.agent import UNAVAILABLE, DeviceState, active_session
 from captive_portal.deps import ClientIp, PortalDep, translator_for
 from captive_portal.i18n import Translator
 from captive_portal.render import splash_context, status_context
-from captive_portal.responses import html
+from captive_portal.responses import html, redirect
 from captive_portal.services import Portal
 from hub_agent.api.protocol import Login
 
@@ -105,3 +105,8 @@ async def login(
         just_logged_in=True,
     )
     return html(portal.renderer.page("status.html", ctx))
+
+
+@router.get("/login", summary="A bookmarked or reloaded login: back to the splash page")
+async def login_page() -> RedirectResponse:
+    return redirect("/", 303)

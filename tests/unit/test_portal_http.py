@@ -440,3 +440,8 @@ def test_the_library_link_leads_somewhere(hub: Hub) -> None:
     assert r.status_code == 200 and "Mairie de Démo" in r.text
     # Free of login: a captive device reaches the library too.
     assert hub.agent.sessions == {}
+
+
+def test_a_reloaded_login_url_goes_back_to_the_splash(hub: Hub) -> None:
+    r = hub.client().get("/login")
+    assert r.status_code == 303 and r.headers["location"] == "/"
