@@ -400,6 +400,8 @@ def test_admin_issues_printable_vouchers_that_work(hub: Hub) -> None:
     assert len(codes) == 6 and len(set(codes)) == 6
     assert "Pass journée" in r.text and "300 FCFA" in r.text and "@media print" in r.text
     assert login(hub.client(DEV2), codes[3]).status_code == 200
+    r = c.post("/admin/vouchers", data={"plan_id": "heure", "count": "50", "csrf": token})
+    assert r.text.count('class="ticket"') == 50 and len(r.content) <= 30 * 1024
     for bad in ({"plan_id": "nope", "count": "2"}, {"plan_id": "jour", "count": "0"}):
         r = c.post("/admin/vouchers", data={**bad, "csrf": token})
         assert r.status_code == 303 and "msg=bad_plan" in r.headers["location"]
