@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -84,6 +85,8 @@ def _queued(db_file: Path) -> int:
     db = sqlite_utils.Database(db_file)
     try:
         return int(db.execute("SELECT count(*) FROM outbox WHERE kind='health'").fetchone()[0])
+    except sqlite3.OperationalError:  # the agent has not created its tables yet
+        return 0
     finally:
         db.conn.close()
 
