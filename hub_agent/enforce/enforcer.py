@@ -1,0 +1,354 @@
+"""The one object the agent daemon drives: desired state in, kernel state (nft + tc) out.
+
+    enf = Enforcer(config, netns=None)        # root on the hub; netns for the lab
+    enf.reconcile(DesiredState(...))          # on start: repairs whatever differs
+    enf.authorize(grant) / enf.deauthorize(mac) / enf.set_blocked(macs)
+    enf.counters()                            # {mac: Counters}, every few seconds
+    enf.close()
+
+Inputs are validated before anything touches the kernel (ValueError naming the field).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import logging
+import subprocess
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from hub_agent.config import HubConfig, normalise_mac
+from hub_agent.enforce import nft_plan, tc_plan
+from hub_agent.enforce.model import Counters, DesiredState, Grant
+from hub_agent.enforce.nft_apply import (
+    NftApplier,
+    dynamic_elements,
+    live_devices,
+    objects_of,
+)
+from hub_agent.enforce.nft_plan import LiveDevice, TableDiff
+from hub_agent.enforce.tc_apply import TcApplier, side_view
+
+log = logging.getLogger(__name__)
+
+MAX_KBIT = 10_000_000
+MAX_TIMEOUT_S = 366 * 86_400
+
+
+def validate_grant(grant: Grant) -> Grant:
+    """A normalised copy of ``grant``, or ValueError naming the bad field."""
+    try:
+        mac = normalise_mac(grant.mac)
+    except (ValueError, AttributeError) as e:
+        raise ValueError(f"grant.mac: {e}") from None
+    ip = grant.ip
+    if ip is not None:
+        try:
+            ip = str(ipaddress.IPv4Address(ip))
+        except ValueError:
+            raise ValueError(f"grant.ip: not an IPv4 address: {grant.ip!r}") from None
+    ip6: list[str] = []
+    for a in grant.ip6:
+        try:
+            ip6.append(str(ipaddress.IPv6Address(a)))
+        except ValueError:
+            raise ValueError(f"grant.ip6: not an IPv6 address: {a!r}") from None
+    for name in ("down_kbit", "up_kbit"):
+        v = getattr(grant, name)
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= MAX_KBIT:
+            raise ValueError(
+                f"grant.{name}: expected an integer rate in 1..{MAX_KBIT} kbit/s, got {v!r}"
+            )
+    q = grant.quota_bytes
+    if q is not None and (isinstance(q, bool) or not isinstance(q, int) or q < 0):
+        raise ValueError(f"grant.quota_bytes: expected None or bytes >= 0, got {q!r}")
+    t = grant.timeout_s
+    if t is not None and (
+        isinstance(t, bool) or not isinstance(t, int) or not 0 < t <= MAX_TIMEOUT_S
+    ):
+        raise ValueError(f"grant.timeout_s: expected None or 1..{MAX_TIMEOUT_S} seconds, got {t!r}")
+    return dataclasses.replace(grant, mac=mac, ip=ip, ip6=tuple(ip6))
+
+
+def _macs(values: Iterable[str], field: str) -> frozenset[str]:
+    out = set()
+    for v in values:
+        try:
+            out.add(normalise_mac(v))
+        except (ValueError, AttributeError) as e:
+            raise ValueError(f"{field}: {e}") from None
+    return frozenset(out)
+
+
+class Enforcer:
+    def __init__(
+        self,
+        config: HubConfig,
+        netns: str | None = None,
+        dry_run: bool = False,
+        tracer: Callable[[Any], None] | None = None,
+        shaping: bool = True,
+    ) -> None:
+        self.config = config
+        self.netns = netns
+        self.dry_run = dry_run
+        self.nft = NftApplier(netns=netns, dry_run=dry_run, tracer=tracer)
+        self.tc = TcApplier(netns=netns, dry_run=dry_run) if shaping else None
+        self._grants: dict[str, Grant] = {}
+        self._slots: dict[str, int] = {}
+        self._blocked: frozenset[str] = frozenset()
+        self._tc_plan: tc_plan.TcPlan | None = None
+
+    def close(self) -> None:
+        if self.tc is not None:
+            self.tc.close()
+
+    # --- state --------------------------------------------------------------------------
+    def _state(self) -> DesiredState:
+        return DesiredState(grants=tuple(self._grants.values()), blocked_macs=self._blocked)
+
+    def validate_state(self, state: DesiredState) -> DesiredState:
+        grants = tuple(validate_grant(g) for g in state.grants)
+        macs = [g.mac for g in grants]
+        dup = sorted({m for m in macs if macs.count(m) > 1})
+        if dup:
+            raise ValueError(f"state.grants: duplicate MACs {dup}")
+        return DesiredState(
+            grants=grants, blocked_macs=_macs(state.blocked_macs, "state.blocked_macs")
+        )
+
+    # --- reconcile ----------------------------------------------------------------------
+    def reconcile(self, state: DesiredState) -> TableDiff:
+        """Make the kernel equal the rendering of ``state``; returns what differed.
+
+        Devices are repaired one by one (counters of unchanged devices kept); a table whose
+        skeleton differs is reloaded in one transaction with live counters carried over.
+        """
+        state = self.validate_state(state)
+        live = self.nft.list_table()
+        have = live_devices(live)
+        counted = nft_plan.counted_grants(state)
+        slots = nft_plan.assign_slots(
+            (g.mac for g in counted), {m: d.slot for m, d in have.items()}
+        )
+        desired_doc = nft_plan.render_ruleset(self.config, state, slots, dynamic_elements(live))
+        diff = nft_plan.diff_views(nft_plan.view_of(desired_doc), nft_plan.view_of(live))
+        if not diff.skeleton_ok:
+            log.info("nft table differs from plan: full reload")
+            counters = {
+                n: (int(o["packets"]), int(o["bytes"]))
+                for n, o in objects_of(live, "counter").items()
+            }
+            quotas = {
+                n: (int(o["bytes"]), int(o.get("used", 0)))
+                for n, o in objects_of(live, "quota").items()
+            }
+            self.nft.apply(nft_plan.carry_objects(desired_doc, counters, quotas))
+        elif not diff.equal:
+            want = {g.mac: g for g in counted}
+            cmds: list[Any] = []
+            for mac in diff.extra:
+                cmds += nft_plan.device_remove(have[mac])
+            for mac in diff.changed:
+                if have[mac].slot == slots[mac]:
+                    cmds += nft_plan.device_update(have[mac], want[mac])
+                else:
+                    cmds += nft_plan.device_remove(have[mac])
+                    cmds += nft_plan.device_add(want[mac], slots[mac])
+            for mac in diff.missing:
+                cmds += nft_plan.device_add(want[mac], slots[mac])
+            log.info(
+                "nft repair: +%d -%d ~%d devices",
+                len(diff.missing),
+                len(diff.extra),
+                len(diff.changed),
+            )
+            self.nft.apply(cmds)
+        self._grants = {g.mac: g for g in state.grants}
+        self._slots = dict(slots)
+        self._blocked = state.blocked_macs
+        self._reconcile_tc(state)
+        self.isolate_lan_ports()
+        return diff
+
+    def _reconcile_tc(self, state: DesiredState) -> None:
+        if self.tc is None:
+            return
+        plan = tc_plan.render_tc(self.config, state, self._slots)
+        self._tc_plan = plan
+        if self.tc_equal():
+            return
+        log.info("tc trees differ from plan: rebuilding")
+        self.tc.apply(plan)
+
+    def tc_equal(self) -> bool:
+        """True when the live tc classes and filter prios equal the plan's (both sides)."""
+        if self.tc is None or self._tc_plan is None:
+            return True
+        try:
+            return all(
+                self.tc.live_side(side.dev) == side_view(side)
+                for side in (self._tc_plan.down, self._tc_plan.up)
+            )
+        except RuntimeError:  # the IFB does not exist yet
+            return False
+
+    def kernel_equals_plan(self) -> bool:
+        """Read the kernel back and compare it with the rendering of the current state."""
+        live = self.nft.list_table()
+        doc = nft_plan.render_ruleset(self.config, self._state(), self._slots)
+        diff = nft_plan.diff_views(nft_plan.view_of(doc), nft_plan.view_of(live))
+        return diff.equal and self.tc_equal()
+
+    # --- one device -----------------------------------------------------------------------
+    def _live_device(self, mac: str) -> LiveDevice | None:
+        return live_devices(self.nft.list_table()).get(mac)
+
+    def _known(self, grant: Grant) -> LiveDevice:
+        old = self._grants.get(grant.mac)
+        slot = self._slots[grant.mac]
+        auth = nft_plan.auth_elements(old) if old else {}
+        return LiveDevice(
+            mac=grant.mac,
+            slot=slot,
+            auth=auth,
+            has_quota=bool(old and old.quota_bytes is not None),
+        )
+
+    def authorize(self, grant: Grant) -> None:
+        """Let one device through at its plan's rates (re-authorising updates it)."""
+        grant = validate_grant(grant)
+        if grant.staff:
+            self._set_staff(grant.mac, True)
+            self._grants[grant.mac] = grant
+            return
+        if grant.mac in self._slots and grant.mac in self._grants:
+            self.nft.apply(nft_plan.device_update(self._known(grant), grant))
+            slot = self._slots[grant.mac]
+        else:
+            slot = nft_plan.assign_slots([grant.mac], self._slots_excluding(grant.mac))[grant.mac]
+            taken = {s for m, s in self._slots.items() if m != grant.mac}
+            while slot in taken:  # assign_slots probes only among the MACs it is given
+                slot = nft_plan.SLOT_MIN + (slot - nft_plan.SLOT_MIN + 1) % (
+                    nft_plan.SLOT_MAX - nft_plan.SLOT_MIN + 1
+                )
+            self.nft.apply(nft_plan.device_add(grant, slot))
+        self._slots[grant.mac] = slot
+        self._grants[grant.mac] = grant
+        self._tc_device(grant, slot)
+
+    def _slots_excluding(self, mac: str) -> dict[str, int]:
+        return {m: s for m, s in self._slots.items() if m != mac}
+
+    def _tc_device(self, grant: Grant, slot: int) -> None:
+        if self.tc is None:
+            return
+        if self._tc_plan is None:
+            self._reconcile_tc(self._state())
+            return
+        down = (tc_plan.device_class(grant, slot, True), tc_plan.device_filters(grant, slot, True))
+        up = (tc_plan.device_class(grant, slot, False), tc_plan.device_filters(grant, slot, False))
+        self.tc.add_device(self._tc_plan, down, up)
+        self._tc_plan = tc_plan.render_tc(self.config, self._state(), self._slots)
+
+    def deauthorize(self, mac: str) -> None:
+        """Cut one device off; a device that is already gone is success."""
+        try:
+            mac = normalise_mac(mac)
+        except (ValueError, AttributeError) as e:
+            raise ValueError(f"mac: {e}") from None
+        old = self._grants.pop(mac, None)
+        if old is not None and old.staff:
+            if mac not in {d.mac for d in self.config.staff.devices}:
+                self._set_staff(mac, False)
+            return
+        live = self._live_device(mac)
+        if live is not None:
+            self.nft.apply(nft_plan.device_remove(live))
+        slot = self._slots.pop(mac, None) or (live.slot if live else None)
+        if slot is not None and self.tc is not None and self._tc_plan is not None:
+            self.tc.remove_device(self._tc_plan, slot)
+            self._tc_plan = tc_plan.render_tc(self.config, self._state(), self._slots)
+
+    def _set_staff(self, mac: str, on: bool) -> None:
+        elem = {
+            "element": {
+                "family": nft_plan.FAMILY,
+                "table": nft_plan.TABLE,
+                "name": "staff",
+                "elem": [mac],
+            }
+        }
+        cmds: list[Any] = [{"add": elem}] + ([] if on else [{"delete": elem}])
+        self.nft.apply(cmds)
+        if self.tc is not None and self._tc_plan is not None:
+            # staff filters share one prio: rebuild that prio on both sides
+            state = self._state()
+            if on:
+                state = DesiredState(
+                    grants=(*state.grants, Grant(mac, None, 1, 1, staff=True)),
+                    blocked_macs=self._blocked,
+                )
+            else:
+                state = DesiredState(
+                    grants=tuple(g for g in state.grants if g.mac != mac),
+                    blocked_macs=self._blocked,
+                )
+            plan = tc_plan.render_tc(self.config, state, self._slots)
+            for side in (plan.down, plan.up):
+                idx = self.tc.index(side.dev)
+                self.tc.del_filter_prio(idx, tc_plan.PRIO_STAFF)
+                for f in side.filters:
+                    if f.prio == tc_plan.PRIO_STAFF:
+                        self.tc.add_filter(idx, f)
+            self._tc_plan = plan
+
+    def set_blocked(self, macs: Iterable[str]) -> None:
+        """Replace the set of blocked devices (dropped at the door, logged in or not)."""
+        blocked = _macs(macs, "blocked_macs")
+        self.nft.apply(nft_plan.set_replace("blocked", sorted(blocked)))
+        self._blocked = blocked
+
+    # --- reading ----------------------------------------------------------------------------
+    def counters(self) -> dict[str, Counters]:
+        """Counted bytes per authorised device (up and down separately) and quota state."""
+        live = self.nft.list_table()
+        ctrs = objects_of(live, "counter")
+        out: dict[str, Counters] = {}
+        for mac, dev in live_devices(live).items():
+            up = ctrs.get(nft_plan.up_counter(mac), {})
+            down = ctrs.get(nft_plan.down_counter(mac), {})
+            exhausted = dev.quota_bytes is not None and dev.quota_used >= dev.quota_bytes
+            out[mac] = Counters(
+                mac=mac,
+                up_bytes=int(up.get("bytes", 0)),
+                down_bytes=int(down.get("bytes", 0)),
+                quota_exhausted=exhausted,
+            )
+        return out
+
+    def authorised_macs(self) -> set[str]:
+        """MACs whose auth elements are live (kernel timeouts already applied)."""
+        return {m for m, d in live_devices(self.nft.list_table()).items() if d.auth}
+
+    # --- bridge ---------------------------------------------------------------------------
+    def _run(self, *cmd: str) -> subprocess.CompletedProcess[str]:
+        full = ["ip", "netns", "exec", self.netns, *cmd] if self.netns else list(cmd)
+        return subprocess.run(full, capture_output=True, text=True, timeout=30)
+
+    def isolate_lan_ports(self) -> list[str]:
+        """Bridged LAN ports isolated from each other (L2 never crosses the inet hooks)."""
+        if self.dry_run or not self.config.network.lan.client_isolation:
+            return []
+        lan = self.config.network.lan.interface
+        p = self._run("ip", "-j", "link", "show", "master", lan)
+        if p.returncode != 0 or not p.stdout.strip():
+            return []  # not a bridge (a plain Wi-Fi interface: the AP isolates clients)
+        ports = [link["ifname"] for link in json.loads(p.stdout)]
+        for port in ports:
+            r = self._run("bridge", "link", "set", "dev", port, "isolated", "on")
+            if r.returncode != 0:
+                log.warning("cannot isolate bridge port %s: %s", port, r.stderr.strip())
+        return ports

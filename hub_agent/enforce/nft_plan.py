@@ -1,0 +1,672 @@
+"""Pure planner: the captive firewall as one nftables JSON transaction for table `inet relais`.
+
+Nothing here touches the kernel. ``render_ruleset`` turns (config, desired state) into the
+document ``nft -j -f -`` applies atomically (flush + recreate of our table only);
+``device_add``/``device_remove`` give the few commands that add or remove ONE device, so a
+login never reloads the table (and never resets other devices' counters).
+
+How a packet is judged (LAN side ``config.network.lan.interface``):
+
+* ``mark_pre`` (prerouting, mangle): blocked MACs dropped; staff MACs get meta mark 2,
+  authorised devices mark 1 (``ether saddr . ip saddr @auth4``, ``@auth4m`` when the IP is
+  not known yet, ``@auth6`` by MAC for IPv6), everyone else mark 0.
+* ``nat_pre``: mark 0 devices: HTTP to anywhere but the hub -> portal port, DNS -> the hub.
+* ``input``: from the LAN only DHCP, DNS, ICMP/NDP and the portal ports reach the hub.
+* ``forward``: LAN->LAN dropped (isolation); staff accepted uncounted; authorised devices:
+  zero-rated destinations accepted uncounted, otherwise the connection gets the device's
+  slot as conntrack mark, then the device's quota object (over N bytes -> drop) and counter;
+  unauthorised devices reach only the walled garden, TCP elsewhere gets a reset, the rest
+  is dropped. Downloads are charged through the connection's mark, so up and down, IPv4 and
+  IPv6 share one quota per device.
+* ``nat_post``: IPv4 from the LAN masqueraded out of the WAN interface (IPv6 is routed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hub_agent.config import HubConfig
+from hub_agent.enforce.model import DesiredState, Grant
+
+TABLE = "relais"
+FAMILY = "inet"
+
+MARK_AUTH = 1
+MARK_STAFF = 2
+
+SLOT_MIN = 0x100  # slots double as tc class minors (1:slot) and conntrack marks
+SLOT_MAX = 0xFFFE
+
+# Sets dnsmasq fills (nftset=) as the hub's resolver answers listed domains; their contents
+# are learned at run time, so reloads carry them over and comparisons ignore them.
+DYNAMIC_SETS = ("wg4", "wg6", "zr4", "zr6")
+# Per-device maps and sets: compared element by element.
+DEVICE_SETS = ("auth4", "auth4m", "auth6")
+DEVICE_MAPS = ("slot_of", "ctr_up", "ctr_dn", "quota_of")
+
+Json = dict[str, Any]
+Expr = dict[str, Any]
+
+
+# --- small expression builders (the nft JSON schema, nft 1.0.x) ---------------------------
+
+
+def _payload(proto: str, field: str) -> Expr:
+    return {"payload": {"protocol": proto, "field": field}}
+
+
+def _meta(key: str) -> Expr:
+    return {"meta": {"key": key}}
+
+
+def _ct(key: str) -> Expr:
+    return {"ct": {"key": key}}
+
+
+def _match(left: Expr, right: Any, op: str = "==") -> Expr:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _set_mark(value: int) -> Expr:
+    return {"mangle": {"key": _meta("mark"), "value": value}}
+
+
+ACCEPT: Expr = {"accept": None}
+DROP: Expr = {"drop": None}
+RETURN: Expr = {"return": None}
+TCP_RESET: Expr = {"reject": {"type": "tcp reset"}}
+
+
+def _jump(chain: str) -> Expr:
+    return {"jump": {"target": chain}}
+
+
+def _lookup_ctr_map(kind: str, mapname: str) -> Expr:
+    return {kind: {"map": {"key": _ct("mark"), "data": f"@{mapname}"}}}
+
+
+# --- names ---------------------------------------------------------------------------------
+
+
+def mac_key(mac: str) -> str:
+    return mac.replace(":", "")
+
+
+def up_counter(mac: str) -> str:
+    return f"u_{mac_key(mac)}"
+
+
+def down_counter(mac: str) -> str:
+    return f"d_{mac_key(mac)}"
+
+
+def quota_name(mac: str) -> str:
+    return f"q_{mac_key(mac)}"
+
+
+def _preferred_slot(mac: str) -> int:
+    digest = hashlib.blake2s(mac.encode(), digest_size=4).digest()
+    return SLOT_MIN + int.from_bytes(digest, "big") % (SLOT_MAX - SLOT_MIN + 1)
+
+
+def assign_slots(macs: Iterable[str], existing: Mapping[str, int] | None = None) -> dict[str, int]:
+    """A stable slot per MAC: keep ``existing`` ones, hash new MACs and probe linearly.
+
+    Slots live in the kernel (map ``slot_of``), so after a restart the applier passes the
+    live assignments as ``existing`` and no device changes class or conntrack mark.
+    """
+    wanted = sorted(set(macs))
+    out: dict[str, int] = {}
+    used: set[int] = set()
+    for mac in wanted:
+        if existing and mac in existing and existing[mac] not in used:
+            out[mac] = existing[mac]
+            used.add(existing[mac])
+    span = SLOT_MAX - SLOT_MIN + 1
+    for mac in wanted:
+        if mac in out:
+            continue
+        if len(used) >= span:
+            raise ValueError("grants: more devices than shaping slots")
+        slot = _preferred_slot(mac)
+        while slot in used:
+            slot = SLOT_MIN + (slot - SLOT_MIN + 1) % span
+        out[mac] = slot
+        used.add(slot)
+    return out
+
+
+# --- the static skeleton -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    chain: str
+    comment: str
+    expr: tuple[Expr, ...]
+
+
+def _cidrs(nets: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network], v: int) -> list[Any]:
+    out: list[Any] = []
+    for n in sorted((n for n in nets if n.version == v), key=lambda n: int(n.network_address)):
+        if n.prefixlen == n.max_prefixlen:
+            out.append(str(n.network_address))
+        else:
+            out.append({"prefix": {"addr": str(n.network_address), "len": n.prefixlen}})
+    return out
+
+
+def staff_macs(config: HubConfig, state: DesiredState) -> list[str]:
+    macs = {d.mac for d in config.staff.devices} | {g.mac for g in state.grants if g.staff}
+    return sorted(macs)
+
+
+def portal_ports(config: HubConfig) -> list[int]:
+    ports = {config.portal.http_port, config.content.serve_port}
+    if config.portal.https_port:
+        ports.add(config.portal.https_port)
+    return sorted(ports)
+
+
+def _sets(config: HubConfig, state: DesiredState) -> list[Json]:
+    def s(name: str, typ: Any, flags: list[str] | None = None, **extra: Any) -> Json:
+        body: Json = {"family": FAMILY, "table": TABLE, "name": name, "type": typ}
+        if flags:
+            body["flags"] = flags
+        body.update(extra)
+        return {"set": body}
+
+    def m(name: str, typ: str, data: str) -> Json:
+        return {"map": {"family": FAMILY, "table": TABLE, "name": name, "type": typ, "map": data}}
+
+    wg, zr = config.walled_garden.cidrs, config.zero_rated.cidrs
+    out = [
+        s("staff", "ether_addr"),
+        s("blocked", "ether_addr"),
+        s("auth4", ["ether_addr", "ipv4_addr"], ["timeout"], stmt=[{"counter": None}]),
+        s("auth4m", "ether_addr", ["timeout"], stmt=[{"counter": None}]),
+        s("auth6", "ether_addr", ["timeout"], stmt=[{"counter": None}]),
+        s("wgnet4", "ipv4_addr", ["interval"]),
+        s("wgnet6", "ipv6_addr", ["interval"]),
+        s("zrnet4", "ipv4_addr", ["interval"]),
+        s("zrnet6", "ipv6_addr", ["interval"]),
+        s("wg4", "ipv4_addr"),
+        s("wg6", "ipv6_addr"),
+        s("zr4", "ipv4_addr"),
+        s("zr6", "ipv6_addr"),
+        m("slot_of", "ether_addr", "mark"),
+        m("ctr_up", "mark", "counter"),
+        m("ctr_dn", "mark", "counter"),
+        m("quota_of", "mark", "quota"),
+    ]
+    static_elems: dict[str, list[Any]] = {
+        "staff": staff_macs(config, state),
+        "blocked": sorted(state.blocked_macs),
+        "wgnet4": _cidrs(wg, 4),
+        "wgnet6": _cidrs(wg, 6),
+        "zrnet4": _cidrs(zr, 4),
+        "zrnet6": _cidrs(zr, 6),
+    }
+    for obj in out:
+        body = obj.get("set")
+        if body and static_elems.get(body["name"]):
+            body["elem"] = static_elems[body["name"]]
+    return out
+
+
+def chains() -> list[Json]:
+    def base(name: str, typ: str, hook: str, prio: int) -> Json:
+        return {
+            "chain": {
+                "family": FAMILY,
+                "table": TABLE,
+                "name": name,
+                "type": typ,
+                "hook": hook,
+                "prio": prio,
+                "policy": "accept",
+            }
+        }
+
+    def regular(name: str) -> Json:
+        return {"chain": {"family": FAMILY, "table": TABLE, "name": name}}
+
+    return [
+        base("mark_pre", "filter", "prerouting", -150),
+        base("nat_pre", "nat", "prerouting", -100),
+        base("input", "filter", "input", 0),
+        base("forward", "filter", "forward", 0),
+        base("nat_post", "nat", "postrouting", 100),
+        regular("lan_in"),
+        regular("from_lan"),
+        regular("authed"),
+        regular("to_lan"),
+    ]
+
+
+def rules(config: HubConfig) -> list[RuleSpec]:
+    lan = config.network.lan.interface
+    wan = config.network.wan.interface
+    lan_net = config.network.lan.address.network
+    iif_lan = _match(_meta("iifname"), lan)
+    oif_lan = _match(_meta("oifname"), lan)
+    ether_src = _payload("ether", "saddr")
+    v4 = _match(_meta("nfproto"), "ipv4")
+    v6 = _match(_meta("nfproto"), "ipv6")
+    local = _match({"fib": {"result": "type", "flags": ["daddr"]}}, "local")
+    est = _match(_ct("state"), ["established", "related"], "in")
+    portal = config.portal.http_port
+
+    r: list[tuple[str, str, list[Expr]]] = [
+        # mark_pre: classify every packet arriving from the LAN, once.
+        ("mark_pre", "only-lan", [_match(_meta("iifname"), lan, "!="), RETURN]),
+        ("mark_pre", "reset-mark", [_set_mark(0)]),
+        ("mark_pre", "blocked", [_match(ether_src, "@blocked"), DROP]),
+        ("mark_pre", "staff", [_match(ether_src, "@staff"), _set_mark(MARK_STAFF), RETURN]),
+        (
+            "mark_pre",
+            "auth4",
+            [
+                _match({"concat": [ether_src, _payload("ip", "saddr")]}, "@auth4"),
+                _set_mark(MARK_AUTH),
+                RETURN,
+            ],
+        ),
+        ("mark_pre", "auth4m", [v4, _match(ether_src, "@auth4m"), _set_mark(MARK_AUTH), RETURN]),
+        ("mark_pre", "auth6", [v6, _match(ether_src, "@auth6"), _set_mark(MARK_AUTH), RETURN]),
+        # nat_pre: the captive part, for unauthorised devices only. Port 80 to anywhere but
+        # the hub and the walled garden lands on the portal; DNS to any resolver lands on
+        # the hub's own (which fills the walled-garden sets).
+        ("nat_pre", "only-lan", [_match(_meta("iifname"), lan, "!="), RETURN]),
+        ("nat_pre", "only-unauth", [_match(_meta("mark"), 0, "!="), RETURN]),
+        ("nat_pre", "to-hub", [local, RETURN]),
+        ("nat_pre", "walled-net4", [_match(_payload("ip", "daddr"), "@wgnet4"), RETURN]),
+        ("nat_pre", "walled-dns4", [_match(_payload("ip", "daddr"), "@wg4"), RETURN]),
+        ("nat_pre", "walled-net6", [_match(_payload("ip6", "daddr"), "@wgnet6"), RETURN]),
+        ("nat_pre", "walled-dns6", [_match(_payload("ip6", "daddr"), "@wg6"), RETURN]),
+        (
+            "nat_pre",
+            "portal-redirect",
+            [_match(_payload("tcp", "dport"), 80), {"redirect": {"port": portal}}],
+        ),
+        ("nat_pre", "dns-redirect-udp", [_match(_payload("udp", "dport"), 53), {"redirect": {}}]),
+        ("nat_pre", "dns-redirect-tcp", [_match(_payload("tcp", "dport"), 53), {"redirect": {}}]),
+        # input: what the LAN may reach on the hub itself.
+        ("input", "lan", [iif_lan, _jump("lan_in")]),
+        ("lan_in", "established", [est, ACCEPT]),
+        ("lan_in", "icmp", [_match(_meta("l4proto"), {"set": ["icmp", "ipv6-icmp"]}), ACCEPT]),
+        (
+            "lan_in",
+            "dhcp-dns-udp",
+            [_match(_payload("udp", "dport"), {"set": [53, 67, 547]}), ACCEPT],
+        ),
+        ("lan_in", "dns-tcp", [_match(_payload("tcp", "dport"), 53), ACCEPT]),
+        (
+            "lan_in",
+            "portal",
+            [_match(_payload("tcp", "dport"), {"set": portal_ports(config)}), ACCEPT],
+        ),
+        ("lan_in", "tcp-reset", [_match(_meta("l4proto"), "tcp"), TCP_RESET]),
+        ("lan_in", "drop", [DROP]),
+        # forward
+        ("forward", "from-lan", [iif_lan, _jump("from_lan")]),
+        ("forward", "to-lan", [oif_lan, _jump("to_lan")]),
+    ]
+    if config.network.lan.client_isolation:
+        r.append(("from_lan", "isolation", [oif_lan, DROP]))
+    r += [
+        ("from_lan", "staff", [_match(_meta("mark"), MARK_STAFF), ACCEPT]),
+        ("from_lan", "authorised", [_match(_meta("mark"), MARK_AUTH), _jump("authed")]),
+        ("from_lan", "walled-net4", [_match(_payload("ip", "daddr"), "@wgnet4"), ACCEPT]),
+        ("from_lan", "walled-dns4", [_match(_payload("ip", "daddr"), "@wg4"), ACCEPT]),
+        ("from_lan", "walled-net6", [_match(_payload("ip6", "daddr"), "@wgnet6"), ACCEPT]),
+        ("from_lan", "walled-dns6", [_match(_payload("ip6", "daddr"), "@wg6"), ACCEPT]),
+        ("from_lan", "tcp-reset", [_match(_meta("l4proto"), "tcp"), TCP_RESET]),
+        ("from_lan", "drop", [DROP]),
+        ("authed", "zero-net4", [_match(_payload("ip", "daddr"), "@zrnet4"), ACCEPT]),
+        ("authed", "zero-dns4", [_match(_payload("ip", "daddr"), "@zr4"), ACCEPT]),
+        ("authed", "zero-net6", [_match(_payload("ip6", "daddr"), "@zrnet6"), ACCEPT]),
+        ("authed", "zero-dns6", [_match(_payload("ip6", "daddr"), "@zr6"), ACCEPT]),
+        (
+            "authed",
+            "slot-mark",
+            [
+                {
+                    "mangle": {
+                        "key": _ct("mark"),
+                        "value": {"map": {"key": ether_src, "data": "@slot_of"}},
+                    }
+                }
+            ],
+        ),
+        ("authed", "quota", [_lookup_ctr_map("quota", "quota_of"), DROP]),
+        ("authed", "count-up", [_lookup_ctr_map("counter", "ctr_up"), ACCEPT]),
+        ("authed", "no-slot", [DROP]),
+        # to_lan: only answers; uncounted unless the connection carries a device's slot.
+        (
+            "to_lan",
+            "answers-only",
+            [_match(_ct("state"), {"set": ["established", "related"]}, "!="), DROP],
+        ),
+        ("to_lan", "uncounted", [_match(_ct("mark"), 0), ACCEPT]),
+        ("to_lan", "quota", [_lookup_ctr_map("quota", "quota_of"), DROP]),
+        ("to_lan", "count-down", [_lookup_ctr_map("counter", "ctr_dn"), ACCEPT]),
+        ("to_lan", "gone-device", [DROP]),
+        (
+            "nat_post",
+            "masquerade",
+            [
+                v4,
+                _match(
+                    _payload("ip", "saddr"),
+                    {"prefix": {"addr": str(lan_net.network_address), "len": lan_net.prefixlen}},
+                ),
+                _match(_meta("oifname"), wan),
+                {"masquerade": None},
+            ],
+        ),
+    ]
+    return [RuleSpec(chain, comment, tuple(expr)) for chain, comment, expr in r]
+
+
+def _rule_cmd(spec: RuleSpec) -> Json:
+    return {
+        "add": {
+            "rule": {
+                "family": FAMILY,
+                "table": TABLE,
+                "chain": spec.chain,
+                "comment": spec.comment,
+                "expr": list(spec.expr),
+            }
+        }
+    }
+
+
+# --- devices --------------------------------------------------------------------------------
+
+
+def _elem(name: str, elems: list[Any]) -> Json:
+    return {"element": {"family": FAMILY, "table": TABLE, "name": name, "elem": elems}}
+
+
+def _timed(val: Any, timeout_s: int | None) -> Any:
+    return {"elem": {"val": val, "timeout": timeout_s}} if timeout_s else val
+
+
+def auth_elements(grant: Grant) -> dict[str, list[Any]]:
+    """The auth set elements one grant needs (without timeouts: used for comparison too)."""
+    out: dict[str, list[Any]] = {"auth6": [grant.mac]}
+    if grant.ip:
+        out["auth4"] = [{"concat": [grant.mac, grant.ip]}]
+    else:
+        out["auth4m"] = [grant.mac]
+    return out
+
+
+def _obj(kind: str, name: str, **body: Any) -> Json:
+    return {kind: {"family": FAMILY, "table": TABLE, "name": name, **body}}
+
+
+def device_objects(grant: Grant) -> list[Json]:
+    objs = [_obj("counter", up_counter(grant.mac)), _obj("counter", down_counter(grant.mac))]
+    if grant.quota_bytes is not None:
+        objs.append(_obj("quota", quota_name(grant.mac), bytes=grant.quota_bytes, inv=True))
+    return objs
+
+
+def device_elements(grant: Grant, slot: int) -> list[Json]:
+    """Map and set elements for one device (objects must exist first)."""
+    out = [
+        _elem("slot_of", [[grant.mac, slot]]),
+        _elem("ctr_up", [[slot, up_counter(grant.mac)]]),
+        _elem("ctr_dn", [[slot, down_counter(grant.mac)]]),
+    ]
+    if grant.quota_bytes is not None:
+        out.append(_elem("quota_of", [[slot, quota_name(grant.mac)]]))
+    for name, elems in auth_elements(grant).items():
+        out.append(_elem(name, [_timed(e, grant.timeout_s) for e in elems]))
+    return out
+
+
+def device_add(grant: Grant, slot: int) -> list[Json]:
+    """Commands that authorise one device (counters start at zero)."""
+    return [{"add": o} for o in device_objects(grant)] + [
+        {"add": e} for e in device_elements(grant, slot)
+    ]
+
+
+@dataclass(frozen=True)
+class LiveDevice:
+    """What the kernel holds for one device (read back by the applier)."""
+
+    mac: str
+    slot: int
+    auth: dict[str, list[Any]]  # set name -> elements present (no timeouts)
+    has_quota: bool
+    quota_bytes: int | None = None
+    quota_used: int = 0
+
+
+def device_remove(dev: LiveDevice, keep_counters: bool = False) -> list[Json]:
+    """Commands that remove one device. Elements go before the objects they reference.
+
+    Each delete is preceded by an ``add`` of the same element/object: adding what exists is
+    a no-op and deleting what was just ensured cannot fail, so removing something a kernel
+    timeout already removed still succeeds in one transaction ("already removed" is fine).
+    """
+    objs: list[Json] = []
+    if dev.has_quota:
+        objs.append(_obj("quota", quota_name(dev.mac), bytes=1, inv=True))
+    if not keep_counters:
+        objs += [_obj("counter", up_counter(dev.mac)), _obj("counter", down_counter(dev.mac))]
+    elems: list[Json] = [_elem(n, [e]) for n, es in sorted(dev.auth.items()) for e in es]
+    if dev.has_quota:
+        elems.append(_elem("quota_of", [[dev.slot, quota_name(dev.mac)]]))
+    if not keep_counters:
+        elems += [
+            _elem("ctr_up", [[dev.slot, up_counter(dev.mac)]]),
+            _elem("ctr_dn", [[dev.slot, down_counter(dev.mac)]]),
+            _elem("slot_of", [[dev.mac, dev.slot]]),
+        ]
+    # ensure objects, then ensure+delete elements (which reference them), then objects
+    cmds: list[Json] = [{"add": o} for o in objs]
+    for e in elems:
+        cmds += [{"add": e}, {"delete": e}]
+    cmds += [{"delete": o} for o in objs]
+    return cmds
+
+
+def device_update(old: LiveDevice, grant: Grant) -> list[Json]:
+    """Re-authorise a known device (new IP, timeout or quota) keeping its byte counters."""
+    cmds = device_remove(old, keep_counters=True)
+    if grant.quota_bytes is not None:
+        cmds.append(
+            {"add": _obj("quota", quota_name(grant.mac), bytes=grant.quota_bytes, inv=True)}
+        )
+        cmds.append({"add": _elem("quota_of", [[old.slot, quota_name(grant.mac)]])})
+    for name, elems in auth_elements(grant).items():
+        cmds.append({"add": _elem(name, [_timed(e, grant.timeout_s) for e in elems])})
+    return cmds
+
+
+def set_replace(name: str, elems: list[Any]) -> list[Json]:
+    """Replace the contents of one set (e.g. ``blocked``) in one transaction."""
+    cmds: list[Json] = [{"flush": {"set": {"family": FAMILY, "table": TABLE, "name": name}}}]
+    if elems:
+        cmds.append({"add": _elem(name, elems)})
+    return cmds
+
+
+# --- the whole table ------------------------------------------------------------------------
+
+
+def counted_grants(state: DesiredState) -> list[Grant]:
+    """Grants that get per-device kernel state (staff devices bypass the portal uncounted)."""
+    return [g for g in state.grants if not g.staff]
+
+
+def render_ruleset(
+    config: HubConfig,
+    state: DesiredState,
+    slots: Mapping[str, int] | None = None,
+    dynamic: Mapping[str, list[Any]] | None = None,
+) -> Json:
+    """The full transaction: flush + recreate table ``inet relais`` with every device.
+
+    ``slots`` keeps live slot assignments (see ``assign_slots``); ``dynamic`` carries the
+    resolver-filled sets' current elements over the reload.
+    """
+    grants = counted_grants(state)
+    slot_of = assign_slots((g.mac for g in grants), slots)
+    table = {"table": {"family": FAMILY, "name": TABLE}}
+    cmds: list[Json] = [{"add": table}, {"delete": table}, {"add": table}]
+    cmds += [{"add": o} for g in grants for o in device_objects(g)]
+    sets = _sets(config, state)
+    for obj in sets:
+        body = obj.get("set")
+        if body and dynamic and dynamic.get(body["name"]) and body["name"] in DYNAMIC_SETS:
+            body["elem"] = list(dynamic[body["name"]])
+    cmds += [{"add": o} for o in sets]
+    cmds += [{"add": c} for c in chains()]
+    cmds += [_rule_cmd(r) for r in rules(config)]
+    for g in grants:
+        cmds += [{"add": e} for e in device_elements(g, slot_of[g.mac])]
+    return {"nftables": cmds}
+
+
+# --- comparison -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableView:
+    """A comparable summary of the table: skeleton, static sets and per-device state."""
+
+    chains: dict[str, tuple[Any, ...]]
+    rules: dict[str, tuple[str, ...]]  # chain -> rule comments in order
+    sets: dict[str, tuple[Any, ...]]  # name -> (type, flags, map data type)
+    static_elems: dict[str, frozenset[str]]
+    devices: dict[str, tuple[Any, ...]]  # mac -> (slot, auth elements, quota bytes or None)
+
+
+def _canon(e: Any) -> str:
+    """One element as a comparable string (MACs, addresses, prefixes, concatenations)."""
+    if isinstance(e, dict):
+        if "elem" in e:
+            return _canon(e["elem"]["val"])
+        if "prefix" in e:
+            p = e["prefix"]
+            return str(ipaddress.ip_network(f"{p['addr']}/{p['len']}", strict=False))
+        if "concat" in e:
+            return " . ".join(_canon(x) for x in e["concat"])
+        if "range" in e:
+            return "-".join(_canon(x) for x in e["range"])
+    if isinstance(e, list):
+        return " : ".join(_canon(x) for x in e)
+    return str(e)
+
+
+def view_of(doc: Json) -> TableView:
+    """Summarise either a rendered transaction or ``nft -j list table`` output."""
+    chains_: dict[str, tuple[Any, ...]] = {}
+    rules_: dict[str, list[str]] = {}
+    sets_: dict[str, tuple[Any, ...]] = {}
+    elems: dict[str, list[Any]] = {}
+    quotas: dict[str, int] = {}
+    for item in doc.get("nftables", []):
+        if "add" in item:
+            item = item["add"]
+        elif any(k in item for k in ("delete", "flush", "metainfo")):
+            continue
+        if "chain" in item:
+            c = item["chain"]
+            chains_[c["name"]] = (c.get("type"), c.get("hook"), c.get("prio"), c.get("policy"))
+            rules_.setdefault(c["name"], [])
+        elif "rule" in item:
+            r = item["rule"]
+            rules_.setdefault(r["chain"], []).append(r.get("comment", "?"))
+        elif "set" in item or "map" in item:
+            s = item.get("set") or item["map"]
+            typ = s["type"] if isinstance(s["type"], str) else tuple(s["type"])
+            sets_[s["name"]] = (typ, tuple(sorted(s.get("flags", []))), s.get("map"))
+            elems.setdefault(s["name"], []).extend(s.get("elem", []))
+        elif "element" in item:
+            el = item["element"]
+            elems.setdefault(el["name"], []).extend(el["elem"])
+        elif "quota" in item:
+            quotas[item["quota"]["name"]] = item["quota"]["bytes"]
+    static_names = ("staff", "blocked", "wgnet4", "wgnet6", "zrnet4", "zrnet6")
+    static = {n: frozenset(_canon(e) for e in elems.get(n, [])) for n in static_names}
+    devices: dict[str, tuple[Any, ...]] = {}
+    mark_to_mac: dict[int, str] = {}
+    for pair in elems.get("slot_of", []):
+        mac, slot = str(pair[0]), int(pair[1])
+        mark_to_mac[slot] = mac
+    auth: dict[str, set[str]] = {}
+    for name in DEVICE_SETS:
+        for e in elems.get(name, []):
+            c = _canon(e)
+            auth.setdefault(c.split(" . ")[0], set()).add(f"{name}:{c}")
+    quota_of = {int(p[0]): str(p[1]) for p in elems.get("quota_of", [])}
+    for slot, mac in mark_to_mac.items():
+        q = quota_of.get(slot)
+        devices[mac] = (
+            slot,
+            tuple(sorted(auth.get(mac, set()))),
+            quotas.get(q) if q else None,
+        )
+    return TableView(
+        chains=chains_,
+        rules={k: tuple(v) for k, v in rules_.items()},
+        sets=sets_,
+        static_elems=static,
+        devices=devices,
+    )
+
+
+@dataclass(frozen=True)
+class TableDiff:
+    skeleton_ok: bool  # chains, rules, set definitions and static set contents
+    missing: tuple[str, ...]  # MACs desired but absent in the kernel
+    extra: tuple[str, ...]  # MACs in the kernel but not desired
+    changed: tuple[str, ...]  # MACs present in both but different
+
+    @property
+    def equal(self) -> bool:
+        return self.skeleton_ok and not (self.missing or self.extra or self.changed)
+
+
+def diff_views(desired: TableView, live: TableView) -> TableDiff:
+    skeleton_ok = (
+        desired.chains == live.chains
+        and desired.rules == live.rules
+        and desired.sets == live.sets
+        and desired.static_elems == live.static_elems
+    )
+    want, have = desired.devices, live.devices
+    missing = tuple(sorted(set(want) - set(have)))
+    extra = tuple(sorted(set(have) - set(want)))
+    changed = tuple(sorted(m for m in set(want) & set(have) if want[m] != have[m]))
+    return TableDiff(skeleton_ok, missing, extra, changed)
+
+
+def carry_objects(
+    doc: Json, counters: Mapping[str, tuple[int, int]], quotas: Mapping[str, tuple[int, int]]
+) -> Json:
+    """Copy live counter values (packets, bytes) and quota usage (limit, used) into a
+    rendered transaction, so a full reload loses no accounting. Quotas whose limit changed
+    start afresh (the new limit already is the remaining allowance)."""
+    for cmd in doc["nftables"]:
+        obj = cmd.get("add", {})
+        if "counter" in obj and obj["counter"].get("name") in counters:
+            packets, nbytes = counters[obj["counter"]["name"]]
+            obj["counter"]["packets"], obj["counter"]["bytes"] = packets, nbytes
+        elif "quota" in obj and obj["quota"].get("name") in quotas:
+            limit, used = quotas[obj["quota"]["name"]]
+            if limit == obj["quota"]["bytes"]:
+                obj["quota"]["used"] = used
+    return doc

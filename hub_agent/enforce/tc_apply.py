@@ -1,0 +1,229 @@
+"""Thin applier for tc_plan with pyroute2 (IPRoute, or NetNS for a named namespace).
+
+The leaf qdisc is fq_codel; a kernel built without it (some lab VMs) gets pfifo instead and
+the substitution is logged once. "Already there" on add and "already gone" on delete count
+as success, so every operation can be repeated.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Callable
+from socket import htons
+from typing import Any
+
+from pyroute2 import IPRoute, NetNS
+from pyroute2.netlink.exceptions import NetlinkError
+
+from hub_agent.enforce.tc_plan import (
+    DEFAULT_MINOR,
+    ETH_P_ALL,
+    INGRESS,
+    ROOT,
+    TcClass,
+    TcFilter,
+    TcPlan,
+    TcSide,
+)
+
+log = logging.getLogger(__name__)
+
+LEAF_KINDS = ("fq_codel", "pfifo")
+
+
+class TcApplier:
+    def __init__(
+        self,
+        netns: str | None = None,
+        dry_run: bool = False,
+        tracer: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.netns = netns
+        self.dry_run = dry_run
+        self.tracer = tracer
+        self.leaf_kind: str | None = None
+        self.applied: list[tuple[str, dict[str, Any]]] = []
+        self._ipr: Any = None if dry_run else (NetNS(netns) if netns else IPRoute())
+
+    def close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+    # --- plumbing ------------------------------------------------------------------------
+    def _call(self, what: str, *args: Any, ok: tuple[int, ...] = (), **kw: Any) -> Any:
+        rec = {"args": args, **kw}
+        log.debug("tc %s %s", what, rec)
+        if self.tracer:
+            self.tracer(what, rec)
+        if self.dry_run:
+            self.applied.append((what, rec))
+            return None
+        try:
+            return self._ipr.tc(what, *args, **kw)
+        except NetlinkError as e:
+            if e.code in ok:
+                return None
+            raise
+
+    def index(self, ifname: str) -> int:
+        if self.dry_run:
+            return 0
+        found = self._ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise RuntimeError(f"interface {ifname} not found")
+        return int(found[0])
+
+    def ensure_ifb(self, ifb: str) -> None:
+        if self.dry_run:
+            return
+        if not self._ipr.link_lookup(ifname=ifb):
+            self._ipr.link("add", ifname=ifb, kind="ifb")
+        self._ipr.link("set", index=self.index(ifb), state="up")
+
+    # --- pieces --------------------------------------------------------------------------
+    def _leaf(self, idx: int, cls: TcClass) -> None:
+        handle = (cls.classid & 0xFFFF) << 16
+        kinds = (self.leaf_kind,) if self.leaf_kind else LEAF_KINDS
+        for kind in kinds:
+            try:
+                extra: dict[str, Any] = {"limit": 1000} if kind == "pfifo" else {}
+                self._call("replace", kind, idx, handle=handle, parent=cls.classid, **extra)
+                if self.leaf_kind is None and kind != LEAF_KINDS[0]:
+                    log.warning("kernel has no %s; shaping leaves use %s", LEAF_KINDS[0], kind)
+                self.leaf_kind = kind
+                return
+            except NetlinkError as e:
+                if e.code not in (errno.ENOENT, errno.EOPNOTSUPP) or kind == kinds[-1]:
+                    raise
+
+    def add_class(self, idx: int, cls: TcClass) -> None:
+        kw: dict[str, Any] = {
+            "handle": cls.classid,
+            "parent": cls.parent,
+            "rate": f"{cls.rate_kbit}kbit",
+            "ceil": f"{cls.ceil_kbit}kbit",
+        }
+        if cls.quantum:
+            kw["quantum"] = cls.quantum
+        self._call("replace-class", "htb", idx, **kw)
+        if cls.leaf:
+            self._leaf(idx, cls)
+
+    def add_filter(self, idx: int, f: TcFilter) -> None:
+        self._call(
+            "add-filter",
+            "u32",
+            idx,
+            parent=ROOT,
+            prio=f.prio,
+            protocol=f.protocol,
+            target=f.target,
+            keys=list(f.keys),
+        )
+
+    def del_filter_prio(self, idx: int, prio: int, protocol: int = ETH_P_ALL) -> None:
+        # No kind (pyroute2 would build u32 options a delete does not take), so "info"
+        # must carry prio and protocol itself: without it the kernel deletes every filter.
+        self._call(
+            "del-filter",
+            index=idx,
+            parent=ROOT,
+            info=htons(protocol) | (prio << 16),
+            ok=(errno.ENOENT, errno.EINVAL),
+        )
+
+    def del_class(self, idx: int, classid: int) -> None:
+        self._call(
+            "del",
+            self.leaf_kind or LEAF_KINDS[0],
+            idx,
+            handle=(classid & 0xFFFF) << 16,
+            parent=classid,
+            ok=(errno.ENOENT, errno.EINVAL),
+        )
+        self._call(
+            "del-class", "htb", idx, handle=classid, parent=ROOT, ok=(errno.ENOENT, errno.EINVAL)
+        )
+
+    # --- whole plan ----------------------------------------------------------------------
+    def apply_side(self, side: TcSide) -> None:
+        idx = self.index(side.dev)
+        self._call("del", "htb", idx, handle=ROOT, ok=(errno.ENOENT, errno.EINVAL))
+        self._call("add", "htb", idx, handle=ROOT, default=DEFAULT_MINOR)
+        for cls in side.classes:
+            self.add_class(idx, cls)
+        for f in side.filters:
+            self.add_filter(idx, f)
+
+    def apply(self, plan: TcPlan) -> None:
+        """Build both trees from scratch (start, or when the live tree differs)."""
+        self.ensure_ifb(plan.ifb)
+        lan = self.index(plan.lan)
+        self._call("del", "ingress", lan, handle=INGRESS, ok=(errno.ENOENT, errno.EINVAL))
+        self._call("add", "ingress", lan, handle=INGRESS)
+        self._call(
+            "add-filter",
+            "u32",
+            lan,
+            parent=INGRESS,
+            prio=1,
+            protocol=ETH_P_ALL,
+            target=ROOT | 1,
+            keys=["0x0/0x0+0"],
+            action=[
+                {
+                    "kind": "mirred",
+                    "direction": "egress",
+                    "action": "redirect",
+                    "ifindex": self.index(plan.ifb),
+                }
+            ],
+        )
+        self.apply_side(plan.down)
+        self.apply_side(plan.up)
+
+    def add_device(
+        self,
+        plan: TcPlan,
+        down: tuple[TcClass, tuple[TcFilter, ...]],
+        up: tuple[TcClass, tuple[TcFilter, ...]],
+    ) -> None:
+        for dev, (cls, flts) in ((plan.lan, down), (plan.ifb, up)):
+            idx = self.index(dev)
+            self.add_class(idx, cls)
+            self.del_filter_prio(idx, cls.classid & 0xFFFF)  # a re-login may change its IPs
+            for flt in flts:
+                self.add_filter(idx, flt)
+
+    def remove_device(self, plan: TcPlan, slot: int) -> None:
+        for dev in (plan.lan, plan.ifb):
+            idx = self.index(dev)
+            self.del_filter_prio(idx, slot)
+            self.del_class(idx, slot | ROOT)
+
+    # --- reading back ----------------------------------------------------------------------
+    def live_side(self, dev: str) -> tuple[dict[int, tuple[int, int, int]], set[int]]:
+        """{classid: (parent, rate_kbit, ceil_kbit)} and the set of filter prios."""
+        if self.dry_run:
+            return {}, set()
+        idx = self.index(dev)
+        classes: dict[int, tuple[int, int, int]] = {}
+        for msg in self._ipr.get_classes(idx):
+            if msg.get_attr("TCA_KIND") != "htb":
+                continue
+            parms = msg.get_attr("TCA_OPTIONS").get_attr("TCA_HTB_PARMS")
+            rate = int(parms["rate"]["rate"]) * 8 // 1000
+            ceil = int(parms["ceil"]["rate"]) * 8 // 1000
+            classes[int(msg["handle"])] = (int(msg["parent"]), rate, ceil)
+        prios = set()
+        for msg in self._ipr.get_filters(idx, parent=ROOT):
+            prios.add(int(msg["info"]) >> 16)
+        return classes, prios
+
+
+def side_view(side: TcSide) -> tuple[dict[int, tuple[int, int, int]], set[int]]:
+    """What live_side should read for a planned side."""
+    classes = {c.classid: (c.parent, c.rate_kbit, c.ceil_kbit) for c in side.classes}
+    return classes, {f.prio for f in side.filters}

@@ -1,0 +1,164 @@
+"""Pure planner: per-device shaping as HTB trees (download on the LAN iface, upload on an IFB).
+
+Tree on each side (rates in kbit/s, the side's uplink capacity ``U``)::
+
+    1:    htb qdisc, default 1:21
+    1:1   uplink       rate U        ceil U
+      1:10  staff      rate U*s%     ceil U     <- staff grants' IPs (guaranteed share)
+      1:20  community  rate U-U*s%   ceil U
+        1:21  unclassified (pre-login walled garden)  rate 8     ceil U
+        1:<slot> one per device       rate FAIR  ceil plan     <- by the device's IPs
+    1:2   local        rate LOCAL    ceil LOCAL <- to/from the hub itself (portal, content)
+
+Every device class has the same small rate and the same quantum, so when devices compete
+HTB shares the community's capacity equally among the active ones (up to each plan's
+ceiling) and an idle device's share is borrowed by the others. Leaves are fq_codel.
+Device classes and filters are keyed by the device's slot (tc minor and filter prio), so
+adding or removing one device touches only its own class, leaf and filter.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from hub_agent.config import HubConfig
+from hub_agent.enforce.model import DesiredState, Grant
+
+ROOT = 0x10000  # 1:
+UPLINK = 0x10001  # 1:1
+LOCAL = 0x10002  # 1:2
+STAFF = 0x10010  # 1:10
+COMMUNITY = 0x10020  # 1:20
+UNCLASSIFIED = 0x10021  # 1:21 (HTB default)
+DEFAULT_MINOR = 0x21
+INGRESS = 0xFFFF0000
+
+FAIR_RATE_KBIT = 16  # tiny guarantee per device: nearly all is borrowed, equally
+QUANTUM = 3028  # same for every device class -> equal shares of borrowed capacity
+LOCAL_KBIT = 1_000_000  # hub <-> LAN traffic is not limited by the uplink
+PRIO_LOCAL = 1
+PRIO_STAFF = 2
+# Device filters use prio = slot (0x100..0xfffe): one classifier per device, deletable alone.
+
+ETH_P_ALL = 0x0003
+
+
+@dataclass(frozen=True)
+class TcClass:
+    classid: int
+    parent: int
+    rate_kbit: int
+    ceil_kbit: int
+    quantum: int | None = None
+    leaf: bool = True  # gets an fq_codel leaf qdisc with handle (minor << 16)
+
+
+@dataclass(frozen=True)
+class TcFilter:
+    prio: int
+    protocol: int
+    keys: tuple[str, ...]  # u32 keys "value/mask+offset" (offset from the network header)
+    target: int
+
+
+@dataclass(frozen=True)
+class TcSide:
+    dev: str
+    classes: tuple[TcClass, ...]
+    filters: tuple[TcFilter, ...]
+
+
+@dataclass(frozen=True)
+class TcPlan:
+    down: TcSide  # egress of the LAN interface
+    up: TcSide  # egress of the IFB fed by the LAN interface's ingress
+    lan: str
+    ifb: str
+
+
+def ifb_name(lan: str) -> str:
+    return f"ifb-{lan}"[:15]
+
+
+def ip_keys(addr: str, dst: bool) -> tuple[str, ...]:
+    """u32 keys (offsets from the network header) matching one IPv4/IPv6 address.
+
+    Filters use protocol "all" so one prio holds a device's v4 and v6 filters (deleted
+    together); the IP version nibble keeps a v4 key from matching inside a v6 header.
+    (MAC keys would need negative offsets, which pyroute2's u32 key packer cannot encode,
+    and this kernel offers no flower/basic classifier.)
+    """
+    ip = ipaddress.ip_address(addr)
+    raw = ip.packed
+    if ip.version == 4:
+        off = 16 if dst else 12
+        keys = ["0x40000000/0xf0000000+0"]
+    else:
+        off = 24 if dst else 8
+        keys = ["0x60000000/0xf0000000+0"]
+    for i in range(0, len(raw), 4):
+        keys.append(f"0x{int.from_bytes(raw[i : i + 4], 'big'):08x}/0xffffffff+{off + i}")
+    return tuple(keys)
+
+
+def grant_addrs(grant: Grant) -> list[str]:
+    return ([grant.ip] if grant.ip else []) + list(grant.ip6)
+
+
+def staff_kbit(config: HubConfig, total: int) -> int:
+    return max(8, total * config.staff_share_pct // 100)
+
+
+def device_class(grant: Grant, slot: int, down: bool) -> TcClass:
+    ceil = grant.down_kbit if down else grant.up_kbit
+    return TcClass(slot | ROOT, COMMUNITY, min(FAIR_RATE_KBIT, ceil), ceil, QUANTUM)
+
+
+def device_filters(grant: Grant, slot: int, down: bool) -> tuple[TcFilter, ...]:
+    """One u32 filter per address of the device, all in prio ``slot``."""
+    return tuple(
+        TcFilter(slot, ETH_P_ALL, ip_keys(a, dst=down), slot | ROOT) for a in grant_addrs(grant)
+    )
+
+
+def _side(
+    config: HubConfig,
+    state: DesiredState,
+    slots: dict[str, int],
+    dev: str,
+    total: int,
+    down: bool,
+) -> TcSide:
+    staff = staff_kbit(config, total)
+    classes = [
+        TcClass(UPLINK, ROOT, total, total, leaf=False),
+        TcClass(LOCAL, ROOT, LOCAL_KBIT, LOCAL_KBIT),
+        TcClass(STAFF, UPLINK, staff, total),
+        TcClass(COMMUNITY, UPLINK, max(8, total - staff), total, leaf=False),
+        TcClass(UNCLASSIFIED, COMMUNITY, 8, total, QUANTUM),
+    ]
+    lan = config.network.lan
+    hub_addrs = [str(lan.address.ip)] + ([str(lan.address6.ip)] if lan.address6 else [])
+    # traffic to/from the hub itself: the hub's address is the source downstream
+    filters = [TcFilter(PRIO_LOCAL, ETH_P_ALL, ip_keys(a, dst=not down), LOCAL) for a in hub_addrs]
+    for g in sorted((g for g in state.grants if g.staff), key=lambda g: g.mac):
+        for a in grant_addrs(g):
+            filters.append(TcFilter(PRIO_STAFF, ETH_P_ALL, ip_keys(a, dst=down), STAFF))
+    for g in sorted((g for g in state.grants if not g.staff), key=lambda g: slots[g.mac]):
+        classes.append(device_class(g, slots[g.mac], down))
+        filters.extend(device_filters(g, slots[g.mac], down))
+    return TcSide(dev, tuple(classes), tuple(filters))
+
+
+def render_tc(config: HubConfig, state: DesiredState, slots: dict[str, int]) -> TcPlan:
+    """The whole shaping plan; ``slots`` come from nft_plan.assign_slots (shared with nft)."""
+    lan = config.network.lan.interface
+    ifb = ifb_name(lan)
+    wan = config.network.wan
+    return TcPlan(
+        down=_side(config, state, slots, lan, wan.down_kbit, down=True),
+        up=_side(config, state, slots, ifb, wan.up_kbit, down=False),
+        lan=lan,
+        ifb=ifb,
+    )
