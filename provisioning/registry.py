@@ -56,16 +56,17 @@ def m001_tables(db: sqlite_utils.Database) -> None:
         not_null={"kind", "name"},
         defaults={"online": 0, "desired_version": 0, "groups": "[]"},
     )
-    db.table("health").create(
-        {"hub_id": str, "seq": int, "ts": float, "data": str}, pk=("hub_id", "seq")
+    # Rows append in arrival order (rowid); the only index is the primary key
+    # (hub_id, seq), which also serves a hub's history as a range scan (seq grows with
+    # ts). Every extra index would cost each of the fleet's samples one more b-tree insert.
+    db.execute(
+        "CREATE TABLE health (hub_id TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL,"
+        " data TEXT NOT NULL, PRIMARY KEY (hub_id, seq))"
     )
-    db.table("health").create_index(["hub_id", "ts"])
-    db.table("health").create_index(["ts"])
-    db.table("events").create(
-        {"hub_id": str, "seq": int, "ts": float, "type": str, "data": str},
-        pk=("hub_id", "seq"),
+    db.execute(
+        "CREATE TABLE events (hub_id TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL,"
+        " type TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (hub_id, seq))"
     )
-    db.table("events").create_index(["hub_id", "ts"])
     db.table("gaps").create(
         {"hub_id": str, "stream": str, "first_seq": int, "last_seq": int, "detected_at": float},
         pk=("hub_id", "stream", "first_seq"),
@@ -231,8 +232,29 @@ def write_batch(db: sqlite_utils.Database, batch: Batch) -> None:
             )
 
 
+def repair_cursors(db: sqlite_utils.Database) -> None:
+    """Bring hubs' last_seq/last_health up to the samples actually stored.
+
+    The controller commits samples at once but refreshes the hubs' summary columns at
+    most once a second; after a kill -9 the samples are the truth.
+    """
+    with transaction(db):
+        db.execute(
+            "UPDATE hubs SET last_seq = h.seq, last_health = h.data FROM ("
+            " SELECT hub_id, max(seq) AS seq, data FROM health GROUP BY hub_id) AS h"
+            " WHERE hubs.id = h.hub_id AND (hubs.last_seq IS NULL OR hubs.last_seq < h.seq)"
+        )
+        db.execute(
+            "UPDATE hubs SET last_event_seq = e.seq FROM ("
+            " SELECT hub_id, max(seq) AS seq FROM events GROUP BY hub_id) AS e"
+            " WHERE hubs.id = e.hub_id"
+            " AND (hubs.last_event_seq IS NULL OR hubs.last_event_seq < e.seq)"
+        )
+
+
 def load_cursors(db: sqlite_utils.Database) -> dict[str, dict[str, Any]]:
     """What the ingester must remember across restarts: seqs, sessions, open gaps."""
+    repair_cursors(db)
     out: dict[str, dict[str, Any]] = {}
     for row in db.query(
         "SELECT id, last_seq, last_event_seq, session, state_ts, online, reported_version FROM hubs"
@@ -254,10 +276,10 @@ def health_series(
     db: sqlite_utils.Database, hub_id: str, since: float, limit: int = 2000
 ) -> list[tuple[float, dict[str, Any]]]:
     rows = db.query(
-        "SELECT ts, data FROM health WHERE hub_id = ? AND ts >= ? ORDER BY ts DESC LIMIT ?",
-        [hub_id, since, limit],
+        "SELECT ts, data FROM health WHERE hub_id = ? ORDER BY seq DESC LIMIT ?",
+        [hub_id, limit],
     )
-    out = [(float(r["ts"]), json.loads(r["data"])) for r in rows]
+    out = [(float(r["ts"]), json.loads(r["data"])) for r in rows if r["ts"] >= since]
     out.reverse()
     return out
 
@@ -265,7 +287,7 @@ def health_series(
 def recent_events(db: sqlite_utils.Database, hub_id: str, limit: int = 50) -> list[dict[str, Any]]:
     return list(
         db.query(
-            "SELECT seq, ts, type, data FROM events WHERE hub_id = ? ORDER BY ts DESC LIMIT ?",
+            "SELECT seq, ts, type, data FROM events WHERE hub_id = ? ORDER BY seq DESC LIMIT ?",
             [hub_id, limit],
         )
     )

@@ -121,14 +121,30 @@ class Ingestor:
         for (hub_id, stream), spans in (gaps or {}).items():
             self.hubs.setdefault(hub_id, _Hub()).gaps[stream] = list(spans)
         self.batch = Batch()
+        # Per-hub summary columns derived from health/events (last_seen, last_health,
+        # last_seq): refreshed in the registry at most once per ``take(summary=True)``,
+        # as one UPDATE per hub per sample would cost more than storing the sample.
+        self.summary: dict[str, dict[str, Any]] = {}
         self.counters = Counters()
 
-    def take(self) -> Batch:
+    def take(self, summary: bool = True) -> Batch:
+        """The writes accumulated so far; with ``summary`` also the hubs' summary columns."""
         batch, self.batch = self.batch, Batch()
+        if summary and self.summary:
+            for hub_id, cols in self.summary.items():
+                now = batch.hub_updates.get(hub_id, {})
+                merged = {**cols, **now}
+                if "last_seen" in cols and "last_seen" in now:
+                    merged["last_seen"] = max(cols["last_seen"], now["last_seen"])
+                batch.hub_updates[hub_id] = merged
+            self.summary = {}
         return batch
 
     def _update(self, hub_id: str, **cols: Any) -> None:
         self.batch.hub_updates.setdefault(hub_id, {}).update(cols)
+
+    def _summarise(self, hub_id: str, **cols: Any) -> None:
+        self.summary.setdefault(hub_id, {}).update(cols)
 
     def add(self, topic_name: str, payload: bytes, now: float) -> None:
         self.counters.received += 1
@@ -181,10 +197,12 @@ class Ingestor:
         text = payload.decode()
         self.batch.health.append((hub_id, seq, parse_ts(msg.get("ts"), now), text))
         self.counters.health += 1
-        cols: dict[str, Any] = {"last_seen": now, "online": 1, "last_seq": hub.last_seq}
+        cols: dict[str, Any] = {"last_seen": now, "last_seq": hub.last_seq}
+        if hub.state_ts is None:
+            cols["online"] = 1  # a hub that never sent state: its samples say it is up
         if newest:
             cols["last_health"] = text
-        self._update(hub_id, **cols)
+        self._summarise(hub_id, **cols)
 
     def _event(
         self, hub_id: str, hub: _Hub, msg: dict[str, Any], payload: bytes, now: float
@@ -200,7 +218,7 @@ class Ingestor:
         ts = parse_ts(msg.get("ts"), now)
         self.batch.events.append((hub_id, seq, ts, kind, payload.decode()))
         self.counters.events += 1
-        self._update(hub_id, last_seen=now, last_event_seq=hub.last_event_seq)
+        self._summarise(hub_id, last_seen=now, last_event_seq=hub.last_event_seq)
 
     def _state(self, hub_id: str, hub: _Hub, msg: dict[str, Any], now: float) -> None:
         online = msg.get("online")
@@ -214,6 +232,7 @@ class Ingestor:
             return
         hub.session = session if session is not None else hub.session
         hub.state_ts = max(ts, hub.state_ts or ts)
+        self.summary.get(hub_id, {}).pop("online", None)  # state decides from now on
         cols: dict[str, Any] = {"online": int(online), "state_ts": ts, "session": hub.session}
         if online:
             cols["last_seen"] = now

@@ -9,11 +9,12 @@ parses, decides (``Ingestor``) and commits a batch per round.
 
 from __future__ import annotations
 
-import collections
+import contextlib
 import logging
 import os
 import signal
 import socket
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from provisioning.statedir import StateDir
 
 log = logging.getLogger("relais.controller")
 
+SUMMARY_EVERY_S = 1.0  # hubs' last_seen/last_health refreshed this often
 SESSION_EXPIRY_S = 7 * 86_400  # a controller down for a week still gets everything queued
 MAX_BATCH = 2000
 DOWNSAMPLE_EVERY_S = 3600.0
@@ -47,7 +49,14 @@ class Stats:
 
 
 class Ingest:
-    """One controller process's ingestion: MQTT client + writer thread."""
+    """One controller process's ingestion: one thread owns the MQTT client and the writes.
+
+    A single thread (no paho loop thread) on purpose: with two Python threads the GIL
+    hand-offs between network reads and SQLite writes cost more than the work itself.
+    The thread reads whatever the socket holds, parses and decides each message as it
+    comes (``Ingestor``), and every ``flush_interval_s`` or ``MAX_BATCH`` messages commits
+    one transaction and only then acks the batch's messages to the broker.
+    """
 
     def __init__(
         self,
@@ -62,11 +71,14 @@ class Ingest:
         self.shared = shared
         self.flush_interval_s = flush_interval_s
         self.ingestor = Ingestor(registry.load_cursors(self.db), registry.open_gaps(self.db))
-        self.queue: collections.deque[tuple[str, bytes, int, int, float]] = collections.deque()
+        self.pending: list[tuple[int, int]] = []  # (mid, qos) to ack after the commit
+        self.first_pending = 0.0
         self.stats = Stats(started=time.time())
+        self._next_summary = 0.0
+        self._next_downsample = time.monotonic() + 60
         self._stop = threading.Event()
         self._connected = threading.Event()
-        self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
         cid = client_id or f"relais-controller-{socket.gethostname()}"
         # A kept session needs a stable id. An anonymous shared member gets a throwaway
         # session instead: a dead member's kept session would go on taking its share.
@@ -85,9 +97,12 @@ class Ingest:
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect
 
-    # paho's network thread: as little as possible
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        self.queue.append((msg.topic, msg.payload, msg.mid, msg.qos, time.time()))
+        now = time.time()
+        self.ingestor.add(msg.topic, msg.payload, now)
+        if not self.pending:
+            self.first_pending = time.monotonic()
+        self.pending.append((msg.mid, msg.qos))
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         if rc.is_failure:
@@ -101,6 +116,9 @@ class Ingest:
 
     def _on_disconnect(self, *args: Any) -> None:
         self._connected.clear()
+        # Messages read but not committed are not acked: the broker sends them again.
+        self.pending.clear()
+        self.ingestor = Ingestor(registry.load_cursors(self.db), registry.open_gaps(self.db))
 
     def start(self, timeout: float = 10) -> None:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -115,55 +133,64 @@ class Ingest:
             )
         except OSError as e:
             raise MqttError(f"cannot reach {self.url}: {e.strerror or e}") from None
-        self.client.loop_start()
+        self._thread.start()
         if not self._connected.wait(timeout):
-            self.client.loop_stop()
+            self.stop()
             raise MqttError(f"controller could not connect to {self.url}")
-        self._writer.start()
 
-    def _drain(self) -> int:
-        items: list[tuple[str, bytes, int, int, float]] = []
-        while self.queue and len(items) < MAX_BATCH:
-            items.append(self.queue.popleft())
-        if not items:
+    def flush(self) -> int:
+        """Commit what was read, then ack it: only a committed message is acked."""
+        n = len(self.pending)
+        summary = time.monotonic() >= self._next_summary
+        if not n and not (summary and self.ingestor.summary):
             return 0
-        for topic_name, payload, _mid, _qos, now in items:
-            self.ingestor.add(topic_name, payload, now)
-        registry.write_batch(self.db, self.ingestor.take())
-        # Only now, with the batch on disk, may the broker forget these messages.
-        for _t, _p, mid, qos, _n in items:
+        if summary:
+            self._next_summary = time.monotonic() + SUMMARY_EVERY_S
+        registry.write_batch(self.db, self.ingestor.take(summary=summary))
+        for mid, qos in self.pending:
             if qos > 0:
                 self.client.ack(mid, qos)
-        self.stats.committed += len(items)
+        self.pending = []
+        self.stats.committed += n
         self.stats.batches += 1
-        self.stats.last_commit = time.time()
-        return len(items)
+        if n:
+            self.stats.last_commit = time.time()
+        return n
 
-    def _write_loop(self) -> None:
-        next_downsample = time.monotonic() + 60
+    def _run(self) -> None:
+        c = self.client
         while not self._stop.is_set():
-            try:
-                n = self._drain()
-            except Exception:  # keep ingesting: a bad batch is logged, its acks withheld
-                log.exception("ingest batch failed; the broker will redeliver it")
-                n = 0
-                time.sleep(1)
-            if time.monotonic() > next_downsample:
+            # one select, then every packet the socket already holds
+            rc = c.loop(timeout=self.flush_interval_s / 2)
+            if rc == mqtt.MQTT_ERR_SUCCESS:
+                c.loop_read(MAX_BATCH)
+            elif rc != mqtt.MQTT_ERR_SUCCESS:
+                self._stop.wait(1)
+                with contextlib.suppress(OSError):
+                    c.reconnect()
+                continue
+            due = time.monotonic() - self.first_pending >= self.flush_interval_s
+            if len(self.pending) >= MAX_BATCH or due or not self.pending:
+                try:
+                    self.flush()
+                except sqlite3.Error:  # unacked messages come back on the next session
+                    log.exception("ingest commit failed; reconnecting for redelivery")
+                    self._stop.wait(1)
+                    with contextlib.suppress(OSError):
+                        c.reconnect()  # on_disconnect forgets the batch and re-reads cursors
+            if time.monotonic() > self._next_downsample:
                 removed = registry.downsample_health(self.db)
                 if removed:
                     log.info("downsampled %d old health samples", removed)
-                next_downsample = time.monotonic() + DOWNSAMPLE_EVERY_S
-            if n < MAX_BATCH:
-                self._stop.wait(self.flush_interval_s)
-        while self._drain():
-            pass
+                self._next_downsample = time.monotonic() + DOWNSAMPLE_EVERY_S
+        with contextlib.suppress(sqlite3.Error):
+            self.flush()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._writer.is_alive():
-            self._writer.join(timeout=30)
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
         self.client.disconnect()
-        self.client.loop_stop()
 
 
 def run_controller(

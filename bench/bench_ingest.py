@@ -1,0 +1,312 @@
+"""Controller ingest: sustained load with nothing lost, then capacity against baselines.
+
+    .venv/bin/python bench/bench_ingest.py [--hubs 2000] [--seconds 15] [--backlog 60000]
+
+1. Sustained: the fleet simulator (2,000 hubs at 1 health sample/s, with outages and
+   store-and-forward drains) runs against a real Mosquitto while one controller process
+   ingests; afterwards every hub's seq must be contiguous in the registry (0 lost).
+2. Capacity, all in this run against the same broker: a backlog of health messages is
+   queued for a consumer's persistent session, then the consumer starts and drains it.
+   Consumers: a bare paho subscriber (the baseline: receives and acks, stores nothing),
+   one controller process (parse, decide, commit, ack after commit), and two controller
+   processes sharing the load through an MQTT 5 shared subscription.
+   Ratios: controller / bare (target >= 0.9) and two controllers / one (target >= 1.6;
+   on this 2-core box the broker and both controllers share the two cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from provisioning import registry, simulate, topics  # noqa: E402
+from provisioning.mqttclient import BrokerUrl, Client  # noqa: E402
+from tests.lab.broker import Broker  # noqa: E402
+
+PY = sys.executable
+
+
+class BenchBroker(Broker):
+    """The test broker without disk persistence (its autosave would dominate a backlog)."""
+
+    def _write_config(self) -> Path:
+        conf = super()._write_config()
+        text = conf.read_text().replace("persistence true", "persistence false")
+        conf.write_text(text.replace("max_queued_messages 100000", "max_queued_messages 0"))
+        return conf
+
+
+# --- consumer processes (this file re-run with --consumer) ------------------------------
+
+
+def run_consumer(args: argparse.Namespace) -> None:
+    """Drain what the broker holds for our session; print first/last message times."""
+    url = BrokerUrl.parse(args.url)
+    if args.consumer == "bare":
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        count = 0
+        first = last = 0.0
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=args.client_id, protocol=mqtt.MQTTv5)
+        c.max_inflight_messages_set(1000)
+
+        def on_message(client: Any, userdata: Any, msg: Any) -> None:  # count, nothing else
+            nonlocal count, first, last
+            count += 1
+            last = time.time()
+            if count == 1:
+                first = last
+
+        subscribed = threading.Event()
+        c.on_message = on_message
+        c.on_subscribe = lambda *a: subscribed.set()
+        c.on_connect = lambda cl, *a: cl.subscribe(
+            [(f, 1) for f in topics.ingest_filters(args.shared)]
+        )
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 3600
+        c.connect(url.host, url.port, clean_start=False, properties=props)
+        c.loop_start()
+        subscribed.wait(10)
+        _wait_idle(args, lambda: count)
+        c.disconnect()
+        c.loop_stop()
+        print(json.dumps({"count": count, "first": first, "last": last}), flush=True)
+        return
+
+    from provisioning.controller.service import Ingest
+
+    ing = Ingest(args.db, url, shared=args.shared, client_id=args.client_id)
+    first_seen = [0.0]
+
+    def seen() -> int:
+        if not first_seen[0] and (ing.pending or ing.stats.committed):
+            first_seen[0] = time.time()
+        return ing.stats.committed
+
+    ing.start()
+    _wait_idle(args, seen)
+    last = ing.stats.last_commit
+    ing.stop()
+    print(
+        json.dumps({"count": ing.stats.committed, "first": first_seen[0], "last": last}), flush=True
+    )
+
+
+def _wait_idle(args: argparse.Namespace, count: Callable[[], int]) -> None:
+    """Prime mode: return at once (session and subscription now exist). Otherwise return
+    once messages came and nothing new arrived for a second."""
+    if args.prime:
+        time.sleep(0.3)
+        return
+    deadline = time.monotonic() + 120
+    prev, still = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+        n = count()
+        if n != prev:
+            prev, still = n, time.monotonic()
+        elif n > 0 and time.monotonic() - still > 1.0:
+            return
+
+
+def consumer(
+    url: str, kind: str, client_id: str, db: Path, shared: bool, prime: bool
+) -> subprocess.Popen[str]:
+    cmd = [
+        PY,
+        __file__,
+        "--consumer",
+        kind,
+        "--url",
+        url,
+        "--client-id",
+        client_id,
+        "--db",
+        str(db),
+    ]
+    if shared:
+        cmd.append("--shared")
+    if prime:
+        cmd.append("--prime")
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def result(p: subprocess.Popen[str]) -> dict[str, float]:
+    out, _ = p.communicate(timeout=180)
+    assert p.returncode == 0, f"consumer failed: {out}"
+    data: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return data
+
+
+# --- phases ----------------------------------------------------------------------------
+
+
+def publish_backlog(url: str, hubs: list[registry.HubRecord], n: int, seq0: dict[str, int]) -> None:
+    """n health messages, round-robin over the hubs, seq continuing per hub."""
+    clients = [Client(BrokerUrl.parse(url), client_id=f"bench-pub-{i}") for i in range(4)]
+    for c in clients:
+        c.connect()
+    for i in range(n):
+        h = hubs[i % len(hubs)]
+        seq0[h.id] += 1
+        body = {
+            "hub_id": h.id,
+            "seq": seq0[h.id],
+            "ts": time.time(),
+            "cpu": 12,
+            "dsk": 40,
+            "dev": 5,
+            "srv": 1_000_000,
+        }
+        clients[i % 4].publish_nowait(
+            topics.topic(h.id, "health"), json.dumps(body, separators=(",", ":")).encode()
+        )
+    for c in clients:
+        assert c.wait_idle(120)
+        c.close()
+
+
+CONSUMERS = {  # name -> (kind, client ids, shared)
+    "bare-paho": ("bare", ["bench-bare"], False),
+    "controller-x1": ("controller", ["bench-ctl"], False),
+    "controller-x2-shared": ("controller", ["bench-sh-a", "bench-sh-b"], True),
+}
+
+
+def drain(url: str, name: str, db: Path, backlog: int) -> float:
+    kind, ids, shared = CONSUMERS[name]
+    runs = [consumer(url, kind, cid, db, shared, prime=False) for cid in ids]
+    res = [result(p) for p in runs]
+    got = sum(int(r["count"]) for r in res)
+    first = min(r["first"] for r in res if r["count"])
+    last = max(r["last"] for r in res if r["count"])
+    rate = got / max(last - first, 1e-6)
+    shares = "/".join(
+        f"{int(r['count'])} in {r['last'] - r['first']:.2f}s@+{r['first'] - first:.2f}" for r in res
+    )
+    print(f"  {name:<21} {got:>7} msgs in {last - first:5.2f} s = {rate:7.0f} msg/s ({shares})")
+    if got < backlog:
+        print(f"  !! {name}: received {got} of {backlog}")
+    return rate
+
+
+def capacity(
+    url: str,
+    hubs: list[registry.HubRecord],
+    backlog: int,
+    seq0: dict[str, int],
+    work: Path,
+    rounds: int,
+) -> dict[str, float]:
+    """Best of ``rounds``: each round queues one backlog for every consumer's session (one
+    copy each; the shared pair splits theirs), then drains them one after the other."""
+    best: dict[str, float] = {}
+    for n in range(rounds):
+        dbs = {}
+        for name, (kind, ids, shared) in CONSUMERS.items():
+            dbs[name] = work / f"cap-{name}-{n}.db"
+            registry.register_many(registry.open_registry(dbs[name]), hubs)
+            for p in [consumer(url, kind, cid, dbs[name], shared, prime=True) for cid in ids]:
+                result(p)
+        publish_backlog(url, hubs, backlog, seq0)
+        time.sleep(0.5)
+        print(f" round {n + 1}:")
+        for name in CONSUMERS:
+            best[name] = max(best.get(name, 0.0), drain(url, name, dbs[name], backlog))
+    return best
+
+
+def sustained(
+    url: str, hubs: list[registry.HubRecord], seconds: float, work: Path
+) -> dict[str, int]:
+    db_path = work / "sustained.db"
+    db = registry.open_registry(db_path)
+    registry.register_many(db, hubs)
+    ctl = consumer(url, "controller", "bench-sustained", db_path, False, prime=False)
+    time.sleep(1.0)
+    sim = simulate.Simulator(BrokerUrl.parse(url), hubs, rate=1.0, outage_pct=20)
+    sim.start()
+    t0 = time.monotonic()
+    sim.run(seconds)
+    sim.finish()
+    sim.close()
+    elapsed = time.monotonic() - t0
+    res = result(ctl)
+    sent = sim.stats.health
+    counts = registry.seq_counts(db)
+    lost = 0
+    for h in sim.hubs:
+        n, lo, hi = counts.get(h.id, (0, 0, 0))
+        expected = h.seq
+        if n != expected or lo != 1 or hi != expected:
+            lost += expected - n
+    gaps = db.execute("SELECT count(*) FROM gaps").fetchone()[0]
+    print(
+        f"sustained: {len(hubs)} hubs x 1 sample/s for {seconds:.0f} s, "
+        f"{sim.stats.outages} outages (drained on return)"
+    )
+    print(f"  simulator sent {sent} health msgs in {elapsed:.1f} s = {sent / elapsed:.0f} msg/s")
+    print(
+        f"  controller stored {int(res['count'])} msgs (incl. state/events), "
+        f"lost {lost}, gaps recorded {gaps}"
+    )
+    return {h.id: h.seq for h in sim.hubs}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--hubs", type=int, default=2000)
+    p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--backlog", type=int, default=30_000)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--consumer", choices=["bare", "controller"])
+    p.add_argument("--url")
+    p.add_argument("--client-id")
+    p.add_argument("--db")
+    p.add_argument("--shared", action="store_true")
+    p.add_argument("--prime", action="store_true")
+    args = p.parse_args()
+    if args.consumer:
+        run_consumer(args)
+        return
+
+    print(f"bench_ingest: {os.cpu_count()} cores")
+    hubs = simulate.fleet_ids(args.hubs)
+    with tempfile.TemporaryDirectory(prefix="relais-bench-") as tmp, BenchBroker() as broker:
+        work = Path(tmp)
+        seq0 = sustained(broker.url, hubs, args.seconds, work)
+        print(
+            f"capacity: drain a backlog of {args.backlog} health msgs queued for the session"
+            " (+ the hubs' retained states)"
+        )
+        best = capacity(broker.url, hubs, args.backlog, seq0, work, args.rounds)
+        bare, one, two = (best[k] for k in CONSUMERS)
+        print(
+            f"best of {args.rounds}: bare {bare:.0f}, controller x1 {one:.0f}, "
+            f"x2 shared {two:.0f} msg/s"
+        )
+        print(f"ratio controller / bare paho: {one / bare:.2f} (target >= 0.9)")
+        print(
+            f"ratio 2 controllers / 1:      {two / one:.2f} (target >= 1.6; 2 cores shared "
+            "with the broker)"
+        )
+
+
+if __name__ == "__main__":
+    main()
