@@ -121,7 +121,11 @@ def verify_envelope(envelope: Any, public_b64: str, hub_id: str) -> dict[str, An
     body = {k: v for k, v in envelope.items() if k != "sig"}
     if not isinstance(envelope["version"], int) or isinstance(envelope["version"], bool):
         raise EnvelopeError("version is not an integer")
-    if envelope["key_id"] != key_id(public_b64):
+    try:
+        trusted_id = key_id(public_b64)
+    except ValueError:
+        raise EnvelopeError("bad public key: not base64") from None
+    if envelope["key_id"] != trusted_id:
         raise EnvelopeError("signed by an unknown key")
     try:
         load_public(public_b64).verify(unb64(str(envelope["sig"])), canonical(body))
@@ -129,6 +133,8 @@ def verify_envelope(envelope: Any, public_b64: str, hub_id: str) -> dict[str, An
         raise EnvelopeError("bad signature") from None
     if envelope["hub_id"] != hub_id:
         raise EnvelopeError(f"envelope is for hub {envelope['hub_id']!r}, not {hub_id!r}")
+    if not isinstance(envelope["config"], dict):
+        raise EnvelopeError("config is not a JSON object")
     if envelope["version"] != envelope["config"].get("version"):
         raise EnvelopeError("envelope version differs from the config's version")
     return body
