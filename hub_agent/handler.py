@@ -1,0 +1,153 @@
+"""Answers the portal's requests: sessions decide, enforcement applies, in that order.
+
+The handler is the only place where a login turns into kernel state, so the rule "the
+database says authorised => the kernel lets it through" has one home: a session is written
+first (crash-safe), then the device is authorised in the kernel; a crash between the two
+is repaired by the reconcile on start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Protocol
+
+from hub_agent.api.protocol import (
+    Block,
+    DeviceView,
+    Disconnect,
+    Health,
+    HealthView,
+    IssueVouchers,
+    ListDevices,
+    Login,
+    Logout,
+    Request,
+    Response,
+    SessionView,
+    Whoami,
+)
+from hub_agent.config import normalise_mac
+from hub_agent.enforce.model import DesiredState, Grant
+
+log = logging.getLogger(__name__)
+
+
+class Sessions(Protocol):
+    def login(
+        self, mac: str, ip: str, method: str, code: str | None, now: float
+    ) -> tuple[SessionView | None, str | None]: ...
+    def logout(self, mac: str, now: float) -> None: ...
+    def end(self, mac: str, reason: str, now: float) -> None: ...
+    def grant_for(self, mac: str, now: float) -> Grant | None: ...
+    def grants(self, now: float) -> DesiredState: ...
+    def session_view(self, mac: str, now: float) -> SessionView | None: ...
+    def device_views(self, now: float) -> list[DeviceView]: ...
+    def issue_local_vouchers(self, plan_id: str, count: int, now: float) -> list[str]: ...
+    def block(self, mac: str, blocked: bool, now: float) -> None: ...
+    def is_blocked(self, mac: str) -> bool: ...
+    def seen(self, mac: str, ip: str, now: float) -> None: ...
+
+
+class Kernel(Protocol):
+    def authorize(self, grant: Grant) -> None: ...
+    def deauthorize(self, mac: str) -> None: ...
+
+
+class AgentHandler:
+    def __init__(
+        self,
+        sessions: Sessions,
+        kernel: Kernel,
+        mac_for_ip: Callable[[str], str | None],
+        health: Callable[[], HealthView],
+        uplink_up: Callable[[], bool],
+        on_event: Callable[..., None] = lambda *a, **k: None,
+        clock: Callable[[], float] = time.time,
+        executor: Executor | None = None,
+    ) -> None:
+        self.executor = executor
+        self.sessions = sessions
+        self.kernel = kernel
+        self.mac_for_ip = mac_for_ip
+        self.health = health
+        self.uplink_up = uplink_up
+        self.on_event = on_event
+        self.clock = clock
+
+    async def __call__(self, req: Request) -> Response:
+        # Sessions (SQLite) and the kernel (pyroute2's sync API, nft) block: they run on the
+        # agent's one worker thread, which also serialises them; the loop stays free.
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.handle, req)
+
+    def handle(self, req: Request) -> Response:
+        now = self.clock()
+        match req:
+            case Whoami(ip=ip):
+                return self._whoami(ip, now)
+            case Login():
+                return self._login(req, now)
+            case Logout(ip=ip):
+                mac = self.mac_for_ip(ip)
+                if mac is None:
+                    return Response(ok=False, error="unknown_device")
+                self.sessions.logout(mac, now)
+                self.kernel.deauthorize(mac)
+                self.on_event("device_deauthorised", mac=mac, reason="logout")
+                return self._whoami(ip, now)
+            case ListDevices():
+                return Response(ok=True, devices=self.sessions.device_views(now))
+            case Health():
+                return Response(ok=True, health=self.health(), uplink_up=self.uplink_up())
+            case Disconnect(mac=mac):
+                mac = normalise_mac(mac)
+                self.sessions.end(mac, "caretaker", now)
+                self.kernel.deauthorize(mac)
+                self.on_event("device_deauthorised", mac=mac, reason="caretaker")
+                return Response(ok=True)
+            case Block(mac=mac, blocked=blocked):
+                mac = normalise_mac(mac)
+                self.sessions.block(mac, blocked, now)
+                if blocked:
+                    self.kernel.deauthorize(mac)
+                return Response(ok=True)
+            case IssueVouchers(plan_id=plan_id, count=count):
+                try:
+                    codes = self.sessions.issue_local_vouchers(plan_id, count, now)
+                except KeyError:
+                    return Response(ok=False, error="unknown_plan")
+                return Response(ok=True, vouchers=codes)
+        return Response(ok=False, error="bad_request")  # pragma: no cover - exhaustive
+
+    def _whoami(self, ip: str, now: float) -> Response:
+        mac = self.mac_for_ip(ip)
+        up = self.uplink_up()
+        if mac is None:
+            return Response(ok=False, error="unknown_device", uplink_up=up)
+        self.sessions.seen(mac, ip, now)
+        device = DeviceView(
+            mac=mac,
+            ip=ip,
+            blocked=self.sessions.is_blocked(mac),
+            session=self.sessions.session_view(mac, now),
+        )
+        return Response(ok=True, device=device, uplink_up=up)
+
+    def _login(self, req: Login, now: float) -> Response:
+        mac = self.mac_for_ip(req.ip)
+        if mac is None:
+            return Response(ok=False, error="unknown_device", uplink_up=self.uplink_up())
+        self.sessions.seen(mac, req.ip, now)
+        view, error = self.sessions.login(mac, req.ip, req.method, req.code, now)
+        if error is not None or view is None:
+            return Response(ok=False, error=error or "internal", uplink_up=self.uplink_up())
+        grant = self.sessions.grant_for(mac, now)
+        if grant is not None:
+            self.kernel.authorize(grant)
+        self.on_event("device_authorised", mac=mac, plan=view.plan_id, method=req.method)
+        device = DeviceView(mac=mac, ip=req.ip, session=view)
+        return Response(ok=True, device=device, uplink_up=self.uplink_up())
