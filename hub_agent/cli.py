@@ -37,10 +37,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.verb == "run":
         try:
-            load_config(args.config)
+            config = load_config(args.config)
         except ConfigError as e:
             fail(str(e))
-        not_built("hub-agent run", "enforcement and telemetry: issues 4 and 7")
+        from hub_agent.daemon import run_agent
+
+        raise SystemExit(run_agent(config))
     if args.verb == "status":
         not_built("hub-agent status", "issue 7")
     if args.verb == "vouchers":

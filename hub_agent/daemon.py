@@ -1,0 +1,199 @@
+"""`hub-agent run`: one asyncio process that owns the hub.
+
+Start order matters for crash safety: open the database (WAL), rebuild the kernel from it
+(``reconcile``: a kill -9 or a reboot restores every live session, and a device whose
+kernel state had to be recreated has its counters re-based first so nothing is lost or
+counted twice), then open the portal's socket, then account, sample and sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+
+from hub_agent.api.protocol import HealthView
+from hub_agent.api.server import start_server
+from hub_agent.config import HubConfig
+from hub_agent.enforce.enforcer import Enforcer
+from hub_agent.handler import AgentHandler
+from hub_agent.neighbours import NeighbourTable
+from hub_agent.sessions.db import SESSIONS
+from hub_agent.sessions.service import Action, SessionService
+from hub_agent.store import open_db
+from hub_agent.telemetry import db_path
+from hub_agent.telemetry.health import AgentStats
+from hub_agent.telemetry.outbox import OUTBOX
+
+log = logging.getLogger("hub_agent")
+
+ACCOUNT_EVERY_S = 2.0
+T = TypeVar("T")
+
+
+@dataclass
+class Agent:
+    config: HubConfig
+    netns: str | None = None  # the lab drives a hub namespace from outside
+    telemetry_enabled: bool = True
+    account_every_s: float = ACCOUNT_EVERY_S
+    clock: Callable[[], float] = time.time
+    cutoffs_today: int = 0
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        # One worker thread owns SQLite and the kernel handles (pyroute2's sync API cannot
+        # run on the event loop's thread); everything that touches them is queued there.
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-kernel")
+        self.worker.submit(self._open).result()
+        self.telemetry: Any = None
+        self.handler = AgentHandler(
+            self.sessions,
+            self.enforcer,
+            mac_for_ip=self.neighbours.mac_for_ip,
+            health=self.health_view,
+            uplink_up=self.uplink_up,
+            on_event=self.emit,
+            clock=self.clock,
+            executor=self.worker,
+        )
+
+    def _open(self) -> None:
+        self.db = open_db(db_path(self.config.data_dir), SESSIONS, OUTBOX)
+        self.sessions = SessionService(self.config, self.db)
+        self.enforcer = Enforcer(self.config, netns=self.netns)
+        self.neighbours = NeighbourTable(self.config.network.lan.interface, netns=self.netns)
+
+    async def on_worker(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.worker, fn)
+
+    # --- kernel ---------------------------------------------------------------------------
+    def restore(self) -> None:
+        """Make the kernel match the database (start, after kill -9, after reboot)."""
+        now = self.clock()
+        wanted = self.sessions.grants(now)
+        present = self.enforcer.authorised_macs()
+        missing = [g.mac for g in wanted.grants if g.mac not in present and not g.staff]
+        if missing:  # their kernel counters start from zero: re-base usage first
+            self.sessions.note_kernel_reset(missing, now)
+            wanted = self.sessions.grants(now)
+        self.enforcer.reconcile(wanted)
+        log.info("kernel reconciled: %d grants, %d re-created", len(wanted.grants), len(missing))
+
+    def account_once(self) -> list[Action]:
+        actions = self.sessions.account(self.enforcer.counters(), self.clock())
+        for a in actions:
+            if a.kind == "deauthorize":
+                self.enforcer.deauthorize(a.mac)
+                if a.reason in ("data_quota", "time_quota"):
+                    self.cutoffs_today += 1
+                    self.emit("quota_reached", mac=a.mac, reason=a.reason)
+                self.emit("device_deauthorised", mac=a.mac, reason=a.reason)
+            elif a.grant is not None:  # throttle / regrant: new rate or fresh quota
+                self.enforcer.authorize(a.grant)
+                if a.kind == "throttle":
+                    self.cutoffs_today += 1
+                    self.emit("quota_reached", mac=a.mac, reason=a.reason, throttled=True)
+        return actions
+
+    async def _account_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.on_worker(self.account_once)
+            except Exception:  # a bad pass must not stop enforcement of the next one
+                log.exception("accounting pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.account_every_s)
+
+    # --- health and events ------------------------------------------------------------------
+    def emit(self, type: str, **fields: Any) -> None:
+        if self.telemetry is not None:
+            self.telemetry.events.emit(type, **fields)
+
+    def uplink_up(self) -> bool:
+        probe = getattr(self.telemetry, "last_probe", None)
+        return True if probe is None else bool(probe.latency_ms is not None)
+
+    def agent_stats(self) -> AgentStats:
+        # Called from the telemetry loop: read through the worker thread.
+        views = self.worker.submit(self.sessions.device_views, self.clock()).result(10)
+        live = [v for v in views if v.session is not None and v.session.state != "ended"]
+        return AgentStats(
+            devices_connected=len(views),
+            devices_authorised=len(live),
+            bytes_served_today=sum(v.session.bytes_used for v in live if v.session),
+            quota_cutoffs_today=self.cutoffs_today,
+        )
+
+    def health_view(self) -> HealthView:
+        temps: list[float] = []
+        with contextlib.suppress(AttributeError, OSError):
+            for entries in psutil.sensors_temperatures().values():
+                temps.extend(e.current for e in entries if e.current)
+        probe = getattr(self.telemetry, "last_probe", None)
+        disk = self.config.data_dir if self.config.data_dir.exists() else Path("/")
+        return HealthView(
+            cpu_pct=psutil.cpu_percent(interval=None),
+            mem_pct=psutil.virtual_memory().percent,
+            disk_pct=psutil.disk_usage(str(disk)).percent,
+            temperature_c=max(temps) if temps else None,
+            uplink_up=self.uplink_up(),
+            uplink_latency_ms=getattr(probe, "latency_ms", None),
+            broker_connected=bool(
+                self.telemetry is not None and self.telemetry.link.connected.is_set()
+            ),
+            config_version=self.config.version,
+            cache_used_mb=0.0,
+            cache_items=0,
+        )
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        await self.on_worker(self.restore)
+        server = await start_server(self.config.portal.agent_socket, self.handler)
+        if self.telemetry_enabled:
+            from hub_agent.telemetry.service import Telemetry
+
+            self.telemetry = Telemetry(self.config, agent_stats=self.agent_stats)
+            await self.telemetry.start()
+        tasks = [asyncio.create_task(self._account_loop())]
+        log.info("hub %s running", self.config.hub.id)
+        try:
+            await self._stop.wait()
+        finally:
+            server.close()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.telemetry is not None:
+                await self.telemetry.stop()
+            await self.on_worker(self.neighbours.close)
+            await self.on_worker(self.enforcer.close)
+            self.worker.shutdown(wait=True)
+            # Kernel state stays: devices keep their access while the agent restarts.
+
+
+def run_agent(config: HubConfig, netns: str | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    async def main() -> None:
+        agent = Agent(config, netns=netns)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.stop)
+        await agent.run()
+
+    asyncio.run(main())
+    return 0
