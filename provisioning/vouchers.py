@@ -1,0 +1,243 @@
+"""Central vouchers: issue batches any hub verifies offline, and reconcile redemptions.
+
+The deployment's voucher secret lives in the controller's data folder
+(``secrets/voucher.json``, 0600, created once) and goes to every hub inside its signed
+config as ``trust.voucher_secret``. Codes carry their plan, serial and last valid month
+under a truncated HMAC (see hub_agent/sessions/vouchers.py for the layout and the
+trade-off). Hubs queue each device redemption of a central code and report it when online;
+``reconcile`` records the reports and names the codes redeemed by more devices than they
+allow (the same code sold twice, or used on two offline hubs) and codes that were never
+issued (a forgery or a leaked secret).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import sqlite_utils
+
+from hub_agent.config import Plan
+from hub_agent.sessions.service import Redemption
+from hub_agent.sessions.vouchers import (
+    MONTHS,
+    SERIALS,
+    format_code,
+    make_central_code,
+    month_end,
+    month_index,
+)
+from hub_agent.store import Migrations, transaction
+from provisioning.statedir import StateDir
+from provisioning.voucher_sheet import Card, default_portal_url, render_sheet
+
+VOUCHERS = Migrations("central_vouchers")
+DEFAULT_VALID_MONTHS = 6
+NETWORK_NAME = "Wi-Fi Relais"
+TZ = "Africa/Lome"
+
+
+@VOUCHERS
+def m001_central_vouchers(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """CREATE TABLE central_vouchers (
+            code TEXT PRIMARY KEY,
+            plan_id TEXT NOT NULL,
+            month INTEGER NOT NULL,
+            serial INTEGER NOT NULL,
+            devices_max INTEGER NOT NULL,
+            issued_at REAL NOT NULL,
+            UNIQUE (plan_id, month, serial)
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE central_redemptions (
+            code TEXT NOT NULL,
+            hub_id TEXT NOT NULL,
+            mac TEXT NOT NULL,
+            at REAL NOT NULL,
+            plan_id TEXT NOT NULL,
+            PRIMARY KEY (code, hub_id, mac)
+        )"""
+    )
+
+
+# --- the deployment secret ---------------------------------------------------------------
+def secret_path(state: StateDir) -> Path:
+    return state.secret_path("voucher")
+
+
+def voucher_secret(state: StateDir) -> str:
+    """The deployment's voucher key (base64, 32 random bytes): created once, 0600.
+
+    ``hubctl enroll`` puts it in every hub's ``trust.voucher_secret``."""
+    path = secret_path(state)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = base64.b64encode(secrets.token_bytes(32)).decode()
+        try:  # O_EXCL: two racing commands cannot create two different keys
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(json.dumps({"key": key}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return str(data["key"])
+
+
+# --- issuing -----------------------------------------------------------------------------
+def catalogue() -> dict[str, Plan]:
+    """The plans sold everywhere: those of the base config every hub starts from."""
+    from provisioning.enroll import base_document
+
+    return {p["id"]: Plan.model_validate(p) for p in base_document().get("plans", [])}
+
+
+@dataclass(frozen=True)
+class Batch:
+    plan: Plan
+    month: int  # last month of validity
+    codes: list[str]
+
+    @property
+    def expires_at(self) -> float:
+        return month_end(self.month, TZ)
+
+
+def issue_batch(
+    db: sqlite_utils.Database,
+    secret: str,
+    plan: Plan,
+    count: int,
+    now: float | None = None,
+    valid_months: int = DEFAULT_VALID_MONTHS,
+) -> Batch:
+    """``count`` new central codes for ``plan``, redeemable until the end of the month
+    ``valid_months - 1`` months from now; serials continue from the last batch."""
+    now = time.time() if now is None else now
+    if not 1 <= count <= 100_000:
+        raise ValueError(f"count: {count} outside 1..100000")
+    if not 1 <= valid_months <= 60:
+        raise ValueError(f"valid_months: {valid_months} outside 1..60")
+    month = month_index(now, TZ) + valid_months - 1
+    if month >= MONTHS:
+        raise ValueError("valid_months: past the code format's last month (2046)")
+    VOUCHERS.apply(db)
+    key = secret.encode()
+    with transaction(db):
+        row = db.execute(
+            "SELECT coalesce(max(serial) + 1, 0) FROM central_vouchers "
+            "WHERE plan_id = ? AND month = ?",
+            [plan.id, month],
+        ).fetchone()
+        first = int(row[0])
+        if first + count > SERIALS:
+            raise ValueError(
+                f"count: only {SERIALS - first} serials left for plan {plan.id!r} in this "
+                "month; use another --valid-months"
+            )
+        codes = [make_central_code(key, plan.id, month, s) for s in range(first, first + count)]
+        db.conn.executemany(
+            "INSERT INTO central_vouchers (code, plan_id, month, serial, devices_max, "
+            "issued_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (c, plan.id, month, first + i, plan.devices_per_voucher, now)
+                for i, c in enumerate(codes)
+            ],
+        )
+    return Batch(plan, month, codes)
+
+
+def cards_for(batch: Batch, network: str = NETWORK_NAME, lang: str = "fr") -> list[Card]:
+    plan = batch.plan
+    until = time.strftime("%d/%m/%Y", time.gmtime(batch.expires_at - 1))
+    devices = plan.devices_per_voucher
+    detail = f"{devices} appareil{'s' if devices > 1 else ''} · à activer avant le {until}"
+    name = plan.name.get(lang) or next(iter(plan.name.values()))
+    url = default_portal_url()
+    return [Card(network, name, plan.price_label, c, url, detail) for c in batch.codes]
+
+
+# --- reconciliation ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Finding:
+    kind: Literal["over_redeemed", "never_issued"]
+    code: str
+    plan_id: str
+    devices_max: int
+    redemptions: tuple[tuple[str, str, float], ...]  # (hub_id, mac, at), oldest first
+
+    @property
+    def hubs(self) -> list[str]:
+        return sorted({h for h, _, _ in self.redemptions})
+
+
+def reconcile(db: sqlite_utils.Database, redemptions: Iterable[Redemption]) -> list[Finding]:
+    """Record hubs' redemption reports (idempotent) and return the problems they reveal
+    for the codes concerned: more devices than the voucher allows across all hubs, or a
+    code the centre never issued."""
+    VOUCHERS.apply(db)
+    reports = list(redemptions)
+    with transaction(db):
+        db.conn.executemany(
+            "INSERT OR IGNORE INTO central_redemptions (code, hub_id, mac, at, plan_id) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(r.code, r.hub_id, r.mac, r.at, r.plan_id) for r in reports],
+        )
+    findings = []
+    for code in sorted({r.code for r in reports}):
+        rows = db.execute(
+            "SELECT hub_id, mac, at, plan_id FROM central_redemptions WHERE code = ? "
+            "ORDER BY at, hub_id",
+            [code],
+        ).fetchall()
+        issued = db.execute(
+            "SELECT plan_id, devices_max FROM central_vouchers WHERE code = ?", [code]
+        ).fetchone()
+        uses = tuple((str(h), str(m), float(a)) for h, m, a, _ in rows)
+        if issued is None:
+            findings.append(Finding("never_issued", code, str(rows[0][3]), 0, uses))
+            continue
+        devices = {m for _, m, _ in uses}
+        if len(devices) > int(issued[1]):
+            findings.append(Finding("over_redeemed", code, str(issued[0]), int(issued[1]), uses))
+    return findings
+
+
+# --- hubctl vouchers issue ---------------------------------------------------------------
+def issue_command(
+    state: StateDir,
+    db: sqlite_utils.Database,
+    plan: str,
+    count: int,
+    out: Path | None,
+    valid_months: int = DEFAULT_VALID_MONTHS,
+) -> int:
+    """``hubctl vouchers issue --plan P --count N [--out sheet.pdf]``: print the codes and,
+    with ``--out``, write the A4 sheet of cards. Exit 2 on a bad argument."""
+    plans = catalogue()
+    if plan not in plans:
+        print(f"--plan: unknown plan {plan!r} (plans: {', '.join(sorted(plans))})", file=sys.stderr)
+        return 2
+    try:
+        batch = issue_batch(db, voucher_secret(state), plans[plan], count, None, valid_months)
+    except ValueError as e:
+        print(f"--{e}", file=sys.stderr)
+        return 2
+    for code in batch.codes:
+        print(format_code(code))
+    if out is not None:
+        pages = render_sheet(cards_for(batch), out, title=f"{NETWORK_NAME} — {plan}")
+        print(f"{out}: {len(batch.codes)} cards on {pages} page(s)", file=sys.stderr)
+    return 0
