@@ -24,6 +24,7 @@ import psutil
 from hub_agent.api.protocol import HealthView
 from hub_agent.api.server import start_server
 from hub_agent.config import HubConfig
+from hub_agent.configsync import ConfigSync
 from hub_agent.enforce.enforcer import Enforcer
 from hub_agent.handler import AgentHandler
 from hub_agent.neighbours import NeighbourTable
@@ -114,6 +115,24 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.account_every_s)
 
+    # --- configuration from the centre -----------------------------------------------------
+    def apply_config(self, new: HubConfig) -> None:
+        """Apply a new config as one step (called by ConfigSync, off the loop)."""
+        self.worker.submit(self._apply_config, new).result()
+
+    def _apply_config(self, new: HubConfig) -> None:
+        old_enforcer = self.enforcer
+        self.config = new
+        self.sessions.update_config(new)
+        self.enforcer = Enforcer(new, netns=self.netns)
+        self.handler.kernel = self.enforcer
+        old_enforcer.close()
+        self.restore()
+
+    def config_healthy(self) -> bool:
+        """After an apply: the kernel must be exactly what the new config renders."""
+        return bool(self.worker.submit(self.enforcer.kernel_equals_plan).result(30))
+
     # --- health and events ------------------------------------------------------------------
     def emit(self, type: str, **fields: Any) -> None:
         if self.telemetry is not None:
@@ -167,6 +186,12 @@ class Agent:
             from hub_agent.telemetry.service import Telemetry
 
             self.telemetry = Telemetry(self.config, agent_stats=self.agent_stats)
+            self.configsync = ConfigSync(
+                self.config,
+                apply=self.apply_config,
+                health_check=self.config_healthy,
+                telemetry=self.telemetry,
+            )
             await self.telemetry.start()
         tasks = [asyncio.create_task(self._account_loop())]
         log.info("hub %s running", self.config.hub.id)

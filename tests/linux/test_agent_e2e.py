@@ -1,0 +1,178 @@
+"""The whole hub for real: `hub-agent run` (root) and `captive-portal` (nobody) in the hub
+namespace, a phone in a client namespace, the upstream internet behind the hub's own NAT.
+
+A phone is redirected to the splash page, logs in with a voucher over plain HTTP, reaches
+upstream; its neighbour stays captive; kill -9 of the agent changes nothing for either,
+and a restarted agent finds the kernel as the database says it should be.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hub_agent.config import load_config
+from hub_agent.sessions.db import SESSIONS
+from hub_agent.sessions.service import SessionService
+from hub_agent.store import open_db
+from hub_agent.telemetry import db_path
+from tests.conftest import require_lab
+from tests.lab.netns import HUB_LAN, UPSTREAM, Client, Lab
+
+pytestmark = pytest.mark.root
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+PORTAL = f"http://{HUB_LAN}:8080"
+NOBODY = 65534
+
+
+@dataclass
+class Hub:
+    lab: Lab
+    rundir: Path
+    config_path: Path
+    agent: subprocess.Popen[bytes]
+    portal: subprocess.Popen[bytes]
+    voucher: str
+
+    def start_agent(self) -> None:
+        self.agent = self.lab.spawn(
+            self.lab.hub_ns, str(BIN / "hub-agent"), "run", "--config", str(self.config_path),
+            log="agent.log",
+        )
+        sock = self.rundir / "agent.sock"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not sock.exists():
+            assert self.agent.poll() is None, self.log("agent.log")
+            time.sleep(0.05)
+        assert sock.exists(), self.log("agent.log")
+
+    def log(self, name: str) -> str:
+        p = self.lab.workdir / name
+        return p.read_text(errors="replace")[-3000:] if p.exists() else ""
+
+
+def _config(rundir: Path) -> dict[str, object]:
+    data = yaml.safe_load((ROOT / "examples" / "hub.yaml").read_text())
+    data["data_dir"] = str(rundir / "data")
+    data["portal"]["agent_socket"] = str(rundir / "agent.sock")
+    data["staff"]["devices"] = []
+    data["mqtt"]["url"] = "mqtt://127.0.0.1:1"  # no broker: telemetry queues in the outbox
+    return data
+
+
+@pytest.fixture
+def hub() -> Iterator[Hub]:
+    require_lab()
+    lab = Lab.create(clients=2, nat=False)  # the agent's own table must do the NAT
+    rundir = Path(tempfile.mkdtemp(prefix="relais-e2e-"))
+    os.chmod(rundir, 0o755)
+    cfg_path = rundir / "hub.yaml"
+    cfg_path.write_text(yaml.safe_dump(_config(rundir), allow_unicode=True), encoding="utf-8")
+    config = load_config(cfg_path, env={})
+    db = open_db(db_path(config.data_dir), SESSIONS)
+    voucher = SessionService(config, db).issue_local_vouchers("heure", 1)[0]
+    db.conn.close()
+    hub = Hub(lab, rundir, cfg_path, None, None, voucher)  # type: ignore[arg-type]
+    try:
+        hub.start_agent()
+        os.chown(rundir / "agent.sock", -1, NOBODY)  # the portal's group in this test
+        hub.portal = lab.spawn(
+            lab.hub_ns, "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+            str(BIN / "captive-portal"), "--config", str(cfg_path), log="portal.log",
+        )
+        lab.wait_port(lab.hub_ns, HUB_LAN, 8080, timeout=20)
+        yield hub
+    finally:
+        for p in (hub.agent, hub.portal):
+            if p is not None and p.poll() is None:
+                p.terminate()
+                p.wait(10)
+        lab.hub_exec("nft", "delete", "table", "inet", "relais")
+        lab.close()
+        shutil.rmtree(rundir, ignore_errors=True)
+
+
+def _get(c: Client, url: str, *args: str, timeout: float = 5) -> tuple[str, str, str]:
+    r = c.curl(url, "-o", "-", "-w", "\n%{http_code} %{redirect_url}", *args, timeout=timeout)
+    body, _, tail = r.stdout.rpartition("\n")
+    code, _, location = tail.partition(" ")
+    return code, location, body
+
+
+def _login(c: Client, code: str) -> str:
+    _, _, page = _get(c, PORTAL + "/")
+    token = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert token, page[:500]
+    status, _, body = _get(
+        c, PORTAL + "/login", "--data-urlencode", "method=voucher",
+        "--data-urlencode", f"code={code}", "--data-urlencode", f"csrf={token.group(1)}",
+    )
+    assert status == "200", body[:500]
+    return body
+
+
+def _reaches_upstream(c: Client) -> bool:
+    r = c.curl(f"http://{UPSTREAM}/", timeout=3)
+    return r.returncode == 0 and "upstream internet" in r.stdout
+
+
+def test_phone_logs_in_and_survives_agent_kill(hub: Hub) -> None:
+    c1, c2 = hub.lab.clients
+    # Captive: any web request lands on the splash page.
+    code, location, _ = _get(c1, f"http://{UPSTREAM}/")
+    assert (code, location) == ("302", PORTAL + "/"), hub.log("agent.log")
+    assert not _reaches_upstream(c1)
+
+    body = _login(c1, hub.voucher)
+    assert "Vous êtes connecté" in body, body[:800]
+    t0 = time.monotonic()
+    while not _reaches_upstream(c1):
+        assert time.monotonic() - t0 < 1.0, "device not online within 1 s of login"
+        time.sleep(0.05)
+    assert not _reaches_upstream(c2)
+    assert _get(c1, f"http://{UPSTREAM}/generate_204")[0] != "302"
+
+    # kill -9: the kernel keeps enforcing exactly as before.
+    hub.agent.send_signal(signal.SIGKILL)
+    hub.agent.wait(5)
+    assert _reaches_upstream(c1)
+    assert not _reaches_upstream(c2)
+
+    # Wreck the kernel state too (as a reboot would), then restart: reconcile repairs it.
+    hub.lab.hub_exec("nft", "delete", "table", "inet", "relais")
+    (hub.rundir / "agent.sock").unlink(missing_ok=True)
+    hub.start_agent()
+    t0 = time.monotonic()
+    while not _reaches_upstream(c1):
+        assert time.monotonic() - t0 < 10, hub.log("agent.log")
+        time.sleep(0.1)
+    assert not _reaches_upstream(c2)
+    code, _, _ = _get(c2, f"http://{UPSTREAM}/")
+    assert code == "302"
+
+
+def test_status_and_logout_end_access(hub: Hub) -> None:
+    c1 = hub.lab.clients[0]
+    _login(c1, hub.voucher)
+    assert _reaches_upstream(c1)
+    code, _, page = _get(c1, PORTAL + "/status")
+    assert code == "200" and "Pass 1 heure" in page
+    token = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert token
+    _get(c1, PORTAL + "/logout", "--data-urlencode", f"csrf={token.group(1)}")
+    assert not _reaches_upstream(c1)
+    assert _get(c1, f"http://{UPSTREAM}/generate_204")[:2] == ("302", PORTAL + "/")
