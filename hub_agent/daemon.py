@@ -49,6 +49,7 @@ class Agent:
     account_every_s: float = ACCOUNT_EVERY_S
     clock: Callable[[], float] = time.time
     cutoffs_today: int = 0
+    _loop: asyncio.AbstractEventLoop | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -110,6 +111,7 @@ class Agent:
         while not self._stop.is_set():
             try:
                 await self.on_worker(self.account_once)
+                await self._report_redemptions()
             except Exception:  # a bad pass must not stop enforcement of the next one
                 log.exception("accounting pass failed")
             with contextlib.suppress(TimeoutError):
@@ -135,8 +137,31 @@ class Agent:
 
     # --- health and events ------------------------------------------------------------------
     def emit(self, type: str, **fields: Any) -> None:
-        if self.telemetry is not None:
+        """Queue an event in the outbox; safe from the worker thread (the outbox and its
+        wake-up belong to the loop's thread)."""
+        if self.telemetry is None or self._loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
             self.telemetry.events.emit(type, **fields)
+        else:
+            self._loop.call_soon_threadsafe(lambda: self.telemetry.events.emit(type, **fields))
+
+    async def _report_redemptions(self) -> None:
+        """Central vouchers redeemed here go to the centre, which detects a code used on
+        two offline hubs. Written to the outbox first, marked reported after: a crash in
+        between re-sends (the centre's reconcile is idempotent), never loses one."""
+        pending = await self.on_worker(self.sessions.pending_redemptions)
+        if not pending or self.telemetry is None:
+            return
+        for r in pending:
+            self.telemetry.events.emit(
+                "voucher_redeemed", code=r.code, mac=r.mac, at=r.at, plan=r.plan_id
+            )
+        await self.on_worker(lambda: self.sessions.mark_reported(pending))
 
     def uplink_up(self) -> bool:
         probe = getattr(self.telemetry, "last_probe", None)
@@ -180,6 +205,7 @@ class Agent:
         self._stop.set()
 
     async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
         await self.on_worker(self.restore)
         server = await start_server(self.config.portal.agent_socket, self.handler)
         if self.telemetry_enabled:
