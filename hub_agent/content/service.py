@@ -22,7 +22,7 @@ import sqlite_utils
 from hub_agent.config import HubConfig
 from hub_agent.content.kiwix import KiwixServer
 from hub_agent.content.nginx import NginxPlan, NginxServer, ingest
-from hub_agent.content.sync import ContentSync, EventHook, SyncOptions, _no_event
+from hub_agent.content.sync import EV_FAILED, ContentSync, EventHook, SyncOptions, _no_event
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,11 @@ class ContentService:
         if zims and not KiwixServer.available():
             if not self._kiwix_warned:
                 self._kiwix_warned = True
-                self.on_event("content.kiwix_unavailable", zims=len(zims))
+                self.on_event(
+                    EV_FAILED,
+                    item=None,
+                    reason="kiwix-serve is not installed: ZIMs can be downloaded, not browsed",
+                )
             return
         self.kiwix.ensure(zims)
 

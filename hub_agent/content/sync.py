@@ -34,9 +34,15 @@ log = logging.getLogger(__name__)
 
 MB = 1_000_000  # budget_mb is in decimal megabytes, like the sizes operators read
 
+# Event types, named as hub_agent.telemetry.events knows them.
+EV_DONE = "cache_sync_done"  # an item is ready (item, size, source: uplink|import)
+EV_FAILED = "cache_sync_failed"  # a try failed (reason, retry_in_s) or was refused (refused)
+EV_EVICTED = "cache_item_evicted"  # pushed out to make room (item, for_item)
+EV_REMOVED = "cache_item_removed"  # no longer assigned, or expired (item, reason)
+
 
 class EventHook(Protocol):
-    """``on_event("content.ready", item="x", ...)``: the telemetry outbox publishes these."""
+    """``on_event("cache_sync_done", item="x", ...)``: the telemetry outbox publishes these."""
 
     def __call__(self, type: str, /, **fields: Any) -> None: ...
 
@@ -181,7 +187,7 @@ class ContentSync:
         for item_id, reason in r.drop:
             self.library.remove(item_id)
             self.state.delete(item_id)
-            self._emit("content.removed", item=item_id, reason=reason)
+            self._emit(EV_REMOVED, item=item_id, reason=reason)
             changed = True
         for item_id in (*r.add, *r.reset):
             item = self.item(item_id)
@@ -208,11 +214,12 @@ class ContentSync:
                 self.state.update(item.id, state="failed", reason=reason, bytes_done=0)
                 self.library.remove(item.id)
                 self._emit(
-                    "content.refused",
+                    EV_FAILED,
                     item=item.id,
+                    refused="oversize",
+                    reason="larger than the disk budget",
                     size=item.size,
                     budget=self.budget,
-                    reason="larger than the disk budget",
                 )
 
     def write_index(self) -> None:
@@ -235,12 +242,14 @@ class ContentSync:
                 next_attempt=self.clock() + plan.backoff_s(1, self.options.retry_base_s),
             )
             if h.reason != reason:
-                self._emit("content.refused", item=item.id, size=item.size, reason=reason)
+                self._emit(
+                    EV_FAILED, item=item.id, refused="no_room", reason=reason, size=item.size
+                )
             return False
         for victim in room.evict:
             self.library.remove(victim)
             self.state.update(victim, state="evicted", bytes_done=0, reason=f"room for {item.id}")
-            self._emit("content.evicted", item=victim, for_item=item.id)
+            self._emit(EV_EVICTED, item=victim, for_item=item.id)
         if room.evict:
             self.write_index()
         return True
@@ -311,7 +320,7 @@ class ContentSync:
             next_attempt=self.clock() + retry,
         )
         self._emit(
-            "content.failed",
+            EV_FAILED,
             item=item.id,
             reason=reason,
             attempts=attempts,
@@ -331,7 +340,7 @@ class ContentSync:
             last_used=self.clock(),
         )
         self.write_index()
-        self._emit("content.ready", item=item.id, size=item.size, source=source)
+        self._emit(EV_DONE, item=item.id, size=item.size, source=source)
 
     # --- sneakernet ---------------------------------------------------------------
     async def _maybe_import(self) -> bool:

@@ -38,7 +38,7 @@ def test_synced_item_is_listed_and_served_with_range_etag_and_counted(
     data = os.urandom(1_500_000)
     url = put_upstream(lab, "cours.mp4", data)
     cfg = write_config(tmp_path, [item("cours", url, data)])
-    assert [e["type"] for e in run_sync(lab, cfg, "--once")] == ["content.ready"]
+    assert [e["type"] for e in run_sync(lab, cfg, "--once")] == ["cache_sync_done"]
     index = (library_dir(tmp_path) / "library.json").read_text()
     assert '"href": "/files/cours/cours.mp4"' in index
 
@@ -108,12 +108,12 @@ def test_budget_pinned_survive_least_used_go_first_oversize_refused(
               item("huge", put_upstream(lab, "huge.mp4", huge), huge)]  # fmt: skip
     cfg = write_config(tmp_path, items, budget_mb=4)
     ev = run_sync(lab, cfg, "--once")
-    refused = [e for e in ev if e["type"] == "content.refused"]
+    refused = [e for e in ev if e.get("refused")]
     assert refused == [
-        {"type": "content.refused", "item": "huge", "size": len(huge), "budget": 4_000_000,
-         "reason": "larger than the disk budget"}
+        {"type": "cache_sync_failed", "item": "huge", "refused": "oversize",
+         "reason": "larger than the disk budget", "size": len(huge), "budget": 4_000_000}
     ]  # fmt: skip
-    assert {"type": "content.evicted", "item": "b", "for_item": "c"} in ev
+    assert {"type": "cache_item_evicted", "item": "b", "for_item": "c"} in ev
     st = states(cfg)
     assert {k: v["state"] for k, v in st.items()} == {
         "p": "ready", "a": "ready", "b": "evicted", "c": "ready", "huge": "failed",
@@ -145,7 +145,8 @@ def test_usb_folder_import_takes_matching_files_without_the_uplink(
     )
     before = upstream_sent(lab)
     ev = run_sync(lab, cfg, "--once")
-    assert ev == [{"type": "content.ready", "item": "film", "size": len(data), "source": "import"}]
+    done = {"type": "cache_sync_done", "item": "film", "size": len(data), "source": "import"}
+    assert ev == [done]
     assert upstream_sent(lab) - before < 200
     assert (library_dir(tmp_path) / "files" / "film" / "film.mp4").read_bytes() == data
     assert (usb / "films" / "copie.mp4").exists()  # copied, the stick is left as it was

@@ -42,7 +42,7 @@ def test_corrupted_download_is_discarded_and_retried_never_served(lab: Lab, tmp_
     cfg = write_config(tmp_path, [item("guide", url, good, kind="pdf")])
 
     ev = run_sync(lab, cfg, "--once", "--retry-base", "0.2")
-    failed = [e for e in ev if e["type"] == "content.failed"]
+    failed = [e for e in ev if e["type"] == "cache_sync_failed"]
     assert failed and failed[0]["reason"] == "sha256 mismatch"
     lib = library_dir(tmp_path)
     assert not (lib / "files" / "guide").exists()  # never visible
@@ -54,7 +54,7 @@ def test_corrupted_download_is_discarded_and_retried_never_served(lab: Lab, tmp_
     put_upstream(lab, "guide.pdf", good)  # the source is repaired
     time.sleep(0.3)  # past the first backoff
     ev = run_sync(lab, cfg, "--once", "--retry-base", "0.2")
-    assert [e["type"] for e in ev] == ["content.ready"]
+    assert [e["type"] for e in ev] == ["cache_sync_done"]
     assert (lib / "files" / "guide" / "guide.pdf").read_bytes() == good
     assert states(cfg)["guide"]["state"] == "ready"
 
@@ -115,7 +115,7 @@ def test_kill_9_mid_download_resumes_from_the_last_byte_on_disk(lab: Lab, tmp_pa
     on_disk = part.stat().st_size
     before = upstream_sent(lab)
     ev = run_sync(lab, cfg, "--once")
-    assert [e["type"] for e in ev] == ["content.ready"]
+    assert [e["type"] for e in ev] == ["cache_sync_done"]
     assert (library_dir(tmp_path) / "files" / "k" / "k.mp4").read_bytes() == data
     # the second run asked only for what was missing (plus the tiny /stats answers)
     missing = len(data) - on_disk
@@ -178,4 +178,4 @@ def test_sync_emits_events_as_json_lines_for_the_centre(lab: Lab, tmp_path: Path
         cwd=ROOT,
     )
     (ev,) = events(p.stdout)
-    assert ev == {"type": "content.ready", "item": "e", "size": len(data), "source": "uplink"}
+    assert ev == {"type": "cache_sync_done", "item": "e", "size": len(data), "source": "uplink"}
