@@ -187,22 +187,33 @@ class Ingestor:
         self, hub_id: str, hub: _Hub, msg: dict[str, Any], payload: bytes, now: float
     ) -> None:
         seq = msg.get("seq")
-        if not isinstance(seq, int) or isinstance(seq, bool):
+        if type(seq) is not int:  # bool is not a seq either
             self.counters.bad += 1
             return
-        newest = hub.last_seq is None or seq > hub.last_seq
-        if not self._seq(hub_id, hub, "health", seq, now):
-            self.counters.duplicates += 1
-            return
+        last = hub.last_seq
+        if last is not None and seq == last + 1:  # the common case, kept cheap
+            hub.last_seq = seq
+            newest = True
+        else:
+            newest = last is None or seq > last
+            if not self._seq(hub_id, hub, "health", seq, now):
+                self.counters.duplicates += 1
+                return
         text = payload.decode()
-        self.batch.health.append((hub_id, seq, parse_ts(msg.get("ts"), now), text))
+        ts = msg.get("ts")
+        if type(ts) is not float:
+            ts = parse_ts(ts, now)
+        self.batch.health.append((hub_id, seq, ts, text))
         self.counters.health += 1
-        cols: dict[str, Any] = {"last_seen": now, "last_seq": hub.last_seq}
+        cols = self.summary.get(hub_id)
+        if cols is None:
+            cols = self.summary[hub_id] = {}
+        cols["last_seen"] = now
+        cols["last_seq"] = hub.last_seq
         if hub.state_ts is None:
             cols["online"] = 1  # a hub that never sent state: its samples say it is up
         if newest:
             cols["last_health"] = text
-        self._summarise(hub_id, **cols)
 
     def _event(
         self, hub_id: str, hub: _Hub, msg: dict[str, Any], payload: bytes, now: float

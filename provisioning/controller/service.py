@@ -36,7 +36,10 @@ log = logging.getLogger("relais.controller")
 
 SUMMARY_EVERY_S = 1.0  # hubs' last_seen/last_health refreshed this often
 SESSION_EXPIRY_S = 7 * 86_400  # a controller down for a week still gets everything queued
-MAX_BATCH = 2000
+MAX_BATCH = 2000  # packets read per pass
+# Commit (then ack) at this many messages: half the broker's in-flight window (1,000 in our
+# mosquitto.conf), so the broker keeps sending while a batch commits.
+FLUSH_AT = 500
 DOWNSAMPLE_EVERY_S = 3600.0
 
 
@@ -45,6 +48,7 @@ class Stats:
     started: float
     committed: int = 0
     batches: int = 0
+    lock_waits: int = 0
     last_commit: float = 0.0
 
 
@@ -144,9 +148,27 @@ class Ingest:
         summary = time.monotonic() >= self._next_summary
         if not n and not (summary and self.ingestor.summary):
             return 0
+        conn = self.db.conn
+        # Never sleep in SQLite's busy handler: when another controller holds the write
+        # lock, go on reading the socket and try again on the next pass.
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                self.stats.lock_waits += 1
+                return 0
+            raise
+        finally:
+            conn.execute("PRAGMA busy_timeout=5000")
+        try:
+            registry.write_batch(self.db, self.ingestor.take(summary=summary))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         if summary:
             self._next_summary = time.monotonic() + SUMMARY_EVERY_S
-        registry.write_batch(self.db, self.ingestor.take(summary=summary))
         for mid, qos in self.pending:
             if qos > 0:
                 self.client.ack(mid, qos)
@@ -170,7 +192,7 @@ class Ingest:
                     c.reconnect()
                 continue
             due = time.monotonic() - self.first_pending >= self.flush_interval_s
-            if len(self.pending) >= MAX_BATCH or due or not self.pending:
+            if len(self.pending) >= FLUSH_AT or due or not self.pending:
                 try:
                     self.flush()
                 except sqlite3.Error:  # unacked messages come back on the next session

@@ -431,14 +431,36 @@ def test_fleet_page_renders_in_chromium(central: Central) -> None:
     assert "<polyline" in hub_dom and "CPU" in hub_dom
 
 
+AGENT = """
+import asyncio, signal, sys
+from hub_agent.config import load_config
+from hub_agent.configsync import ConfigSync
+from hub_agent.telemetry.service import Telemetry
+
+async def main():
+    cfg = load_config(sys.argv[1])
+    tel = Telemetry(cfg, probe=None, interval_s=0.2)
+    ConfigSync(cfg, apply=lambda new: None, telemetry=tel)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await tel.start()
+    await stop.wait()
+    await tel.stop()
+
+asyncio.run(main())
+"""
+
+
 @pytest.mark.skipif(
-    importlib.util.find_spec("hub_agent.telemetry.service") is None,
-    reason="the agent's telemetry is not in this tree",
+    importlib.util.find_spec("hub_agent.configsync") is None
+    or importlib.util.find_spec("hub_agent.telemetry.service") is None,
+    reason="the agent's telemetry/config sync are not in this tree",
 )
-def test_real_agent_telemetry_with_enrolled_config_shows_online(
+def test_real_agent_with_enrolled_config_goes_online_and_applies_a_push(
     central: Central, tmp_path: Path
 ) -> None:
-    """The config enroll produced, installed as is on an agent: its telemetry reaches us."""
+    """The config enroll produced, installed as is on the real agent's telemetry and
+    config sync: it shows online with health, and a group push is applied by it."""
     hub_id = "tg-lome-ecole-02"
     central.hubs[hub_id].close()
     hv = yaml.safe_load(central.state.host_vars_path(hub_id).read_text())
@@ -448,17 +470,9 @@ def test_real_agent_telemetry_with_enrolled_config_shows_online(
     cfg_file.write_text(yaml.safe_dump(doc, allow_unicode=True))
     env = dict(os.environ)
     env.pop("RELAIS_MQTT_URL", None)
+    env.pop("RELAIS_DATA_DIR", None)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hub_agent.telemetry",
-            "--config",
-            str(cfg_file),
-            "--interval",
-            "0.2",
-            "--no-probe",
-        ],
+        [sys.executable, "-c", AGENT, str(cfg_file)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -473,9 +487,17 @@ def test_real_agent_telemetry_with_enrolled_config_shows_online(
             timeout=20,
             what="the real agent's samples",
         )
+        row = central.hub_row(hub_id)
+        assert row["online"] == 1
+        assert json.loads(row["last_health"]).get("cpu") is not None
+        f = tmp_path / "pilot.yaml"
+        f.write_text("groups:\n  pilot:\n    free_tier: {daily_mb: 250}\n")
+        r = central.hubctl("push", "--group", "pilot", str(f), "--timeout", "15")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "1 applied" in r.stdout
+        active = json.loads((tmp_path / "agent" / "config" / "active.json").read_text())
+        assert "250" in json.dumps(active)
     finally:
         proc.terminate()
         out = proc.communicate(timeout=10)[0]
-    row = central.hub_row(hub_id)
-    assert row["online"] in (0, 1), out
-    assert json.loads(row["last_health"]).get("cpu") is not None
+    assert proc.returncode == 0, out
