@@ -75,6 +75,7 @@ class ContentSync:
         self.options = options
         self.clock = clock
         self._client: httpx.AsyncClient | None = None
+        self._stale: list[httpx.AsyncClient] = []
         self._stopping = False
         self._last_import = float("-inf")
         self._hash_cache: dict[tuple[str, int, int], str] = {}
@@ -89,9 +90,9 @@ class ContentSync:
         self.library.ensure()
         self.tz = ZoneInfo(config.hub.timezone)
         self.bucket = bucket_for_kbit(self.settings.bandwidth_kbit)
-        if self._client is not None:  # the receive buffer follows the cap
-            client, self._client = self._client, None
-            asyncio.get_event_loop().create_task(client.aclose())
+        if self._client is not None:  # the receive buffer follows the cap: a new client
+            self._stale.append(self._client)  # closed on the loop, at the next download
+            self._client = None
 
     @property
     def budget(self) -> int:
@@ -145,6 +146,8 @@ class ContentSync:
         self._stopping = True
 
     async def aclose(self) -> None:
+        while self._stale:
+            await self._stale.pop().aclose()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -274,6 +277,8 @@ class ContentSync:
         return self._client
 
     async def _download(self, item: ContentItem) -> None:
+        while self._stale:
+            await self._stale.pop().aclose()
         part = self.library.part_path(item.id)
         row = self.state.row(item.id) or {}
         self.state.update(item.id, state="downloading", reason="")
