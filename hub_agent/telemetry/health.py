@@ -18,7 +18,7 @@ key        meaning
 ``if``     ``{ifname: [rx_bytes, tx_bytes]}`` for the LAN and WAN interfaces, with
            ``rx_errors, tx_errors`` appended only when either is non-zero
 ``lat``    uplink round-trip time to ``network.wan.probe_host``, ms (absent: no reply)
-``loss``   uplink probe loss, %
+``loss``   uplink probe loss over the last 10 probes (one echo each), %
 ``dev``    devices connected           ``auth``  devices authorised
 ``srv``    bytes served to the community today
 ``cut``    quota cut-offs today
@@ -206,7 +206,7 @@ def parse_ping(text: str) -> ProbeResult:
     return ProbeResult(latency, 100.0 * (sent - got) / sent)
 
 
-async def ping_probe(host: str, count: int = 3, timeout_s: float = 1.0) -> ProbeResult:
+async def ping_probe(host: str, count: int = 1, timeout_s: float = 1.0) -> ProbeResult:
     """ICMP probe through the system ``ping`` (no raw socket in the agent)."""
     exe = shutil.which("ping")
     if exe is None:
@@ -234,7 +234,7 @@ async def ping_probe(host: str, count: int = 3, timeout_s: float = 1.0) -> Probe
     return parse_ping(out.decode(errors="replace"))
 
 
-async def tcp_probe(host: str, port: int, count: int = 3, timeout_s: float = 1.0) -> ProbeResult:
+async def tcp_probe(host: str, port: int, count: int = 1, timeout_s: float = 1.0) -> ProbeResult:
     """RTT of a TCP handshake; a refusal (RST) still proves the path and times it."""
     rtts: list[float] = []
     for _ in range(count):

@@ -248,7 +248,7 @@ class MqttLink:
                 log.info("MQTT %s", self.status.last_error)
             else:
                 while not self._stop.is_set():
-                    rc = self._client.loop(timeout=0.5)
+                    rc = self._client.loop(timeout=1.0)
                     if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                         break
                 if self.status.connected_since is not None:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 WINDOW = 1000  # outbox rows handed to paho and not yet acknowledged
 ACK_FLUSH_S = 0.05  # acknowledged rows are deleted in one transaction this often
 STATUS_EVERY_S = 2.0
+PROBE_WINDOW = 10  # probes over which loss is computed
 
 
 def status_path(data_dir: Path) -> Path:
@@ -83,11 +85,13 @@ class Telemetry:
         self._probe = probe
         self.probe_every_s = probe_every_s or max(self.interval_s, 5.0)
         self.last_probe: ProbeResult | None = None
+        self._probe_window: deque[bool] = deque(maxlen=PROBE_WINDOW)
         self._uplink = UplinkState()
         self._disk_full = False
         self._cursor = 0
         self._inflight: dict[int, asyncio.Future[None]] = {}
         self._acked: list[int] = []
+        self._acked_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.published = 0
         self.refused = 0
@@ -174,7 +178,11 @@ class Telemetry:
             except Exception:
                 log.exception("uplink probe failed")
                 result = ProbeResult(None, 100.0)
-            self.last_probe = result
+            # One echo per probe keeps the probe's own uplink cost small (~3.6 MB/month at
+            # 60 s); loss is reported over the last PROBE_WINDOW probes.
+            self._probe_window.append(result.ok)
+            lost = self._probe_window.count(False)
+            self.last_probe = ProbeResult(result.latency_ms, 100.0 * lost / len(self._probe_window))
             self._uplink, ev = uplink_step(self._uplink, result.ok)
             if ev is not None:
                 self.events.emit(ev, target=host)
@@ -189,8 +197,7 @@ class Telemetry:
             room = WINDOW - len(self._inflight)
             rows = self.outbox.after(self._cursor, min(room, 256)) if room > 0 else []
             if not rows:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                await self._wake.wait()
                 continue
             for row in rows:
                 wait = self.bucket.delay(time.monotonic())
@@ -209,6 +216,7 @@ class Telemetry:
         if fut.cancelled():
             return
         err = fut.exception()
+        self._acked_event.set()
         if err is None:
             self.published += 1
             self._acked.append(row_id)
@@ -226,8 +234,11 @@ class Telemetry:
             self.outbox.ack(ids)
 
     async def _ack_loop(self) -> None:
+        # Sleeps while idle; after the first ack, waits a moment so deletes batch up.
         while True:
+            await self._acked_event.wait()
             await asyncio.sleep(ACK_FLUSH_S)
+            self._acked_event.clear()
             self._flush_acks()
 
     # -- status --------------------------------------------------------------------------

@@ -214,3 +214,34 @@ def _secret(value: str) -> Any:
     from pydantic import SecretStr
 
     return SecretStr(value)
+
+
+def test_health_samples_carry_the_uplink_probe_and_agent_stats(
+    broker: Broker, tmp_path: Path
+) -> None:
+    require_mosquitto()
+    secure_broker(broker)
+    from hub_agent.telemetry.health import AgentStats
+    from hub_agent.telemetry.service import Telemetry
+
+    col = Collector(broker, ["relais/hubs/hub-a/health"])
+    cfg = load(tmp_path, broker)  # probe_host 127.0.0.1, WAN interface lo
+
+    async def run() -> None:
+        tel = Telemetry(
+            cfg,
+            interval_s=0.1,
+            probe_every_s=0.1,
+            agent_stats=lambda: AgentStats(5, 4, 1_000_000, 1, 250.0, 0.5),
+        )
+        await tel.start()
+        assert await until(lambda: any("lat" in b for b in col.on("/health")), 15)
+        await tel.stop()
+
+    asyncio.run(run())
+    sample = next(b for b in col.on("/health") if "lat" in b)
+    assert sample["hub_id"] == "hub-a" and sample["cv"] == 1 and sample["loss"] == 0
+    assert 0 <= sample["lat"] < 100 and "lo" in sample["if"]  # loopback: ~0.0 ms
+    assert (sample["dev"], sample["auth"], sample["srv"], sample["cut"]) == (5, 4, 1_000_000, 1)
+    assert sample["cache"] == 250 and sample["hit"] == 0.5
+    col.close()
