@@ -1,0 +1,96 @@
+"""Fleet pages (pure rendering) and the push report tracker."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+
+from provisioning import fleet
+from provisioning.controller import pages
+from provisioning.geo import TOGO_OUTLINE, Projection, default_position
+from provisioning.push import Tracker
+
+NOW = 1_000_000.0
+
+
+def row(hub_id: str, status_online: int, lat: float, lon: float, **extra: object) -> fleet.FleetRow:
+    base = {
+        "id": hub_id,
+        "kind": "school",
+        "name": f"École <{hub_id}>",
+        "region": "Kara",
+        "lat": lat,
+        "lon": lon,
+        "online": status_online,
+        "last_seen": NOW - 5,
+        "state_ts": NOW - 50,
+        "desired_version": 2,
+        "last_health": json.dumps({"cpu": 30, "dsk": 55, "dev": 12, "srv": 7_000_000}),
+        **extra,
+    }
+    return fleet.fleet_row(base, NOW)
+
+
+def test_outline_is_togo_and_projection_keeps_it_in_the_viewport() -> None:
+    lons = [p[0] for p in TOGO_OUTLINE]
+    lats = [p[1] for p in TOGO_OUTLINE]
+    assert -0.2 < min(lons) < 0.1 and 1.7 < max(lons) < 1.9
+    assert 5.9 < min(lats) < 6.2 and 10.9 < max(lats) < 11.2
+    proj = Projection()
+    for lon, lat in TOGO_OUTLINE:
+        x, y = proj.xy(lon, lat)
+        assert 0 <= x <= proj.width and 0 <= y <= proj.height
+    lat, lon = default_position("tg-x", "Savanes")
+    assert lat is not None and lon is not None and lat > 10
+    assert default_position("tg-x", None) == (None, None)
+
+
+def test_fleet_page_has_map_dots_by_state_table_and_no_external_resources() -> None:
+    rows = [row("a-online", 1, 9.5, 1.1), row("b-offline", 0, 6.3, 1.2)]
+    html = pages.fleet_page(rows, NOW)
+    assert html.count("<circle") == 2 + 4  # hubs + legend
+    assert f"fill='{pages.COLOURS['offline']}'" in html
+    assert "<table class='sortable' id='fleet'>" in html
+    assert "École &lt;a-online&gt;" in html and "<a-online>" not in html  # escaped
+    assert "55%" in html and "7 MB" in html
+    assert not re.search(r"(src|href)=['\"]?(https?:)?//", html)  # nothing external
+
+
+def test_hub_page_draws_charts_and_events() -> None:
+    samples = [(NOW - 600 + 60 * i, {"cpu": 10 + i, "dsk": 50, "dev": i}) for i in range(10)]
+    events = [{"seq": 1, "ts": NOW - 30, "type": "agent_start", "data": json.dumps({"x": 1})}]
+    html = pages.hub_page(row("a", 1, 9.5, 1.1), samples, events, [(4, 6)], NOW)
+    assert html.count("<polyline") == 3  # cpu, disk, devices; no data for the others
+    assert "CPU: 19%" in html and "agent_start" in html and "4–6" in html
+    assert "no data" in html
+
+
+def test_tracker_follows_reports_of_the_version_sent() -> None:
+    seen: list[tuple[str, str, str]] = []
+    t = Tracker(on_change=lambda *a: seen.append(a))
+    t.expect("h1", 5)
+    t.expect("h2", 5)
+    topic = "relais/hubs/{}/config/reported"
+    t.report(topic.format("h1"), json.dumps({"version": 4, "status": "applied"}).encode(), True)
+    t.report(topic.format("h2"), json.dumps({"version": 3, "status": "rejected"}).encode(), True)
+    assert t.status == {"h1": "pending", "h2": "pending"}  # old retained reports ignored
+    t.report(topic.format("h1"), json.dumps({"version": 5, "status": "applied"}).encode(), False)
+    threading.Timer(
+        0.05,
+        t.report,
+        [
+            topic.format("h2"),
+            json.dumps(
+                {"version": 5, "status": "rolled_back", "reason": "health check failed"}
+            ).encode(),
+            False,
+        ],
+    ).start()
+    t.wait(["h1", "h2"], time.monotonic() + 5)
+    assert t.status == {"h1": "applied", "h2": "rolled_back"}
+    assert seen[-1] == ("h2", "rolled_back", "health check failed")
+    t.expect("h3", 2)
+    t.wait(["h3"], time.monotonic() + 0.05)
+    assert t.status["h3"] == "timeout"
