@@ -81,6 +81,11 @@ class ContentService:
     def report(self) -> dict[str, Any]:
         return self.sync.report()
 
+    def health_stats(self) -> tuple[float, float | None]:
+        """(cache in use in MiB, hit ratio) for telemetry's AgentStats (cache, hit)."""
+        rep = self.sync.report()
+        return rep["used_bytes"] / (1024 * 1024), rep["hit_ratio"]
+
     def collect_usage(self) -> None:
         ingest(self.nginx.access_log, self.sync.state)
         self.nginx.rotate_if_big(self.sync.state)

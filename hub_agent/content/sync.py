@@ -203,9 +203,33 @@ class ContentSync:
             h = held.get(item.id)
             if h is not None and h.pinned != (item.priority == "pinned"):
                 self.state.set_pinned(item.id, item.priority == "pinned")
+        changed = self._check_files() or changed
         self._refuse_oversize()
         if changed or not self.library.index_path.exists():
             self.write_index()
+
+    def _check_files(self) -> bool:
+        """The disk is the truth: adopt a published file whose state write was lost (a kill
+        between rename and commit), requeue a ready item whose file vanished."""
+        changed = False
+        for item in self.manifest:
+            row = self.state.row(item.id)
+            if row is None:
+                continue
+            path = self.library.file_path(item)
+            if row["state"] == "ready" and not path.is_file():
+                log.warning("content %s: file missing on disk; queued again", item.id)
+                self.state.update(item.id, state="queued", bytes_done=0, reason="file missing")
+                changed = True
+            elif row["state"] in ("queued", "downloading", "failed") and path.is_file():
+                # rare (crash recovery only), so hashing inline is acceptable here
+                if path.stat().st_size == item.size and sha256_file(path) == item.sha256:
+                    self.library.part_path(item.id).unlink(missing_ok=True)
+                    self._mark_ready(item, source=row["source"] or "uplink")
+                else:
+                    self.library.remove(item.id)
+                changed = True
+        return changed
 
     def _refuse_oversize(self) -> None:
         for item in self.manifest:
@@ -334,6 +358,9 @@ class ContentSync:
 
     def _ready(self, item: ContentItem, part: Path, source: str) -> None:
         self.library.publish(item, part)
+        self._mark_ready(item, source)
+
+    def _mark_ready(self, item: ContentItem, source: str) -> None:
         self.state.update(
             item.id,
             state="ready",

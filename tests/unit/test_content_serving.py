@@ -190,3 +190,25 @@ def test_manifest_item_with_bad_sha256_is_refused_with_its_path(bad: str) -> Non
     with pytest.raises(ConfigError) as e:
         validate_config(data)
     assert [p for p, _ in e.value.problems] == ["content.items.0.sha256"]
+
+
+def test_crash_between_publish_and_commit_is_adopted_not_refetched(tmp_path: Path) -> None:
+    events: list[str] = []
+    data = os.urandom(5000)
+    item = _item("v", data)
+    db = open_db(tmp_path / "hub.db", CONTENT)
+    cfg = _config(tmp_path, [item], sync_window="03:00-03:01")
+    sync = ContentSync(cfg, db, lambda t, /, **f: events.append(t), clock=lambda: 1.0)
+    sync.reconcile()
+    sync.state.update("v", state="downloading", bytes_done=4096)
+    # the rename happened, the state write did not (kill -9 in between)
+    path = sync.library.file_path(item)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    sync.reconcile()
+    assert sync.state.row("v")["state"] == "ready"  # type: ignore[index]
+    assert events == ["cache_sync_done"]
+    # and a ready item whose file vanished is queued again
+    path.unlink()
+    sync.reconcile()
+    assert sync.state.row("v")["state"] == "queued"  # type: ignore[index]
