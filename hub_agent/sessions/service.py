@@ -280,7 +280,11 @@ class SessionService:
             ):
                 return None, "used_up"
         # The device moves to this voucher: its other session (free or another code) ends.
+        # Its kernel state is updated in place (counters kept), so the new session starts
+        # from the same kernel baseline; a device with no live session gets a fresh one.
+        baseline = (0, 0)
         if live is not None:
+            baseline = (live.last_kernel_up, live.last_kernel_down)
             self._end(mac, "logout", now)
         if not redeemed:
             self.conn.execute(
@@ -295,10 +299,14 @@ class SessionService:
         if slot:
             prev = slot[0]
             throttled = quota.data_exhausted(limits, Usage(prev.total, start, now))
-            self._reopen(prev.id, granted_used=prev.total, now=now, throttled=throttled)
+            self._reopen(
+                prev.id, granted_used=prev.total, now=now, throttled=throttled, baseline=baseline
+            )
             sid = prev.id
         else:
-            sid = self._insert_session(mac, plan_id, code, first_use=start, day=day, now=now)
+            sid = self._insert_session(
+                mac, plan_id, code, first_use=start, day=day, now=now, baseline=baseline
+            )
         return self._view(self._get(sid), now), None
 
     def _adopt_central(self, code: str, now: float) -> tuple[object, ...] | None:
@@ -328,23 +336,35 @@ class SessionService:
         day: str,
         now: float,
         used: int = 0,
+        baseline: tuple[int, int] = (0, 0),
     ) -> int:
         cur = self.conn.execute(
             "INSERT INTO sessions (mac, plan_id, code, state, started_at, first_use, day, "
-            "granted_used, last_activity) VALUES (?, ?, ?, 'authorised', ?, ?, ?, ?, ?)",
-            (mac, plan_id, code, now, first_use, day, used, now),
+            "granted_used, last_kernel_up, last_kernel_down, last_activity) "
+            "VALUES (?, ?, ?, 'authorised', ?, ?, ?, ?, ?, ?, ?)",
+            (mac, plan_id, code, now, first_use, day, used, *baseline, now),
         )
         return int(cur.lastrowid or 0)
 
-    def _reopen(self, sid: int, *, granted_used: int, now: float, throttled: bool = False) -> None:
-        # A fresh kernel state follows (the handler authorises it): baseline back to 0.
+    def _reopen(
+        self,
+        sid: int,
+        *,
+        granted_used: int,
+        now: float,
+        throttled: bool = False,
+        baseline: tuple[int, int] = (0, 0),
+    ) -> None:
+        # The handler authorises the device next: fresh kernel counters (baseline 0) unless
+        # the device was live under another session (its kernel state is updated in place).
         self.conn.execute(
             "UPDATE sessions SET state = ?, ended_at = NULL, ended_reason = NULL, "
-            "granted_used = ?, last_kernel_up = 0, last_kernel_down = 0, last_activity = ?, "
+            "granted_used = ?, last_kernel_up = ?, last_kernel_down = ?, last_activity = ?, "
             "day = ? WHERE id = ?",
             (
                 "throttled" if throttled else "authorised",
                 granted_used,
+                *baseline,
                 now,
                 quota.local_day(now, self.tz),
                 sid,

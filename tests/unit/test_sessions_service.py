@@ -266,9 +266,17 @@ def test_live_free_session_gets_a_fresh_allowance_after_midnight(svc: SessionSer
 def test_switching_from_free_to_a_voucher(svc: SessionService) -> None:
     [code] = svc.issue_local_vouchers("heure", 1, T0)
     svc.login(A, None, "free", None, T0)
+    svc.account(ctr(A, 1000, 20 * MB), T0 + 2)
     view, err = svc.login(A, None, "voucher", code, T0 + 5)
     assert err is None and view is not None and view.plan_id == "heure"
     assert [g.mac for g in svc.grants(T0).grants if not g.staff] == [A]
+    # the kernel re-authorises the device in place: its counters go on from 20 MB, and
+    # only what comes after the switch is charged to the voucher
+    svc.account(ctr(A, 1000, 23 * MB), T0 + 10)
+    view = svc.session_view(A, T0 + 10)
+    assert view is not None and view.bytes_used == 3 * MB
+    free = svc.conn.execute("SELECT free_bytes, bytes FROM usage_daily WHERE mac = ?", (A,))
+    assert free.fetchone() == (20 * MB + 1000, 23 * MB + 1000)
 
 
 def test_grants_views_and_staff(svc: SessionService) -> None:
@@ -288,3 +296,38 @@ def test_grants_views_and_staff(svc: SessionService) -> None:
 def test_unknown_plan_for_local_vouchers(svc: SessionService) -> None:
     with pytest.raises(KeyError):
         svc.issue_local_vouchers("semaine", 3, T0)
+
+
+def test_known_reboot_starts_from_fresh_counters_and_remaining_quota(
+    svc: SessionService,
+) -> None:
+    [code] = svc.issue_local_vouchers("heure", 1, T0)
+    svc.login(A, None, "voucher", code, T0)
+    svc.account(ctr(A, 0, 50 * MB), T0 + 10)
+    # the agent starts on an empty kernel table: it says so before granting
+    svc.note_kernel_reset([A], T0 + 20)
+    grant = svc.grant_for(A)
+    assert grant is not None and grant.quota_bytes == 250 * MB
+    assert svc.account(ctr(A, 0, 1 * MB), T0 + 30) == []  # no reset guess, no regrant
+    view = svc.session_view(A, T0 + 30)
+    assert view is not None and view.bytes_used == 51 * MB
+
+
+def test_service_is_what_the_agent_handler_expects(svc: SessionService) -> None:
+    from hub_agent.handler import Sessions
+
+    sessions: Sessions = svc  # checked by mypy; at run time, the methods exist
+    for name in (
+        "login",
+        "logout",
+        "end",
+        "grant_for",
+        "grants",
+        "session_view",
+        "device_views",
+        "issue_local_vouchers",
+        "block",
+        "is_blocked",
+        "seen",
+    ):
+        assert callable(getattr(sessions, name))
