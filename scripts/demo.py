@@ -1,33 +1,251 @@
-"""`make demo` / `make demo-stop`: the product on one machine, in the lab's namespaces.
+"""`make demo` / `make demo-stop`: the whole product on one machine, in lab namespaces.
 
-``start`` launches a detached supervisor (``serve``) that builds the lab (hub, one client,
-upstream internet), starts a broker and whatever parts of Relais exist, writes what it
-started to ``demo-state/demo.json`` and waits for ``stop``. Running ``start`` again while a
-demo is up only prints its URLs again.
+``start`` launches a detached supervisor (``serve``) and prints what it started; running
+``start`` again while a demo is up prints the same text again. ``serve``:
+
+1. builds the lab (hub, one phone, upstream "internet" with HTTP and DNS; no lab NAT: the
+   agent's own nftables table does it) and a veth from this machine to the upstream
+   namespace, so the controller here reaches the broker there;
+2. enrolls the demo hub with the real ``hubctl enroll`` (broker password file + ACL,
+   central signing key, first config, host_vars) under ``<state>/central``;
+3. runs mosquitto in the upstream namespace with that password file and ACL;
+4. writes the hub's config from the enrolled one (demo caretaker password, demo content
+   manifest, paths under ``<state>/hub``), issues demo vouchers with
+   ``hub-agent vouchers issue``, then runs ``hub-agent run`` (root) and ``captive-portal``
+   (nobody) in the hub namespace, and the content cache (``python -m hub_agent.content
+   serve``) beside them: the daemon does not run the cache yet;
+5. runs ``hubctl controller run`` on this machine (fleet page on 127.0.0.1:8090);
+6. waits until the phone sees the portal, the library is synced and the fleet shows the
+   hub online, then writes ``<state>/demo.json`` and waits for ``stop``.
+
+Every process logs to ``<state>/<name>.log``. ``stop`` ends the supervisor, which stops
+its processes and deletes the namespaces; it then removes anything a killed supervisor
+left behind (the pids and namespaces it recorded in ``<state>/procs.json``).
+``RELAIS_DEMO_STATE`` moves the state folder (default ``demo-state/``; tests use it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
-STATE = ROOT / "demo-state"
+STATE = Path(os.environ.get("RELAIS_DEMO_STATE") or ROOT / "demo-state").resolve()
 INFO = STATE / "demo.json"
 PIDFILE = STATE / "demo.pid"
+PROCS = STATE / "procs.json"
+BIN = Path(sys.executable).parent
+
+HUB_ID = "tg-demo-mairie-01"
+HUB_NAME = "Mairie de Démo"
+CARETAKER_PASSWORD = "gardien-demo"  # demo only: printed for the person trying the demo
+NOBODY = 65534
+PORTAL = "http://10.42.0.1:8080"
+FLEET_PORT = 8090
+MQTT_PORT = 1883
+# The controller's link between this machine and the upstream namespace: link-local, so
+# it never clashes with a routed network of the host (TEST-NET-1 is some hosts' LAN).
+CTL_LINK = "rlxdemo0"
+UPSTREAM_URL = "http://198.51.100.1"
+CTL_HOST_IP = "169.254.42.1"
+CTL_UP_IP = "169.254.42.2"
+VOUCHERS = (("heure", 3), ("jour", 2))
+
+START_TIMEOUT_S = 120.0
 
 
+class DemoError(RuntimeError):
+    pass
+
+
+# --- pure: what the demo seeds -----------------------------------------------------------
+def tiny_pdf(lines: Sequence[str]) -> bytes:
+    """A valid one-page PDF showing ``lines`` (Latin-1 text), with a correct xref."""
+    text = "".join(
+        f"BT /F1 14 Tf 60 {760 - 24 * i} Td ({s.replace('(', '[').replace(')', ']')}) Tj ET\n"
+        for i, s in enumerate(lines)
+    ).encode("latin-1")
+    objs = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R"
+        b" /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(text) + text + b"endstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for n, body in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % n + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    return bytes(out)
+
+
+def demo_files() -> dict[str, tuple[bytes, dict[str, Any]]]:
+    """Upstream file name -> (bytes, manifest fields other than url/size/sha256)."""
+    pdf = tiny_pdf(
+        [
+            "Guide paludisme (demo Relais)",
+            "Dormez sous une moustiquaire impregnee.",
+            "Fievre chez un enfant : allez au centre de sante le jour meme.",
+        ]
+    )
+    html = (
+        "<!doctype html><html lang=fr><meta charset=utf-8><title>Hygiène des mains</title>"
+        "<h1>Hygiène des mains</h1><p>Lavez-vous les mains à l'eau et au savon pendant "
+        "20 secondes, avant de manger et après les toilettes.</p></html>\n"
+    ).encode()
+    return {
+        "guide-paludisme.pdf": (
+            pdf,
+            {
+                "id": "guide-paludisme",
+                "title": {"fr": "Guide paludisme", "en": "Malaria guide"},
+                "kind": "pdf",
+                "priority": "pinned",
+                "language": "fr",
+            },
+        ),
+        "hygiene-des-mains.html": (
+            html,
+            {
+                "id": "hygiene-des-mains",
+                "title": {"fr": "Hygiène des mains", "en": "Hand hygiene"},
+                "kind": "html",
+                "language": "fr",
+            },
+        ),
+    }
+
+
+def content_items(base_url: str) -> list[dict[str, Any]]:
+    return [
+        {
+            **meta,
+            "url": f"{base_url}/{name}",
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        for name, (data, meta) in demo_files().items()
+    ]
+
+
+def demo_layer(hub_dir: Path, admin_hash: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the demo changes in the enrolled config: paths under ``hub_dir``, the demo
+    caretaker password, the demo library (synced at any hour) and a quick telemetry beat.
+    The hub starts from it on disk, and the demo pushes it centrally as well, so the
+    registry's desired config is the one running and a person's own push layers on it."""
+    return {
+        "data_dir": str(hub_dir / "data"),
+        "portal": {
+            "agent_socket": str(hub_dir / "run" / "agent.sock"),
+            "admin_password_hash": admin_hash,
+        },
+        "content": {"sync_window": "00:00-00:00", "items": items},
+        "mqtt": {"telemetry_interval_s": 10},
+    }
+
+
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Mappings merge recursively; anything else in ``over`` replaces (as hubctl push)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def mosquitto_conf(broker_dir: Path) -> str:
+    # One listener on every address of the upstream namespace: hubs come in over their
+    # uplink (198.51.100.1), the controller over the veth from this machine.
+    return "\n".join(
+        [
+            f"listener {MQTT_PORT}",
+            "allow_anonymous false",
+            f"password_file {broker_dir / 'passwd'}",
+            f"acl_file {broker_dir / 'acl'}",
+            "persistence true",
+            f"persistence_location {broker_dir / 'data'}/",
+            "set_tcp_nodelay true",
+            "max_inflight_messages 1000",
+            "max_queued_messages 100000",
+            "log_dest stdout",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "",
+        ]
+    )
+
+
+def shown(path: Path) -> str:
+    """A path as a person in the repo types it."""
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def render_text(info: dict[str, Any]) -> str:
+    ns = info["client_ns"]
+    v = info["vouchers"]
+    hubctl = f"{shown(BIN / 'hubctl')} --state {shown(Path(info['central_state']))}"
+    rows = [
+        ("Portal (phone)", f"{PORTAL}/"),
+        ("Caretaker (phone)", f"{PORTAL}/admin   password: {info['caretaker_password']}"),
+        ("Library (phone)", f"{PORTAL}/content/   ({info['content_ready']} items synced)"),
+        ("Fleet page", f"{info['fleet_url']}   (this machine; hub {info['hub_status']})"),
+        ("Fleet in a terminal", f"{hubctl} fleet"),
+        ("Push a config", f"{hubctl} push {HUB_ID} {shown(Path(info['push_file']))}"),
+        ("Demo config pushed", f"{info['push']} (signed, over MQTT)"),
+        ("Vouchers, 1-hour", "  ".join(v.get("heure", []))),
+        ("Vouchers, day pass", "  ".join(v.get("jour", []))),
+        ("MQTT broker", f"mqtt://198.51.100.1:{MQTT_PORT} (hubs), {info['controller_mqtt']}"),
+        ("Logs", f"{shown(STATE)}/*.log"),
+        ("Stop", "make demo-stop"),
+    ]
+    lines = [
+        f"Relais demo is up: hub {HUB_ID} ({HUB_NAME}), controller and broker.",
+        "",
+        "Act as a phone (commands run inside the phone's network namespace):",
+        f"  ip netns exec {ns} curl -i http://198.51.100.1/        # captive: 302 to the portal",
+        f"  ip netns exec {ns} bash                                 # a shell on the phone",
+        f"  ip netns exec {ns} chromium --no-sandbox --user-data-dir=/tmp/relais-phone "
+        f"{PORTAL}/   # with a desktop",
+        "",
+        *(f"  {k:<22} {val}" for k, val in rows),
+    ]
+    return "\n".join(lines)
+
+
+# --- processes -----------------------------------------------------------------------------
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    except PermissionError:
+        return True
     return True
 
 
@@ -39,45 +257,384 @@ def _running_pid() -> int | None:
     return pid if _alive(pid) else None
 
 
-def _print(info: dict[str, Any]) -> None:
-    print("Relais demo is up.")
-    for key, value in info.items():
-        print(f"  {key:<18} {value}")
-    print("Stop it with: make demo-stop")
+def clean_env() -> dict[str, str]:
+    # RELAIS_* overrides would silently change the demo's configs (RELAIS_MQTT_URL above all).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAIS_")}
+    env["PYTHONPATH"] = str(ROOT)
+    return env
 
 
-def start() -> int:
-    if os.geteuid() != 0:
-        print("make demo needs root (it builds network namespaces).", file=sys.stderr)
-        return 2
-    if _running_pid() is not None and INFO.exists():
-        _print(json.loads(INFO.read_text()))
-        return 0
-    STATE.mkdir(exist_ok=True)
-    INFO.unlink(missing_ok=True)
-    log = open(STATE / "demo.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "scripts.demo", "serve"], cwd=ROOT, stdout=log,
-        stderr=subprocess.STDOUT, start_new_session=True,
+def run(cmd: Sequence[str], ns: str | None = None, timeout: float = 60) -> str:
+    full = ["ip", "netns", "exec", ns, *cmd] if ns else list(cmd)
+    p = subprocess.run(
+        full, capture_output=True, text=True, timeout=timeout, env=clean_env(), cwd=ROOT
     )
-    PIDFILE.write_text(str(proc.pid))
-    deadline = time.monotonic() + 60
+    if p.returncode != 0:
+        raise DemoError(f"{' '.join(cmd[:3])} ... failed ({p.returncode}): {p.stderr.strip()}")
+    return p.stdout
+
+
+def wait_until(what: str, pred: Callable[[], bool], timeout: float, every: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if INFO.exists():
-            _print(json.loads(INFO.read_text()))
-            return 0
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    print((STATE / "demo.log").read_text()[-3000:], file=sys.stderr)
-    print("demo failed to start", file=sys.stderr)
-    return 1
+        if pred():
+            return
+        time.sleep(every)
+    raise DemoError(f"{what}: not ready after {timeout:.0f}s (see {shown(STATE)}/*.log)")
+
+
+@dataclass
+class Supervisor:
+    """The demo's own processes, each in its own process group, logging to ``<state>``."""
+
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    namespaces: list[str] = field(default_factory=list)
+
+    def spawn(self, name: str, cmd: Sequence[str], ns: str | None = None) -> None:
+        full = ["ip", "netns", "exec", ns, *cmd] if ns else list(cmd)
+        with open(STATE / f"{name}.log", "wb") as log:
+            self.procs[name] = subprocess.Popen(
+                full,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=clean_env(),
+                cwd=ROOT,
+            )
+        self.record()
+
+    def check(self, name: str) -> bool:
+        """False while ``name`` runs; raises with its log's tail once it has exited."""
+        p = self.procs[name]
+        if p.poll() is not None:
+            tail = (STATE / f"{name}.log").read_text(errors="replace")[-2000:]
+            raise DemoError(f"{name} exited ({p.returncode}):\n{tail}")
+        return False
+
+    def record(self) -> None:
+        data = {
+            "pids": {n: p.pid for n, p in self.procs.items()},
+            "namespaces": self.namespaces,
+            "link": CTL_LINK,
+        }
+        tmp = PROCS.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(PROCS)
+
+    def stop_all(self) -> None:
+        # Reverse start order: the portal before the agent, the broker last.
+        for p in reversed(list(self.procs.values())):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in reversed(list(self.procs.values())):
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=5)
+        self.procs.clear()
+
+
+def listening(ns: str | None, port: int) -> bool:
+    cmd = ["ss", "-Htln"]
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, *cmd] if ns else cmd, capture_output=True, text=True
+    ).stdout
+    return any(f":{port} " in line + " " for line in out.splitlines())
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return int(r.status) == 200
+    except OSError:
+        return False
+
+
+# --- the demo ------------------------------------------------------------------------------
+def fresh_state() -> None:
+    STATE.mkdir(parents=True, exist_ok=True)
+    os.chmod(STATE, 0o755)  # the portal (nobody) walks through it to its config
+    for sub in ("central", "hub", "broker", "upstream-www"):
+        shutil.rmtree(STATE / sub, ignore_errors=True)
+    for log in STATE.glob("*.log"):
+        if log.name != "demo.log":
+            log.unlink()
+
+
+def link_controller(lab_up_ns: str) -> None:
+    """veth: this machine (169.254.42.1) <-> upstream namespace (169.254.42.2), for the
+    controller's MQTT connection. Deleting the upstream namespace deletes both ends."""
+    subprocess.run(["ip", "link", "del", CTL_LINK], capture_output=True)
+    taken = [a for a in (CTL_HOST_IP, CTL_UP_IP) if f"inet {a}/" in run(["ip", "-4", "addr"])]
+    if taken:
+        raise DemoError(f"this machine already uses {taken}: the demo's controller link needs it")
+    run(["ip", "link", "add", CTL_LINK, "type", "veth", "peer", "name", "ctl0", "netns", lab_up_ns])
+    run(["ip", "addr", "add", f"{CTL_HOST_IP}/30", "dev", CTL_LINK])
+    run(["ip", "link", "set", CTL_LINK, "up"])
+    run(["ip", "-n", lab_up_ns, "addr", "add", f"{CTL_UP_IP}/30", "dev", "ctl0"])
+    run(["ip", "-n", lab_up_ns, "link", "set", "ctl0", "up"])
+
+
+def enroll(central: Path) -> dict[str, Any]:
+    central.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (central / "central.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "hub_mqtt_url": f"mqtt://198.51.100.1:{MQTT_PORT}",
+                "controller_mqtt_url": f"mqtt://{CTL_UP_IP}:{MQTT_PORT}",
+            }
+        )
+    )
+    out = run(
+        [
+            str(BIN / "hubctl"),
+            "--state",
+            str(central),
+            "enroll",
+            HUB_ID,
+            "--kind",
+            "mairie",
+            "--name",
+            HUB_NAME,
+            "--region",
+            "Maritime",
+            "--prefecture",
+            "Golfe",
+        ]
+    )
+    (STATE / "enroll.log").write_text(
+        "\n".join(line for line in out.splitlines() if "password" not in line.lower()) + "\n"
+    )
+    hv = yaml.safe_load((central / "ansible" / "host_vars" / f"{HUB_ID}.yml").read_text())
+    config = hv["relais_hub_config"]
+    assert isinstance(config, dict)
+    return config
+
+
+def start_broker(sup: Supervisor, central: Path, up_ns: str) -> None:
+    import pwd
+
+    from tests.lab.broker import mosquitto_path
+
+    exe = mosquitto_path()
+    if exe is None:
+        raise DemoError("mosquitto is not installed (make demo installs it)")
+    bdir = STATE / "broker"
+    (bdir / "data").mkdir(parents=True)
+    shutil.copy(central / "mosquitto" / "passwd", bdir / "passwd")
+    shutil.copy(central / "mosquitto" / "acl", bdir / "acl")
+    (bdir / "mosquitto.conf").write_text(mosquitto_conf(bdir))
+    with contextlib.suppress(KeyError):  # mosquitto drops to its own user when started as root
+        ent = pwd.getpwnam("mosquitto")
+        for p in [bdir, *bdir.rglob("*")]:
+            os.chown(p, ent.pw_uid, ent.pw_gid)
+    sup.spawn("broker", [exe, "-c", str(bdir / "mosquitto.conf")], ns=up_ns)
+    wait_until("broker", lambda: sup.check("broker") or listening(up_ns, MQTT_PORT), 10)
+
+
+def write_hub_config(enrolled: dict[str, Any], hub_dir: Path, layer: dict[str, Any]) -> Path:
+    from hub_agent.config import validate_config
+
+    doc = merged(enrolled, layer)
+    validate_config(doc, source="demo hub config")
+    (hub_dir / "run").mkdir(parents=True)
+    os.chmod(hub_dir, 0o755)
+    os.chmod(hub_dir / "run", 0o755)
+    path = hub_dir / "hub.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    # It holds the hub's broker password: root and the portal's group only.
+    os.chown(path, 0, NOBODY)
+    os.chmod(path, 0o640)
+    return path
+
+
+def push_layer(central: Path, layer: dict[str, Any]) -> str:
+    """``hubctl push`` the demo layer (signed, over MQTT); the hub's answer ("applied")."""
+    path = STATE / "demo-push.yaml"
+    path.write_text(yaml.safe_dump(layer, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    hubctl = [str(BIN / "hubctl"), "--state", str(central)]
+    out = run([*hubctl, "push", HUB_ID, str(path), "--timeout", "30"])
+    (STATE / "push.log").write_text(out)
+    last = out.strip().splitlines()[-1] if out.strip() else ""
+    return last.removeprefix("summary: ").strip()
+
+
+def issue_vouchers(config: Path) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for plan, count in VOUCHERS:
+        text = run(
+            [
+                str(BIN / "hub-agent"),
+                "vouchers",
+                "issue",
+                "--config",
+                str(config),
+                "--plan",
+                plan,
+                "--count",
+                str(count),
+                "--json",
+            ]
+        )
+        out[plan] = list(json.loads(text)["codes"])
+    return out
+
+
+def fleet_row(central: Path) -> dict[str, Any]:
+    """The demo hub's row of ``hubctl fleet --json`` ({} when it cannot be read)."""
+    p = subprocess.run(
+        [str(BIN / "hubctl"), "--state", str(central), "fleet", "--json"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=30,
+    )
+    if p.returncode != 0:
+        return {}
+    rows = [r for r in json.loads(p.stdout) if r["id"] == HUB_ID]
+    return dict(rows[0]) if rows else {}
+
+
+def fleet_status(central: Path) -> str:
+    return str(fleet_row(central).get("status", "unknown"))
+
+
+def content_ready(data_dir: Path) -> int:
+    try:
+        index = json.loads((data_dir / "content" / "library.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    items = index.get("items", index) if isinstance(index, dict) else index
+    return len(items) if isinstance(items, list) else 0
+
+
+def bring_up(sup: Supervisor) -> dict[str, Any]:
+    from tests.lab.netns import HUB_LAN, Lab
+
+    fresh_state()
+    www = STATE / "upstream-www"
+    (www / "library").mkdir(parents=True)
+    (www / "index.html").write_text("<h1>upstream internet</h1>\n")
+    for name, (data, _) in demo_files().items():
+        (www / "library" / name).write_bytes(data)
+
+    lab = Lab.create(clients=1, nat=False, www_root=www)
+    sup.namespaces = [lab.hub_ns, lab.upstream_ns, *(c.ns for c in lab.clients)]
+    sup.record()
+    try:
+        link_controller(lab.upstream_ns)
+        central = STATE / "central"
+        enrolled = enroll(central)
+        start_broker(sup, central, lab.upstream_ns)
+
+        hub_dir = STATE / "hub"
+        from captive_portal.security import hash_password
+
+        items = content_items(f"{UPSTREAM_URL}/library")
+        layer = demo_layer(hub_dir, hash_password(CARETAKER_PASSWORD), items)
+        config = write_hub_config(enrolled, hub_dir, layer)
+        vouchers = issue_vouchers(config)
+
+        ctl_mqtt = f"mqtt://{CTL_UP_IP}:{MQTT_PORT}"
+        sup.spawn(
+            "controller",
+            [
+                str(BIN / "hubctl"),
+                "--state",
+                str(central),
+                "--mqtt",
+                ctl_mqtt,
+                "controller",
+                "run",
+                "--http-host",
+                "127.0.0.1",
+                "--http-port",
+                str(FLEET_PORT),
+            ],
+        )
+        fleet_url = f"http://127.0.0.1:{FLEET_PORT}/"
+
+        sup.spawn("agent", [str(BIN / "hub-agent"), "run", "--config", str(config)], ns=lab.hub_ns)
+        sock = hub_dir / "run" / "agent.sock"
+        wait_until("agent socket", lambda: sup.check("agent") or sock.exists(), 30)
+        os.chown(sock, -1, NOBODY)  # the portal's group (no relais-portal group here)
+
+        sup.spawn(
+            "portal",
+            [
+                "setpriv",
+                f"--reuid={NOBODY}",
+                f"--regid={NOBODY}",
+                "--clear-groups",
+                str(BIN / "captive-portal"),
+                "--config",
+                str(config),
+            ],
+            ns=lab.hub_ns,
+        )
+        sup.spawn(
+            "content",
+            [
+                sys.executable,
+                "-m",
+                "hub_agent.content",
+                "serve",
+                "--config",
+                str(config),
+                "--listen",
+                f"{HUB_LAN}:8081",
+                "--retry-base",
+                "2",
+            ],
+            ns=lab.hub_ns,
+        )
+
+        wait_until("portal", lambda: sup.check("portal") or listening(lab.hub_ns, 8080), 30)
+        wait_until("fleet page", lambda: sup.check("controller") or http_ok(fleet_url), 30)
+        data_dir = hub_dir / "data"
+        wait_until(
+            "content library",
+            lambda: sup.check("content") or content_ready(data_dir) == len(demo_files()),
+            60,
+        )
+        wait_until(
+            "hub online in the fleet",
+            lambda: sup.check("agent") or fleet_status(central) == "online",
+            60,
+            every=1.0,
+        )
+        pushed = push_layer(central, layer)
+    except BaseException:
+        sup.stop_all()
+        lab.close()
+        raise
+    return {
+        "lab": lab,
+        "info": {
+            "hub_id": HUB_ID,
+            "client_ns": lab.clients[0].ns,
+            "hub_ns": lab.hub_ns,
+            "upstream_ns": lab.upstream_ns,
+            "portal_url": f"{PORTAL}/",
+            "caretaker_url": f"{PORTAL}/admin",
+            "caretaker_password": CARETAKER_PASSWORD,
+            "library_url": f"{PORTAL}/content/",
+            "fleet_url": fleet_url,
+            "central_state": str(central),
+            "hub_config": str(config),
+            "controller_mqtt": ctl_mqtt + " (controller)",
+            "vouchers": vouchers,
+            "content_ready": content_ready(data_dir),
+            "hub_status": fleet_status(central),
+            "push": pushed,
+            "push_file": str(STATE / "demo-push.yaml"),
+        },
+    }
 
 
 def serve() -> int:
-    from tests.lab.broker import Broker
-    from tests.lab.netns import UPSTREAM, Lab
-
     stopping = False
 
     def on_term(*_: object) -> None:
@@ -86,52 +643,111 @@ def serve() -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    lab = Lab.create(clients=1)
-    broker = Broker(host=UPSTREAM, netns=lab.upstream_ns)
+    sup = Supervisor()
+    up = bring_up(sup)
+    lab = up["lab"]
     try:
-        broker.start()
-        client = lab.clients[0]
-        info = {
-            "hub namespace": lab.hub_ns,
-            "client namespace": client.ns,
-            "try as a device": f"ip netns exec {client.ns} curl http://{UPSTREAM}/",
-            "upstream web": f"http://{UPSTREAM}/ (from the client namespace)",
-            "MQTT broker": broker.url + f" (in {lab.upstream_ns})",
-            "hub config": str(ROOT / "examples" / "hub.yaml"),
-            "portal": "not built yet (issue 5)",
-            "caretaker": "not built yet (issue 5)",
-            "fleet": "not built yet (issue 8)",
-        }
+        info = up["info"]
+        info["text"] = render_text(info)
         tmp = INFO.with_suffix(".tmp")
         tmp.write_text(json.dumps(info, indent=1))
         tmp.replace(INFO)
+        print("demo up", flush=True)
+        reported: set[str] = set()
         while not stopping:
+            for name, p in sup.procs.items():  # say so once if a part dies; keep the rest up
+                if p.poll() is not None and name not in reported:
+                    reported.add(name)
+                    print(f"{name} exited ({p.returncode}); see {name}.log", flush=True)
             time.sleep(0.5)
     finally:
-        broker.close()
+        sup.stop_all()
         lab.close()
         INFO.unlink(missing_ok=True)
+        PROCS.unlink(missing_ok=True)
+        print("demo down", flush=True)
     return 0
+
+
+def leftovers() -> None:
+    """What a killed supervisor left: its recorded processes, namespaces and link."""
+    try:
+        data = json.loads(PROCS.read_text())
+    except (OSError, ValueError):
+        return
+    for pid in data.get("pids", {}).values():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(int(pid), signal.SIGKILL)
+    from tests.lab.netns import delete_netns, list_netns
+
+    present = set(list_netns())
+    for ns in data.get("namespaces", []):
+        if ns in present:
+            delete_netns(ns)
+    subprocess.run(["ip", "link", "del", str(data.get("link", CTL_LINK))], capture_output=True)
+    PROCS.unlink(missing_ok=True)
+
+
+def start() -> int:
+    if os.geteuid() != 0:
+        print("make demo needs root (it builds network namespaces).", file=sys.stderr)
+        return 2
+    if _running_pid() is not None and INFO.exists():
+        print(json.loads(INFO.read_text())["text"])
+        return 0
+    if _running_pid() is not None:
+        print("a demo is starting or stopping; try again, or: make demo-stop", file=sys.stderr)
+        return 1
+    STATE.mkdir(parents=True, exist_ok=True)
+    leftovers()
+    INFO.unlink(missing_ok=True)
+    with open(STATE / "demo.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scripts.demo", "serve"],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    PIDFILE.write_text(str(proc.pid))
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if INFO.exists():
+            print(json.loads(INFO.read_text())["text"])
+            return 0
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    else:
+        stop()
+    print((STATE / "demo.log").read_text(errors="replace")[-3000:], file=sys.stderr)
+    print(f"demo failed to start; logs in {shown(STATE)}/*.log", file=sys.stderr)
+    return 1
 
 
 def stop() -> int:
     pid = _running_pid()
-    if pid is None:
-        print("no demo running")
-        return 0
-    os.kill(pid, signal.SIGTERM)
-    for _ in range(100):
-        if not _alive(pid):
-            break
-        time.sleep(0.1)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 40
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+    leftovers()
     PIDFILE.unlink(missing_ok=True)
-    print("demo stopped")
+    INFO.unlink(missing_ok=True)
+    print("demo stopped" if pid is not None else "no demo running")
     return 0
 
 
 def main() -> int:
     verb = sys.argv[1] if len(sys.argv) > 1 else "start"
-    return {"start": start, "serve": serve, "stop": stop}[verb]()
+    verbs: dict[str, Callable[[], int]] = {"start": start, "serve": serve, "stop": stop}
+    if verb not in verbs:
+        print(f"usage: python -m scripts.demo {{{','.join(verbs)}}}", file=sys.stderr)
+        return 2
+    return verbs[verb]()
 
 
 if __name__ == "__main__":
