@@ -96,6 +96,8 @@ def test_cut_uplink_mid_download_resumes_without_refetching(lab: Lab, tmp_path: 
     log = (lab.workdir / "sync.log").read_text()
     assert "resuming at byte" in log
     st = states(cfg)["course"]
+    sent = upstream_sent(lab)
+    print(f"resume: fetched {st['bytes_fetched']}, upstream sent {sent}, size {len(data)}")
     # bytes that reached the hub over all attempts: nothing fetched twice
     assert len(data) <= st["bytes_fetched"] <= len(data) + chunk
     # what left the upstream, including what was lost in flight at the cut
@@ -159,6 +161,7 @@ def test_bandwidth_cap_holds_within_ten_percent(lab: Lab, tmp_path: Path) -> Non
         proc.wait(10)
     # on the wire of the hub's uplink, TCP/IP headers included
     rate_bps = (b1 - b0) * 8 / (t1 - t0)
+    print(f"cap {cap_kbit} kbit/s: measured {rate_bps / 1000:.0f} kbit/s on wan0")
     assert abs(rate_bps - cap_kbit * 1000) <= 0.10 * cap_kbit * 1000, rate_bps
 
 
