@@ -240,13 +240,12 @@ def render_text(info: dict[str, Any]) -> str:
 
 # --- processes -----------------------------------------------------------------------------
 def _alive(pid: int) -> bool:
+    """Running, not a zombie (a killed supervisor may wait a while to be reaped)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _running_pid() -> int | None:
