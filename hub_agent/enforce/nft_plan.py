@@ -46,7 +46,7 @@ SLOT_MAX = 0xFFFE
 DYNAMIC_SETS = ("wg4", "wg6", "zr4", "zr6")
 # Per-device maps and sets: compared element by element.
 DEVICE_SETS = ("auth4", "auth4m", "auth6")
-DEVICE_MAPS = ("slot_of", "ctr_up", "ctr_dn", "quota_of")
+DEVICE_MAPS = ("slot_of", "ctr_up", "ctr_dn", "quota_of", "prio_up")
 
 Json = dict[str, Any]
 Expr = dict[str, Any]
@@ -74,6 +74,17 @@ def _match(left: Expr, right: Any, op: str = "==") -> Expr:
 def _set_mark(value: int) -> Expr:
     return {"mangle": {"key": _meta("mark"), "value": value}}
 
+
+def _set_priority(classid: str) -> Expr:
+    return {"mangle": {"key": _meta("priority"), "value": classid}}
+
+
+def tc_classid(slot: int) -> str:
+    """The HTB class (major 1) a device's slot names, as nft writes a classid."""
+    return f"1:{slot:x}"
+
+
+STAFF_CLASS = "1:10"  # tc_plan.STAFF
 
 ACCEPT: Expr = {"accept": None}
 DROP: Expr = {"drop": None}
@@ -202,6 +213,7 @@ def _sets(config: HubConfig, state: DesiredState) -> list[Json]:
         m("ctr_up", "mark", "counter"),
         m("ctr_dn", "mark", "counter"),
         m("quota_of", "mark", "quota"),
+        m("prio_up", "ether_addr", "classid"),
     ]
     static_elems: dict[str, list[Any]] = {
         "staff": staff_macs(config, state),
@@ -319,7 +331,11 @@ def rules(config: HubConfig) -> list[RuleSpec]:
     if config.network.lan.client_isolation:
         r.append(("from_lan", "isolation", [oif_lan, DROP]))
     r += [
-        ("from_lan", "staff", [_match(_meta("mark"), MARK_STAFF), ACCEPT]),
+        (
+            "from_lan",
+            "staff",
+            [_match(_meta("mark"), MARK_STAFF), _set_priority(STAFF_CLASS), ACCEPT],
+        ),
         ("from_lan", "authorised", [_match(_meta("mark"), MARK_AUTH), _jump("authed")]),
         ("from_lan", "walled-net4", [_match(_payload("ip", "daddr"), "@wgnet4"), ACCEPT]),
         ("from_lan", "walled-dns4", [_match(_payload("ip", "daddr"), "@wg4"), ACCEPT]),
@@ -327,6 +343,19 @@ def rules(config: HubConfig) -> list[RuleSpec]:
         ("from_lan", "walled-dns6", [_match(_payload("ip6", "daddr"), "@wg6"), ACCEPT]),
         ("from_lan", "tcp-reset", [_match(_meta("l4proto"), "tcp"), TCP_RESET]),
         ("from_lan", "drop", [DROP]),
+        # upload shaping: the WAN's HTB honours the priority (tc_plan's device class)
+        (
+            "authed",
+            "upload-class",
+            [
+                {
+                    "mangle": {
+                        "key": _meta("priority"),
+                        "value": {"map": {"key": ether_src, "data": "@prio_up"}},
+                    }
+                }
+            ],
+        ),
         ("authed", "zero-net4", [_match(_payload("ip", "daddr"), "@zrnet4"), ACCEPT]),
         ("authed", "zero-dns4", [_match(_payload("ip", "daddr"), "@zr4"), ACCEPT]),
         ("authed", "zero-net6", [_match(_payload("ip6", "daddr"), "@zrnet6"), ACCEPT]),
@@ -425,6 +454,7 @@ def device_elements(grant: Grant, slot: int) -> list[Json]:
         _elem("slot_of", [[grant.mac, slot]]),
         _elem("ctr_up", [[slot, up_counter(grant.mac)]]),
         _elem("ctr_dn", [[slot, down_counter(grant.mac)]]),
+        _elem("prio_up", [[grant.mac, tc_classid(slot)]]),
     ]
     if grant.quota_bytes is not None:
         out.append(_elem("quota_of", [[slot, quota_name(grant.mac)]]))
@@ -471,6 +501,7 @@ def device_remove(dev: LiveDevice, keep_counters: bool = False) -> list[Json]:
         elems += [
             _elem("ctr_up", [[dev.slot, up_counter(dev.mac)]]),
             _elem("ctr_dn", [[dev.slot, down_counter(dev.mac)]]),
+            _elem("prio_up", [[dev.mac, tc_classid(dev.slot)]]),
             _elem("slot_of", [[dev.mac, dev.slot]]),
         ]
     # ensure objects, then ensure+delete elements (which reference them), then objects

@@ -1,5 +1,7 @@
 """Thin applier for tc_plan with pyroute2 (IPRoute, or NetNS for a named namespace).
 
+Only the HTB root qdiscs of the LAN and WAN interfaces are replaced; nothing else.
+
 The leaf qdisc is fq_codel; a kernel built without it (some lab VMs) gets pfifo instead and
 the substitution is logged once. "Already there" on add and "already gone" on delete count
 as success, so every operation can be repeated.
@@ -19,7 +21,6 @@ from pyroute2.netlink.exceptions import NetlinkError
 from hub_agent.enforce.tc_plan import (
     DEFAULT_MINOR,
     ETH_P_ALL,
-    INGRESS,
     ROOT,
     TcClass,
     TcFilter,
@@ -74,13 +75,6 @@ class TcApplier:
         if not found:
             raise RuntimeError(f"interface {ifname} not found")
         return int(found[0])
-
-    def ensure_ifb(self, ifb: str) -> None:
-        if self.dry_run:
-            return
-        if not self._ipr.link_lookup(ifname=ifb):
-            self._ipr.link("add", ifname=ifb, kind="ifb")
-        self._ipr.link("set", index=self.index(ifb), state="up")
 
     # --- pieces --------------------------------------------------------------------------
     def _leaf(self, idx: int, cls: TcClass) -> None:
@@ -159,28 +153,6 @@ class TcApplier:
 
     def apply(self, plan: TcPlan) -> None:
         """Build both trees from scratch (start, or when the live tree differs)."""
-        self.ensure_ifb(plan.ifb)
-        lan = self.index(plan.lan)
-        self._call("del", "ingress", lan, handle=INGRESS, ok=(errno.ENOENT, errno.EINVAL))
-        self._call("add", "ingress", lan, handle=INGRESS)
-        self._call(
-            "add-filter",
-            "u32",
-            lan,
-            parent=INGRESS,
-            prio=1,
-            protocol=ETH_P_ALL,
-            target=ROOT | 1,
-            keys=["0x0/0x0+0"],
-            action=[
-                {
-                    "kind": "mirred",
-                    "direction": "egress",
-                    "action": "redirect",
-                    "ifindex": self.index(plan.ifb),
-                }
-            ],
-        )
         self.apply_side(plan.down)
         self.apply_side(plan.up)
 
@@ -190,7 +162,7 @@ class TcApplier:
         down: tuple[TcClass, tuple[TcFilter, ...]],
         up: tuple[TcClass, tuple[TcFilter, ...]],
     ) -> None:
-        for dev, (cls, flts) in ((plan.lan, down), (plan.ifb, up)):
+        for dev, (cls, flts) in ((plan.lan, down), (plan.wan, up)):
             idx = self.index(dev)
             self.add_class(idx, cls)
             self.del_filter_prio(idx, cls.classid & 0xFFFF)  # a re-login may change its IPs
@@ -198,7 +170,7 @@ class TcApplier:
                 self.add_filter(idx, flt)
 
     def remove_device(self, plan: TcPlan, slot: int) -> None:
-        for dev in (plan.lan, plan.ifb):
+        for dev in (plan.lan, plan.wan):
             idx = self.index(dev)
             self.del_filter_prio(idx, slot)
             self.del_class(idx, slot | ROOT)
@@ -214,13 +186,20 @@ class TcApplier:
             if msg.get_attr("TCA_KIND") != "htb":
                 continue
             parms = msg.get_attr("TCA_OPTIONS").get_attr("TCA_HTB_PARMS")
-            rate = int(parms["rate"]["rate"]) * 8 // 1000
-            ceil = int(parms["ceil"]["rate"]) * 8 // 1000
-            classes[int(msg["handle"])] = (int(msg["parent"]), rate, ceil)
+            rate = _bytes_per_s(parms["rate"]) * 8 // 1000
+            ceil = _bytes_per_s(parms["ceil"]) * 8 // 1000
+            parent = int(msg["parent"])
+            parent = ROOT if parent == 0xFFFFFFFF else parent  # the kernel says "root"
+            classes[int(msg["handle"])] = (parent, rate, ceil)
         prios = set()
         for msg in self._ipr.get_filters(idx, parent=ROOT):
             prios.add(int(msg["info"]) >> 16)
         return classes, prios
+
+
+def _bytes_per_s(value: Any) -> int:
+    # pyroute2 decodes tc_ratespec either as a dict or (0.9) as the bare rate
+    return int(value["rate"] if isinstance(value, dict) else value)
 
 
 def side_view(side: TcSide) -> tuple[dict[int, tuple[int, int, int]], set[int]]:

@@ -1,4 +1,4 @@
-"""Pure planner: per-device shaping as HTB trees (download on the LAN iface, upload on an IFB).
+"""Pure planner: per-device shaping as HTB trees (download on the LAN iface, upload on the WAN).
 
 Tree on each side (rates in kbit/s, the side's uplink capacity ``U``)::
 
@@ -9,6 +9,13 @@ Tree on each side (rates in kbit/s, the side's uplink capacity ``U``)::
         1:21  unclassified (pre-login walled garden)  rate 8     ceil U
         1:<slot> one per device       rate FAIR  ceil plan     <- by the device's IPs
     1:2   local        rate LOCAL    ceil LOCAL <- to/from the hub itself (portal, content)
+
+Download is classified by u32 filters on the device's addresses. Upload is classified by
+the firewall: nft sets the packet's priority to the device's class (map ``prio_up``, by
+MAC) as it forwards it, and HTB on the WAN interface honours skb->priority before any
+filter. (An IFB fed from the LAN bridge's ingress was the first design; on the lab kernel
+packets re-injected by the IFB reach conntrack as INVALID, which breaks NAT and the
+per-device accounting, so upload is shaped where it leaves the hub instead.)
 
 Every device class has the same small rate and the same quantum, so when devices compete
 HTB shares the community's capacity equally among the active ones (up to each plan's
@@ -32,7 +39,6 @@ STAFF = 0x10010  # 1:10
 COMMUNITY = 0x10020  # 1:20
 UNCLASSIFIED = 0x10021  # 1:21 (HTB default)
 DEFAULT_MINOR = 0x21
-INGRESS = 0xFFFF0000
 
 FAIR_RATE_KBIT = 16  # tiny guarantee per device: nearly all is borrowed, equally
 QUANTUM = 3028  # same for every device class -> equal shares of borrowed capacity
@@ -72,13 +78,9 @@ class TcSide:
 @dataclass(frozen=True)
 class TcPlan:
     down: TcSide  # egress of the LAN interface
-    up: TcSide  # egress of the IFB fed by the LAN interface's ingress
+    up: TcSide  # egress of the WAN interface (classes only: nft sets the priority)
     lan: str
-    ifb: str
-
-
-def ifb_name(lan: str) -> str:
-    return f"ifb-{lan}"[:15]
+    wan: str
 
 
 def ip_keys(addr: str, dst: bool) -> tuple[str, ...]:
@@ -116,7 +118,9 @@ def device_class(grant: Grant, slot: int, down: bool) -> TcClass:
 
 
 def device_filters(grant: Grant, slot: int, down: bool) -> tuple[TcFilter, ...]:
-    """One u32 filter per address of the device, all in prio ``slot``."""
+    """One u32 filter per address of the device, all in prio ``slot`` (download only)."""
+    if not down:
+        return ()
     return tuple(
         TcFilter(slot, ETH_P_ALL, ip_keys(a, dst=down), slot | ROOT) for a in grant_addrs(grant)
     )
@@ -140,11 +144,14 @@ def _side(
     ]
     lan = config.network.lan
     hub_addrs = [str(lan.address.ip)] + ([str(lan.address6.ip)] if lan.address6 else [])
-    # traffic to/from the hub itself: the hub's address is the source downstream
-    filters = [TcFilter(PRIO_LOCAL, ETH_P_ALL, ip_keys(a, dst=not down), LOCAL) for a in hub_addrs]
-    for g in sorted((g for g in state.grants if g.staff), key=lambda g: g.mac):
-        for a in grant_addrs(g):
-            filters.append(TcFilter(PRIO_STAFF, ETH_P_ALL, ip_keys(a, dst=down), STAFF))
+    filters: list[TcFilter] = []
+    if down:  # upload is classified by nft (skb priority), see the module docstring
+        filters += [
+            TcFilter(PRIO_LOCAL, ETH_P_ALL, ip_keys(a, dst=False), LOCAL) for a in hub_addrs
+        ]
+        for g in sorted((g for g in state.grants if g.staff), key=lambda g: g.mac):
+            for a in grant_addrs(g):
+                filters.append(TcFilter(PRIO_STAFF, ETH_P_ALL, ip_keys(a, dst=True), STAFF))
     for g in sorted((g for g in state.grants if not g.staff), key=lambda g: slots[g.mac]):
         classes.append(device_class(g, slots[g.mac], down))
         filters.extend(device_filters(g, slots[g.mac], down))
@@ -154,11 +161,10 @@ def _side(
 def render_tc(config: HubConfig, state: DesiredState, slots: dict[str, int]) -> TcPlan:
     """The whole shaping plan; ``slots`` come from nft_plan.assign_slots (shared with nft)."""
     lan = config.network.lan.interface
-    ifb = ifb_name(lan)
     wan = config.network.wan
     return TcPlan(
         down=_side(config, state, slots, lan, wan.down_kbit, down=True),
-        up=_side(config, state, slots, ifb, wan.up_kbit, down=False),
+        up=_side(config, state, slots, wan.interface, wan.up_kbit, down=False),
         lan=lan,
-        ifb=ifb,
+        wan=wan.interface,
     )

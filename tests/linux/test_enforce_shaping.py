@@ -1,0 +1,131 @@
+"""Shaping in the real kernel, measured with iperf3: plan rates, fairness, staff share."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from hub_agent.config import HubConfig
+from hub_agent.enforce.enforcer import Enforcer
+from hub_agent.enforce.model import DesiredState
+from tests.conftest import require_lab
+from tests.lab.netns import UPSTREAM, Client, Lab
+from tests.linux.test_enforce_helpers import grant, lab_config
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+N = 10
+BASE_PORT = 5201
+DOWN_KBIT, UP_KBIT = 10_000, 5_000  # the lab "uplink"
+SECONDS = 4
+
+
+@pytest.fixture(scope="module")
+def shaped() -> Iterator[Lab]:
+    require_lab()
+    with Lab.create(clients=N, nat=False, http=False, dns=False) as built:
+        for i in range(N):
+            built.spawn(
+                built.upstream_ns, "iperf3", "-s", "-p", str(BASE_PORT + i), log=f"iperf{i}.log"
+            )
+        for i in range(N):
+            built.wait_port(built.upstream_ns, UPSTREAM, BASE_PORT + i)
+        yield built
+
+
+def _config(lab: Lab, staff: list[str] | None = None) -> HubConfig:
+    net = lab_config(lab).network.model_dump(mode="json")
+    net["wan"].update(down_kbit=DOWN_KBIT, up_kbit=UP_KBIT)
+    return lab_config(
+        lab,
+        network=net,
+        staff={"guaranteed_share_pct": 40, "devices": [{"mac": m} for m in staff or []]},
+    )
+
+
+def _iperf(c: Client, port: int, reverse: bool) -> subprocess.Popen[str]:
+    cmd = [
+        "ip",
+        "netns",
+        "exec",
+        c.ns,
+        "iperf3",
+        "-c",
+        UPSTREAM,
+        "-p",
+        str(port),
+        "-t",
+        str(SECONDS),
+        "-J",
+    ]
+    if reverse:
+        cmd.append("-R")  # upstream sends: the device's download
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _kbit(p: subprocess.Popen[str]) -> float:
+    out, err = p.communicate(timeout=SECONDS + 20)
+    assert p.returncode == 0, err or out[-500:]
+    return float(json.loads(out)["end"]["sum_received"]["bits_per_second"]) / 1000
+
+
+def _run(clients: list[Client], reverse: bool) -> list[float]:
+    procs = [_iperf(c, BASE_PORT + i, reverse) for i, c in enumerate(clients)]
+    return [_kbit(p) for p in procs]
+
+
+def jain(xs: list[float]) -> float:
+    return sum(xs) ** 2 / (len(xs) * sum(x * x for x in xs))
+
+
+def test_plan_rates_down_and_up(shaped: Lab) -> None:
+    c1 = shaped.clients[0]
+    enf = Enforcer(_config(shaped), netns=shaped.hub_ns)
+    try:
+        enf.reconcile(DesiredState(grants=(grant(c1, down=2000, up=1000),)))
+        (down,) = _run([c1], reverse=True)
+        (up,) = _run([c1], reverse=False)
+        # iperf3 reports TCP goodput; HTB counts whole frames (~4% headers)
+        assert 2000 * 0.9 <= down <= 2000 * 1.1, down
+        assert 1000 * 0.9 <= up <= 1000 * 1.1, up
+        # the plan is a ceiling, not a pipe: a faster plan gets more
+        enf.authorize(grant(c1, down=4000, up=1000))
+        (down,) = _run([c1], reverse=True)
+        assert 4000 * 0.9 <= down <= 4000 * 1.1, down
+    finally:
+        enf.close()
+
+
+def test_ten_saturating_clients_share_fairly(shaped: Lab) -> None:
+    enf = Enforcer(_config(shaped), netns=shaped.hub_ns)
+    try:
+        enf.reconcile(
+            DesiredState(grants=tuple(grant(c, down=4000, up=4000) for c in shaped.clients))
+        )
+        rates = _run(shaped.clients, reverse=True)
+        assert jain(rates) >= 0.95, rates
+        # idle staff capacity is borrowed: together they use (nearly) the whole uplink
+        assert sum(rates) >= DOWN_KBIT * 0.85, rates
+    finally:
+        enf.close()
+
+
+def test_staff_keeps_guaranteed_share(shaped: Lab) -> None:
+    staff_dev = shaped.clients[-1]
+    enf = Enforcer(_config(shaped, staff=[staff_dev.mac]), netns=shaped.hub_ns)
+    try:
+        grants = [grant(c, down=DOWN_KBIT, up=UP_KBIT) for c in shaped.clients[:-1]]
+        grants.append(grant(staff_dev, down=DOWN_KBIT, up=UP_KBIT, staff=True))
+        enf.reconcile(DesiredState(grants=tuple(grants)))
+        rates = _run(shaped.clients, reverse=True)
+        guaranteed = DOWN_KBIT * 40 / 100
+        assert rates[-1] >= guaranteed * 0.9, rates  # 40% of the uplink, minus headers
+        # the community still gets its own guaranteed rest, not starved either
+        assert sum(rates[:-1]) >= (DOWN_KBIT - guaranteed) * 0.85, rates
+        ups = _run(shaped.clients, reverse=False)
+        assert ups[-1] >= UP_KBIT * 40 / 100 * 0.9, ups
+    finally:
+        enf.close()
