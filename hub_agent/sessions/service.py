@@ -23,6 +23,8 @@ Rules a reader may not guess:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
@@ -64,15 +66,47 @@ class Action:
     grant: Grant | None = None
 
 
+def device_pseudonym(secret: bytes, mac: str) -> str:
+    """A stable per-deployment pseudonym for a device: the centre can count distinct
+    devices across hubs without ever learning their MAC addresses."""
+    return hmac.new(secret, b"device\0" + mac.encode(), hashlib.sha256).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Redemption:
-    """One device's redemption of a central code, as reported to the centre."""
+    """One device's redemption of a central code, as reported to the centre.
+
+    ``mac`` is the MAC on the hub; in events and at the centre it is the pseudonym."""
 
     hub_id: str
     code: str
     mac: str
     at: float
     plan_id: str
+
+    def as_event(self, secret: bytes) -> dict[str, object]:
+        """Payload fields for a ``voucher_redeemed`` event on ``relais/hubs/{id}/events``."""
+        return {
+            "type": "voucher_redeemed",
+            "code": self.code,
+            "device": device_pseudonym(secret, self.mac),
+            "at": self.at,
+            "plan_id": self.plan_id,
+        }
+
+    @classmethod
+    def from_event(cls, hub_id: str, payload: Mapping[str, object]) -> Redemption:
+        """The centre's side of ``as_event`` (ValueError naming a missing/bad field)."""
+        try:
+            at = payload["at"]
+            if not isinstance(at, int | float):
+                raise ValueError("at: expected a timestamp")
+            return cls(
+                hub_id, str(payload["code"]), str(payload["device"]), float(at),
+                str(payload["plan_id"]),
+            )  # fmt: skip
+        except KeyError as e:
+            raise ValueError(f"voucher_redeemed.{e.args[0]}: missing") from None
 
 
 _COLS = (

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from hub_agent.sessions.db import open_sessions_db
-from hub_agent.sessions.service import SessionService
+from hub_agent.sessions.service import Redemption, SessionService
 from hub_agent.sessions.vouchers import format_code, make_central_code, month_index
 from provisioning import vouchers
 from provisioning.registry import open_registry
@@ -70,17 +70,27 @@ def test_double_redemption_on_two_offline_hubs_is_reported(tmp_path: Path) -> No
     forged = make_central_code(secret.encode(), "heure", month_index(T0) + 5, 9999)
     assert b.login("02:00:00:00:00:05", None, "voucher", forged, T0)[1] is None
 
-    assert vouchers.reconcile(db, a.pending_redemptions()) == []  # nothing wrong yet
-    findings = vouchers.reconcile(db, b.pending_redemptions())
+    def report(hub: SessionService) -> list[Redemption]:
+        # what travels: voucher_redeemed events with a device pseudonym, never the MAC
+        events = [r.as_event(secret.encode()) for r in hub.pending_redemptions()]
+        assert events and all("02:00" not in str(e) for e in events)
+        return [Redemption.from_event(hub.config.hub.id, e) for e in events]
+
+    assert vouchers.reconcile(db, report(a)) == []  # nothing wrong yet
+    a.mark_reported(a.pending_redemptions())
+    assert a.pending_redemptions() == []
+    findings = vouchers.reconcile(db, report(b))
     by_code = {f.code: f for f in findings}
     assert set(by_code) == {one_device, forged}
     assert by_code[one_device].kind == "over_redeemed"
     assert by_code[one_device].hubs == ["tg-a", "tg-b"]
     assert by_code[forged].kind == "never_issued"
     # reports are idempotent: sending them again finds the same, records nothing new
-    assert vouchers.reconcile(db, b.pending_redemptions()) == findings
+    assert vouchers.reconcile(db, report(b)) == findings
     n = db.execute("SELECT count(*) FROM central_redemptions").fetchone()[0]
     assert n == 5
+    with pytest.raises(ValueError, match=r"voucher_redeemed\.device"):
+        Redemption.from_event("tg-a", {"code": "X", "at": 1.0, "plan_id": "heure"})
 
 
 def _need(tool: str) -> str:
@@ -125,3 +135,20 @@ def test_hubctl_issue_refuses_an_unknown_plan(
     assert vouchers.issue_command(state, db, "heure", 0, None) == 2
     assert "--count" in capsys.readouterr().err
     assert format_code("ABCDEFGHJKMN") == "ABCD-EFGH-JKMN"
+
+
+def test_one_phone_using_its_code_on_two_hubs_is_not_a_double(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "central")
+    db = open_registry(tmp_path / "central" / "registry.db")
+    secret = vouchers.voucher_secret(state)
+    [code] = vouchers.issue_batch(db, secret, vouchers.catalogue()["heure"], 1, T0).codes
+    a, b = hub(tmp_path, "tg-a", secret), hub(tmp_path, "tg-b", secret)
+    for h in (a, b):
+        assert h.login("02:00:00:00:00:09", None, "voucher", code, T0)[1] is None
+    reports = [
+        Redemption.from_event(h.config.hub.id, r.as_event(secret.encode()))
+        for h in (a, b)
+        for r in h.pending_redemptions()
+    ]
+    assert len(reports) == 2 and reports[0].mac == reports[1].mac  # same pseudonym
+    assert vouchers.reconcile(db, reports) == []
