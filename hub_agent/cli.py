@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hub_agent import __version__
-from hub_agent.clikit import fail, not_built, parser
+from hub_agent.clikit import fail, parser
 from hub_agent.config import ConfigError, load_config
+from hub_agent.configsync import load_active_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,16 +38,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.verb == "run":
         try:
-            config = load_config(args.config)
+            # The last config applied from the centre wins over the file when newer, so a
+            # restart without the broker resumes where the hub was.
+            config = load_active_config(load_config(args.config).data_dir, args.config)
         except ConfigError as e:
             fail(str(e))
         from hub_agent.daemon import run_agent
 
         raise SystemExit(run_agent(config))
     if args.verb == "status":
-        not_built("hub-agent status", "issue 7")
+        from hub_agent.status import status_command
+
+        raise SystemExit(status_command(args.config, args.json))
     if args.verb == "vouchers":
-        not_built("hub-agent vouchers issue", "issue 6")
+        from hub_agent.sessions.cli import issue_vouchers_command
+
+        raise SystemExit(issue_vouchers_command(args.config, args.plan, args.count, args.json))
 
 
 if __name__ == "__main__":
