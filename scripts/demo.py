@@ -239,7 +239,7 @@ def render_text(info: dict[str, Any]) -> str:
 
 
 # --- processes -----------------------------------------------------------------------------
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """Running, not a zombie (a killed supervisor may wait a while to be reaped)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -253,7 +253,7 @@ def _running_pid() -> int | None:
         pid = int(PIDFILE.read_text())
     except (OSError, ValueError):
         return None
-    return pid if _alive(pid) else None
+    return pid if alive(pid) else None
 
 
 def clean_env() -> dict[str, str]:
@@ -729,9 +729,9 @@ def stop() -> int:
     if pid is not None:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 40
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
+        if alive(pid):
             os.killpg(pid, signal.SIGKILL)
     leftovers()
     PIDFILE.unlink(missing_ok=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.demo import CTL_LINK, HUB_ID, demo_files
+from scripts.demo import CTL_LINK, HUB_ID, alive, demo_files
 from tests.conftest import require_lab, require_mosquitto
 from tests.lab.netns import list_netns
 
@@ -184,4 +184,4 @@ def test_demo_phone_caretaker_fleet_and_teardown(demo: Demo) -> None:
     assert not [ns for ns in list_netns() if ns.startswith(f"relais-{serve_pid}-")]
     assert subprocess.run(["ip", "link", "show", CTL_LINK], capture_output=True).returncode != 0
     for pid in [int(serve_pid), *procs["pids"].values()]:
-        assert not Path(f"/proc/{pid}").exists(), pid
+        assert not alive(pid), pid  # a zombie waiting to be reaped is gone too
