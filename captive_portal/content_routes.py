@@ -78,9 +78,10 @@ PAGE = """{% extends "base.html" %}
 <div class="box"><b>{{ sub.label }}</b>
 <ul class="plans">
 {% for i in sub["items"] %}
-<li><a href="{{ i.href }}">{{ i.title }}</a>
+<li><a href="{{ i.browse or i.href }}">{{ i.title }}</a>
 {% if i.pinned %} <small>· {{ x.pinned }}</small>{% endif %}
-<span class="facts">{{ i.size }} · {{ x.download }}</span></li>
+<span class="facts">{{ i.size }}
+{% if i.browse %} · <a href="{{ i.href }}">{{ x.download }}</a>{% endif %}</span></li>
 {% endfor %}
 </ul></div>
 {% endfor %}
@@ -139,6 +140,7 @@ def group_library(
                     "title": localised(i["title"], t.lang, default_lang),
                     "size": fmt_bytes(int(i["size"]), t),
                     "href": files_base + i["href"],
+                    "browse": files_base + i["browse"] if i.get("browse") else None,
                     "pinned": bool(i.get("pinned")),
                 }
                 for i in items

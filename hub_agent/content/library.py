@@ -11,12 +11,12 @@ sha256 was checked, so a reader never sees a half or corrupted file.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +96,15 @@ class Library:
     def href(self, item: ContentItem) -> str:
         return f"/files/{item.id}/{file_name(item)}"
 
+    def browse_href(self, item: ContentItem) -> str | None:
+        """An unpacked HTML bundle's entry page, when there is one."""
+        marker = self.files_dir / item.id / "site.entry"
+        try:
+            entry = marker.read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        return f"/files/{item.id}/site/{entry}" if entry else None
+
     def part_path(self, item_id: str) -> Path:
         return self.partial_dir / f"{item_id}.part"
 
@@ -111,12 +120,7 @@ class Library:
 
     def remove(self, item_id: str) -> None:
         """Forget an item's bytes: its published file (if any) and its .part."""
-        folder = self.files_dir / item_id
-        if folder.is_dir():
-            for f in folder.iterdir():
-                f.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        shutil.rmtree(self.files_dir / item_id, ignore_errors=True)  # file, unpacked bundle
         self.part_path(item_id).unlink(missing_ok=True)
 
     def write_index(self, ready: Iterable[ContentItem]) -> None:
@@ -129,6 +133,7 @@ class Library:
                 "language": i.language,
                 "size": i.size,
                 "href": self.href(i),
+                "browse": self.browse_href(i) if i.kind == "html" else None,
                 "pinned": i.priority == "pinned",
             }
             for i in ready

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import socket
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +24,7 @@ import httpx
 import sqlite_utils
 
 from hub_agent.config import ContentItem, HubConfig
-from hub_agent.content import importer, plan
+from hub_agent.content import bundle, importer, plan
 from hub_agent.content.bucket import bucket_for_kbit
 from hub_agent.content.fetch import FetchError, Paused, Progress, fetch, range_chunk_for
 from hub_agent.content.library import Library, sha256_file
@@ -225,6 +226,8 @@ class ContentSync:
                 # rare (crash recovery only), so hashing inline is acceptable here
                 if path.stat().st_size == item.size and sha256_file(path) == item.sha256:
                     self.library.part_path(item.id).unlink(missing_ok=True)
+                    if item.kind == "html" and zipfile.is_zipfile(path):
+                        self._unpack(item, path)
                     self._mark_ready(item, source=row["source"] or "uplink")
                 else:
                     self.library.remove(item.id)
@@ -357,8 +360,20 @@ class ContentSync:
         )
 
     def _ready(self, item: ContentItem, part: Path, source: str) -> None:
-        self.library.publish(item, part)
+        dest = self.library.publish(item, part)
+        if item.kind == "html" and zipfile.is_zipfile(dest):
+            self._unpack(item, dest)
         self._mark_ready(item, source)
+
+    def _unpack(self, item: ContentItem, archive: Path) -> None:
+        """Make a bundle browsable; a bad archive stays a plain download (and says so)."""
+        marker = archive.parent / "site.entry"
+        try:
+            entry = bundle.unpack(archive, archive.parent)
+        except (bundle.BundleError, zipfile.BadZipFile, OSError) as e:
+            log.warning("content %s: bundle not unpacked: %s", item.id, e)
+            return
+        marker.write_text(entry or "", encoding="utf-8")
 
     def _mark_ready(self, item: ContentItem, source: str) -> None:
         self.state.update(

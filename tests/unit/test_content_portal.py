@@ -90,3 +90,21 @@ def test_content_without_slash_redirects(client: PortalClient) -> None:
     r = client.get("/content?lang=en", follow_redirects=False)
     assert r.status_code == 308
     assert r.headers["location"] == "/content/?lang=en"
+
+
+def test_html_bundle_links_to_its_pages_and_offers_the_zip(tmp_path: Path) -> None:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["data_dir"] = str(tmp_path)
+    config = validate_config(data)
+    lib = Library.under(tmp_path)
+    course = _item("cours-svt", "html", "fr", 3_000_000)
+    (lib.files_dir / "cours-svt").mkdir(parents=True)
+    (lib.files_dir / "cours-svt" / "site.entry").write_text("index.html")
+    lib.write_index([course])
+    c = PortalClient(create_app(config, secret=b"s" * 32), "10.42.0.101", HUB)
+    try:
+        page = c.get("/content/").text
+    finally:
+        c.close()
+    assert 'href="http://10.42.0.1:8081/files/cours-svt/site/index.html">FR cours-svt' in page
+    assert 'href="http://10.42.0.1:8081/files/cours-svt/cours-svt.bin">Télécharger' in page
