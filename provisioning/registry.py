@@ -223,20 +223,21 @@ def write_batch(db: sqlite_utils.Database, batch: Batch) -> None:
                 "VALUES (?, ?, ?, ?, ?)",
                 batch.gaps_add,
             )
+        # One executemany per set of columns (most hubs in a batch share one).
+        groups: dict[tuple[str, ...], list[list[Any]]] = {}
         for hub_id, cols in batch.hub_updates.items():
-            names = sorted(cols)
-            sets = ", ".join(f"{n} = ?" for n in names)
-            conn.execute(
-                f"UPDATE hubs SET {sets} WHERE id = ?",  # column names are ours, not input
-                [cols[n] for n in names] + [hub_id],
-            )
+            names = tuple(sorted(cols))
+            groups.setdefault(names, []).append([cols[n] for n in names] + [hub_id])
+        for names, rows in groups.items():
+            sets = ", ".join(f"{n} = ?" for n in names)  # column names are ours, not input
+            conn.executemany(f"UPDATE hubs SET {sets} WHERE id = ?", rows)
 
 
 def repair_cursors(db: sqlite_utils.Database) -> None:
     """Bring hubs' last_seq/last_health up to the samples actually stored.
 
     The controller commits samples at once but refreshes the hubs' summary columns at
-    most once a second; after a kill -9 the samples are the truth.
+    most every few seconds; after a kill -9 the samples are the truth.
     """
     with transaction(db):
         db.execute(

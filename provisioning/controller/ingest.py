@@ -126,6 +126,7 @@ class Ingestor:
         # as one UPDATE per hub per sample would cost more than storing the sample.
         self.summary: dict[str, dict[str, Any]] = {}
         self.counters = Counters()
+        self._topics: dict[str, tuple[str, str]] = {}  # parsed topic names (they repeat)
 
     def take(self, summary: bool = True) -> Batch:
         """The writes accumulated so far; with ``summary`` also the hubs' summary columns."""
@@ -148,7 +149,11 @@ class Ingestor:
 
     def add(self, topic_name: str, payload: bytes, now: float) -> None:
         self.counters.received += 1
-        where = topics.parse(topic_name)
+        where = self._topics.get(topic_name)
+        if where is None:
+            where = topics.parse(topic_name)
+            if where is not None and len(self._topics) < 1_000_000:
+                self._topics[topic_name] = where
         try:
             msg = json.loads(payload)
         except (ValueError, UnicodeDecodeError):

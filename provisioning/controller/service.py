@@ -9,9 +9,11 @@ parses, decides (``Ingestor``) and commits a batch per round.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
+import queue
 import signal
 import socket
 import sqlite3
@@ -30,11 +32,12 @@ from paho.mqtt.properties import Properties
 from provisioning import registry, topics
 from provisioning.controller.ingest import Ingestor
 from provisioning.mqttclient import BrokerUrl, MqttError
+from provisioning.registry import Batch
 from provisioning.statedir import StateDir
 
 log = logging.getLogger("relais.controller")
 
-SUMMARY_EVERY_S = 1.0  # hubs' last_seen/last_health refreshed this often
+SUMMARY_EVERY_S = 5.0  # hubs' last_seen/last_health refreshed this often
 SESSION_EXPIRY_S = 7 * 86_400  # a controller down for a week still gets everything queued
 MAX_BATCH = 2000  # packets read per pass
 # Commit (then ack) at this many messages: half the broker's in-flight window (1,000 in our
@@ -53,13 +56,14 @@ class Stats:
 
 
 class Ingest:
-    """One controller process's ingestion: one thread owns the MQTT client and the writes.
+    """One controller process's ingestion: a reader thread and a writer thread.
 
-    A single thread (no paho loop thread) on purpose: with two Python threads the GIL
-    hand-offs between network reads and SQLite writes cost more than the work itself.
-    The thread reads whatever the socket holds, parses and decides each message as it
-    comes (``Ingestor``), and every ``flush_interval_s`` or ``MAX_BATCH`` messages commits
-    one transaction and only then acks the batch's messages to the broker.
+    The reader owns the MQTT client (no paho loop thread): it reads whatever the socket
+    holds, parses and decides each message as it comes (``Ingestor``), and every
+    ``flush_interval_s`` or ``FLUSH_AT`` messages hands the batch to the writer. The writer
+    commits it (SQLite releases the GIL while it writes and fsyncs, so this overlaps with
+    reading) and passes the batch's message ids back; the reader acks them. Only a
+    committed message is ever acked.
     """
 
     def __init__(
@@ -69,20 +73,26 @@ class Ingest:
         shared: bool = False,
         client_id: str | None = None,
         flush_interval_s: float = 0.05,
+        summary_every_s: float = SUMMARY_EVERY_S,
     ) -> None:
         self.db = registry.open_registry(db_path)
         self.url = url
         self.shared = shared
         self.flush_interval_s = flush_interval_s
+        self.summary_every_s = summary_every_s
         self.ingestor = Ingestor(registry.load_cursors(self.db), registry.open_gaps(self.db))
-        self.pending: list[tuple[int, int]] = []  # (mid, qos) to ack after the commit
+        self.pending: list[tuple[int, int]] = []  # (mid, qos) read, not yet handed over
+        self.to_write: queue.Queue[tuple[Batch, list[tuple[int, int]]] | None] = queue.Queue(4)
+        self.to_ack: collections.deque[list[tuple[int, int]]] = collections.deque()
+        self.write_failed = threading.Event()
         self.first_pending = 0.0
         self.stats = Stats(started=time.time())
         self._next_summary = 0.0
         self._next_downsample = time.monotonic() + 60
         self._stop = threading.Event()
         self._connected = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="ingest-read", daemon=True)
+        self._writer = threading.Thread(target=self._write_loop, name="ingest-write", daemon=True)
         cid = client_id or f"relais-controller-{socket.gethostname()}"
         # A kept session needs a stable id. An anonymous shared member gets a throwaway
         # session instead: a dead member's kept session would go on taking its share.
@@ -120,8 +130,11 @@ class Ingest:
 
     def _on_disconnect(self, *args: Any) -> None:
         self._connected.clear()
-        # Messages read but not committed are not acked: the broker sends them again.
+        # Messages not acked come again on the next connection: forget them, let the
+        # writer finish what it has, and take the cursors back from what is on disk.
         self.pending.clear()
+        self.to_write.join()
+        self.to_ack.clear()
         self.ingestor = Ingestor(registry.load_cursors(self.db), registry.open_gaps(self.db))
 
     def start(self, timeout: float = 10) -> None:
@@ -137,47 +150,76 @@ class Ingest:
             )
         except OSError as e:
             raise MqttError(f"cannot reach {self.url}: {e.strerror or e}") from None
+        self._writer.start()
         self._thread.start()
         if not self._connected.wait(timeout):
             self.stop()
             raise MqttError(f"controller could not connect to {self.url}")
 
-    def flush(self) -> int:
-        """Commit what was read, then ack it: only a committed message is acked."""
+    def hand_over(self) -> int:
+        """Give what was read to the writer (blocks only if it is 4 batches behind)."""
         n = len(self.pending)
         summary = time.monotonic() >= self._next_summary
         if not n and not (summary and self.ingestor.summary):
             return 0
+        if summary:
+            self._next_summary = time.monotonic() + self.summary_every_s
+        self.to_write.put((self.ingestor.take(summary=summary), self.pending))
+        self.pending = []
+        return n
+
+    def _commit(self, batch: Batch) -> None:
         conn = self.db.conn
-        # Never sleep in SQLite's busy handler: when another controller holds the write
-        # lock, go on reading the socket and try again on the next pass.
+        # Another controller may hold the write lock: retry at a fine grain rather than
+        # in SQLite's busy handler, whose sleeps grow to 100 ms.
         conn.execute("PRAGMA busy_timeout=0")
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as e:
-            if "locked" in str(e) or "busy" in str(e):
-                self.stats.lock_waits += 1
-                return 0
-            raise
+            for attempt in range(20_000):
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) and "busy" not in str(e):
+                        raise
+                    self.stats.lock_waits += 1
+                    time.sleep(0.0005 if attempt < 1000 else 0.01)
+            else:
+                raise sqlite3.OperationalError("database is locked")
         finally:
             conn.execute("PRAGMA busy_timeout=5000")
         try:
-            registry.write_batch(self.db, self.ingestor.take(summary=summary))
+            registry.write_batch(self.db, batch)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        if summary:
-            self._next_summary = time.monotonic() + SUMMARY_EVERY_S
-        for mid, qos in self.pending:
-            if qos > 0:
-                self.client.ack(mid, qos)
-        self.pending = []
-        self.stats.committed += n
-        self.stats.batches += 1
-        if n:
-            self.stats.last_commit = time.time()
-        return n
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self.to_write.get()
+            try:
+                if item is None:
+                    return
+                batch, mids = item
+                try:
+                    self._commit(batch)
+                except sqlite3.Error:
+                    log.exception("ingest commit failed; reconnecting for redelivery")
+                    self.write_failed.set()
+                    continue
+                self.to_ack.append(mids)
+                self.stats.committed += len(mids)
+                self.stats.batches += 1
+                if mids:
+                    self.stats.last_commit = time.time()
+            finally:
+                self.to_write.task_done()
+
+    def _ack_committed(self) -> None:
+        while self.to_ack:
+            for mid, qos in self.to_ack.popleft():
+                if qos > 0:
+                    self.client.ack(mid, qos)
 
     def _run(self) -> None:
         c = self.client
@@ -186,32 +228,34 @@ class Ingest:
             rc = c.loop(timeout=self.flush_interval_s / 2)
             if rc == mqtt.MQTT_ERR_SUCCESS:
                 c.loop_read(MAX_BATCH)
-            elif rc != mqtt.MQTT_ERR_SUCCESS:
+            if rc != mqtt.MQTT_ERR_SUCCESS or self.write_failed.is_set():
                 self._stop.wait(1)
+                self.write_failed.clear()
                 with contextlib.suppress(OSError):
-                    c.reconnect()
+                    c.reconnect()  # on_disconnect forgets what was not acked
                 continue
+            self._ack_committed()
             due = time.monotonic() - self.first_pending >= self.flush_interval_s
             if len(self.pending) >= FLUSH_AT or due or not self.pending:
-                try:
-                    self.flush()
-                except sqlite3.Error:  # unacked messages come back on the next session
-                    log.exception("ingest commit failed; reconnecting for redelivery")
-                    self._stop.wait(1)
-                    with contextlib.suppress(OSError):
-                        c.reconnect()  # on_disconnect forgets the batch and re-reads cursors
+                self.hand_over()
             if time.monotonic() > self._next_downsample:
+                self.to_write.join()
                 removed = registry.downsample_health(self.db)
                 if removed:
                     log.info("downsampled %d old health samples", removed)
                 self._next_downsample = time.monotonic() + DOWNSAMPLE_EVERY_S
-        with contextlib.suppress(sqlite3.Error):
-            self.flush()
+        self._next_summary = 0.0
+        self.hand_over()
+        self.to_write.join()
+        self._ack_committed()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
+        if self._writer.is_alive():
+            self.to_write.put(None)
+            self._writer.join(timeout=30)
         self.client.disconnect()
 
 

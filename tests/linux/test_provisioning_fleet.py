@@ -211,7 +211,7 @@ def central(tmp_path: Path) -> Iterator[Central]:
         broker.restart()
         user, password = state.controller_credentials()
         url = BrokerUrl.parse(broker.url).with_credentials(user, password)
-        ingest = Ingest(state.registry_path, url, client_id="test-controller")
+        ingest = Ingest(state.registry_path, url, client_id="test-controller", summary_every_s=0.1)
         ingest.start()
         server = serve(state.registry_path, "127.0.0.1", 0)
         hubs = {}
