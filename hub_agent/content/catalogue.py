@@ -175,7 +175,11 @@ def hub_ref(db: sqlite_utils.Database, hub_id: str) -> HubRef:
 def manifest_for(
     db: sqlite_utils.Database, hub: str | HubRef, today: date | None = None
 ) -> list[ContentItem]:
-    """The hub's manifest, to embed in its config as ``content.items``."""
+    """The hub's manifest, to embed in its config as ``content.items``.
+
+    Safe to call on any registry: the catalogue's tables are created if missing (empty).
+    """
+    CATALOGUE.apply(db)
     ref = hub_ref(db, hub) if isinstance(hub, str) else hub
     return select_for_hub(items(db), targets(db), ref, today or date.today())
 

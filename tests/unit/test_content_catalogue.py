@@ -128,3 +128,9 @@ def test_hubctl_content_add_assign_list_and_manifest_in_config(
 def test_unknown_hub_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _hubctl(tmp_path, "list", "--hub", "tg-nowhere", capsys=capsys)
     assert code == 2 and "tg-nowhere" in err and "not enrolled" in err
+
+
+def test_manifest_for_a_registry_without_catalogue_is_empty(tmp_path: Path) -> None:
+    db = registry.open_registry(tmp_path / "registry.db")  # only provisioning's tables
+    registry.upsert_hub(db, registry.HubRecord("tg-a", "mairie", "A"), None)
+    assert catalogue.manifest_for(db, "tg-a") == []
