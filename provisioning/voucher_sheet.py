@@ -17,7 +17,7 @@ from reportlab.lib.pagesizes import A4
 from reportlab.lib.units import mm
 from reportlab.pdfgen.canvas import Canvas
 
-from hub_agent.config import LanSettings, PortalSettings
+from hub_agent.config import HubConfig, LanSettings, PortalSettings
 from hub_agent.sessions.vouchers import format_code
 
 COLS, ROWS = 2, 5
@@ -45,6 +45,17 @@ def default_portal_url(lan: LanSettings | None = None, portal: PortalSettings | 
     port = (portal or PortalSettings()).http_port
     host = str(lan.address.ip)
     return f"http://{host}/" if port == 80 else f"http://{host}:{port}/"
+
+
+def hub_cards(config: HubConfig, plan_id: str, codes: list[str], lang: str = "fr") -> list[Card]:
+    """Cards for codes issued at a hub (``hub-agent vouchers issue`` or the dashboard):
+    the hub's own name and portal address (KeyError for an unknown plan)."""
+    plan = config.plan(plan_id)
+    n = plan.devices_per_voucher
+    detail = f"{n} appareil{'s' if n > 1 else ''} · valable sur ce point d'accès"
+    name = plan.name.get(lang) or next(iter(plan.name.values()))
+    url = default_portal_url(config.network.lan, config.portal)
+    return [Card(config.hub.name, name, plan.price_label, c, url, detail) for c in codes]
 
 
 def _draw_qr(c: Canvas, data: str, x: float, y: float, size: float) -> None:

@@ -17,7 +17,7 @@ from hub_agent.sessions.vouchers import format_code, make_central_code, month_in
 from provisioning import vouchers
 from provisioning.registry import open_registry
 from provisioning.statedir import StateDir
-from provisioning.voucher_sheet import default_portal_url
+from provisioning.voucher_sheet import default_portal_url, hub_cards, render_sheet
 from tests.unit.test_sessions_service import make_config
 
 T0 = 1_780_000_000.0
@@ -152,3 +152,15 @@ def test_one_phone_using_its_code_on_two_hubs_is_not_a_double(tmp_path: Path) ->
     ]
     assert len(reports) == 2 and reports[0].mac == reports[1].mac  # same pseudonym
     assert vouchers.reconcile(db, reports) == []
+
+
+def test_hub_sheet_for_local_codes(tmp_path: Path) -> None:
+    pdftotext = _need("pdftotext")
+    svc = hub(tmp_path, "tg-a", "x" * 32)
+    codes = svc.issue_local_vouchers("jour", 3, T0)
+    out = tmp_path / "local.pdf"
+    assert render_sheet(hub_cards(svc.config, "jour", codes), out) == 1
+    text = subprocess.run([pdftotext, str(out), "-"], capture_output=True, text=True,
+                          check=True).stdout  # fmt: skip
+    assert "Mairie de Démo" in text and "Pass journée" in text and "2 appareils" in text
+    assert all(format_code(c) in text for c in codes)
