@@ -23,7 +23,13 @@ from hub_agent.sessions.db import open_sessions_db
 from hub_agent.sessions.service import Action, SessionService
 from tests.conftest import require_lab
 from tests.lab.netns import UPSTREAM, Client, Lab
-from tests.linux.test_enforce_helpers import ZERO_RATED_IP, lab_config, reaches, start_portal
+from tests.linux.test_enforce_helpers import (
+    ZERO_RATED_IP,
+    lab_config,
+    reaches,
+    start_portal,
+    wait_until,
+)
 
 pytestmark = pytest.mark.root
 
@@ -218,8 +224,14 @@ def test_kill_9_and_restart_keep_usage_and_enforcement(nolab: Lab, tmp_path: Pat
         first = _size(p)
         assert first == 2_500_000
         agent = _spawn_agent(cfg_path, nolab)  # restart: reconcile keeps kernel counters
-        time.sleep(5 * TICK_S)
         svc = SessionService(cfg, open_sessions_db(cfg.data_dir / "hub.db"))
+
+        def used() -> int:
+            v = svc.session_view(c1.mac)
+            return v.bytes_used if v is not None else 0
+
+        assert wait_until(lambda: used() >= first, timeout=10)
+        time.sleep(5 * TICK_S)  # more passes must not add anything
         view = svc.session_view(c1.mac)
         assert view is not None and view.state == "authorised"
         assert abs(view.bytes_used - first) <= 0.02 * first, (view.bytes_used, first)
@@ -228,7 +240,7 @@ def test_kill_9_and_restart_keep_usage_and_enforcement(nolab: Lab, tmp_path: Pat
         agent = _spawn_agent(cfg_path, nolab)
         # enforcement continues: the rest of the quota, not a fresh one
         second = _size(_curl_bg(c1, f"http://{UPSTREAM}/bytes/20000000", 8))
-        time.sleep(5 * TICK_S)
+        assert wait_until(lambda: svc.grant_for(c1.mac) is None, timeout=10)
         assert QUOTA * 0.9 <= first + second <= QUOTA + BOUND, (first, second)
         view = svc.session_view(c1.mac)
         assert view is not None and view.ended_reason == "data_quota"
