@@ -30,6 +30,7 @@ import contextlib
 import hashlib
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -42,6 +43,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from captive_portal.security import hash_password
+from hub_agent.config import validate_config
+from tests.lab.broker import mosquitto_path
+from tests.lab.netns import HUB_LAN, Lab, delete_netns, list_netns
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("RELAIS_DEMO_STATE") or ROOT / "demo-state").resolve()
@@ -239,21 +245,38 @@ def render_text(info: dict[str, Any]) -> str:
 
 
 # --- processes -----------------------------------------------------------------------------
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat fields after the command name (state first), or None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
 def alive(pid: int) -> bool:
     """Running, not a zombie (a killed supervisor may wait a while to be reaped)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
+    st = _stat(pid)
+    return st is not None and st[0] != "Z"
+
+
+def started(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot): with the pid, it names one process,
+    so a pid recorded before a reboot or long ago is never mistaken for the demo's."""
+    st = _stat(pid)
+    return st[19] if st is not None and len(st) > 19 else None
+
+
+def same_process(pid: int, start: str | None) -> bool:
+    return alive(pid) and start is not None and started(pid) == start
 
 
 def _running_pid() -> int | None:
     try:
-        pid = int(PIDFILE.read_text())
+        pid_text, _, start = PIDFILE.read_text().partition(" ")
+        pid = int(pid_text)
     except (OSError, ValueError):
         return None
-    return pid if alive(pid) else None
+    return pid if same_process(pid, start.strip() or None) else None
 
 
 def clean_env() -> dict[str, str]:
@@ -312,7 +335,7 @@ class Supervisor:
 
     def record(self) -> None:
         data = {
-            "pids": {n: p.pid for n, p in self.procs.items()},
+            "pids": {n: [p.pid, started(p.pid)] for n, p in self.procs.items()},
             "namespaces": self.namespaces,
             "link": CTL_LINK,
         }
@@ -413,10 +436,6 @@ def enroll(central: Path) -> dict[str, Any]:
 
 
 def start_broker(sup: Supervisor, central: Path, up_ns: str) -> None:
-    import pwd
-
-    from tests.lab.broker import mosquitto_path
-
     exe = mosquitto_path()
     if exe is None:
         raise DemoError("mosquitto is not installed (make demo installs it)")
@@ -434,8 +453,6 @@ def start_broker(sup: Supervisor, central: Path, up_ns: str) -> None:
 
 
 def write_hub_config(enrolled: dict[str, Any], hub_dir: Path, layer: dict[str, Any]) -> Path:
-    from hub_agent.config import validate_config
-
     doc = merged(enrolled, layer)
     validate_config(doc, source="demo hub config")
     (hub_dir / "run").mkdir(parents=True)
@@ -509,8 +526,8 @@ def content_ready(data_dir: Path) -> int:
     return len(items) if isinstance(items, list) else 0
 
 
-def bring_up(sup: Supervisor) -> dict[str, Any]:
-    from tests.lab.netns import HUB_LAN, Lab
+def bring_up(sup: Supervisor) -> tuple[Lab, dict[str, Any]]:
+    """Start everything (see the module's docstring); on any failure, stop what started."""
 
     fresh_state()
     www = STATE / "upstream-www"
@@ -529,8 +546,6 @@ def bring_up(sup: Supervisor) -> dict[str, Any]:
         start_broker(sup, central, lab.upstream_ns)
 
         hub_dir = STATE / "hub"
-        from captive_portal.security import hash_password
-
         items = content_items(f"{UPSTREAM_URL}/library")
         layer = demo_layer(hub_dir, hash_password(CARETAKER_PASSWORD), items)
         config = write_hub_config(enrolled, hub_dir, layer)
@@ -609,27 +624,24 @@ def bring_up(sup: Supervisor) -> dict[str, Any]:
         sup.stop_all()
         lab.close()
         raise
-    return {
-        "lab": lab,
-        "info": {
-            "hub_id": HUB_ID,
-            "client_ns": lab.clients[0].ns,
-            "hub_ns": lab.hub_ns,
-            "upstream_ns": lab.upstream_ns,
-            "portal_url": f"{PORTAL}/",
-            "caretaker_url": f"{PORTAL}/admin",
-            "caretaker_password": CARETAKER_PASSWORD,
-            "library_url": f"{PORTAL}/content/",
-            "fleet_url": fleet_url,
-            "central_state": str(central),
-            "hub_config": str(config),
-            "controller_mqtt": ctl_mqtt + " (controller)",
-            "vouchers": vouchers,
-            "content_ready": content_ready(data_dir),
-            "hub_status": fleet_status(central),
-            "push": pushed,
-            "push_file": str(STATE / "demo-push.yaml"),
-        },
+    return lab, {
+        "hub_id": HUB_ID,
+        "client_ns": lab.clients[0].ns,
+        "hub_ns": lab.hub_ns,
+        "upstream_ns": lab.upstream_ns,
+        "portal_url": f"{PORTAL}/",
+        "caretaker_url": f"{PORTAL}/admin",
+        "caretaker_password": CARETAKER_PASSWORD,
+        "library_url": f"{PORTAL}/content/",
+        "fleet_url": fleet_url,
+        "central_state": str(central),
+        "hub_config": str(config),
+        "controller_mqtt": ctl_mqtt + " (controller)",
+        "vouchers": vouchers,
+        "content_ready": content_ready(data_dir),
+        "hub_status": fleet_status(central),
+        "push": pushed,
+        "push_file": str(STATE / "demo-push.yaml"),
     }
 
 
@@ -643,10 +655,8 @@ def serve() -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     sup = Supervisor()
-    up = bring_up(sup)
-    lab = up["lab"]
+    lab, info = bring_up(sup)
     try:
-        info = up["info"]
         info["text"] = render_text(info)
         tmp = INFO.with_suffix(".tmp")
         tmp.write_text(json.dumps(info, indent=1))
@@ -668,23 +678,24 @@ def serve() -> int:
     return 0
 
 
-def leftovers() -> None:
-    """What a killed supervisor left: its recorded processes, namespaces and link."""
+def leftovers() -> bool:
+    """Remove what a killed supervisor left: its recorded processes, namespaces and link.
+    True when there was a record to clean up."""
     try:
         data = json.loads(PROCS.read_text())
     except (OSError, ValueError):
-        return
-    for pid in data.get("pids", {}).values():
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(int(pid), signal.SIGKILL)
-    from tests.lab.netns import delete_netns, list_netns
-
+        return False
+    for pid, start in data.get("pids", {}).values():
+        if same_process(int(pid), start):  # each was started as its own process group
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(int(pid), signal.SIGKILL)
     present = set(list_netns())
     for ns in data.get("namespaces", []):
         if ns in present:
             delete_netns(ns)
     subprocess.run(["ip", "link", "del", str(data.get("link", CTL_LINK))], capture_output=True)
     PROCS.unlink(missing_ok=True)
+    return True
 
 
 def start() -> int:
@@ -708,7 +719,7 @@ def start() -> int:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    PIDFILE.write_text(str(proc.pid))
+    PIDFILE.write_text(f"{proc.pid} {started(proc.pid)}\n")
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if INFO.exists():
@@ -733,10 +744,10 @@ def stop() -> int:
             time.sleep(0.1)
         if alive(pid):
             os.killpg(pid, signal.SIGKILL)
-    leftovers()
+    cleaned = leftovers()
     PIDFILE.unlink(missing_ok=True)
     INFO.unlink(missing_ok=True)
-    print("demo stopped" if pid is not None else "no demo running")
+    print("demo stopped" if pid is not None or cleaned else "no demo running")
     return 0
 
 

@@ -178,10 +178,10 @@ def test_demo_phone_caretaker_fleet_and_teardown(demo: Demo) -> None:
         assert HUB_ID in r.read().decode()
 
     # demo-stop: nothing left.
-    serve_pid = (d.state / "demo.pid").read_text().strip()
+    serve_pid = (d.state / "demo.pid").read_text().split()[0]
     procs = json.loads((d.state / "procs.json").read_text())
     assert demo_cmd("stop", d.env).returncode == 0
     assert not [ns for ns in list_netns() if ns.startswith(f"relais-{serve_pid}-")]
     assert subprocess.run(["ip", "link", "show", CTL_LINK], capture_output=True).returncode != 0
-    for pid in [int(serve_pid), *procs["pids"].values()]:
+    for pid in [int(serve_pid), *(pid for pid, _ in procs["pids"].values())]:
         assert not alive(pid), pid  # a zombie waiting to be reaped is gone too
