@@ -152,7 +152,7 @@ def parse_log(lines: Iterable[str], known: set[str]) -> Usage:
     return u
 
 
-def ingest(log_path: Path, state: ContentState, rotate_at: int = ROTATE_AT) -> Usage:
+def ingest(log_path: Path, state: ContentState, day: str | None = None) -> Usage:
     """Read the access log from where the last call stopped and record the usage."""
     known = {r["id"] for r in state.rows()}
     try:
@@ -167,7 +167,7 @@ def ingest(log_path: Path, state: ContentState, rotate_at: int = ROTATE_AT) -> U
         data = f.read()
     end = data.rfind(b"\n") + 1  # whole lines only; a half-written one waits
     usage = parse_log(data[:end].decode("utf-8", "replace").splitlines(), known)
-    state.record_usage(usage.per_item, usage.misses, offset + end, st.st_ino)
+    state.record_usage(usage.per_item, usage.misses, offset + end, st.st_ino, day)
     return usage
 
 
@@ -256,7 +256,9 @@ class NginxServer:
             assert self.proc is not None
             self.proc.send_signal(signal.SIGUSR1)
 
-    def rotate_if_big(self, state: ContentState, rotate_at: int = ROTATE_AT) -> None:
+    def rotate_if_big(
+        self, state: ContentState, day: str | None = None, rotate_at: int = ROTATE_AT
+    ) -> None:
         """Keep the access log small: counted lines go, nginx reopens a fresh file."""
         try:
             size = self.access_log.stat().st_size
@@ -268,7 +270,7 @@ class NginxServer:
         os.replace(self.access_log, old)
         self.reopen_logs()
         time.sleep(0.2)  # let workers switch files before the last read of the old one
-        ingest(old, state)
+        ingest(old, state, day)
         old.unlink(missing_ok=True)
 
     def _stop_stale(self) -> None:

@@ -82,13 +82,14 @@ class ContentService:
         return self.sync.report()
 
     def health_stats(self) -> tuple[float, float | None]:
-        """(cache in use in MiB, hit ratio) for telemetry's AgentStats (cache, hit)."""
+        """(cache in use in MiB, hit ratio today) for telemetry's AgentStats (cache, hit)."""
         rep = self.sync.report()
-        return rep["used_bytes"] / (1024 * 1024), rep["hit_ratio"]
+        return rep["used_bytes"] / (1024 * 1024), rep["hit_ratio_today"]
 
     def collect_usage(self) -> None:
-        ingest(self.nginx.access_log, self.sync.state)
-        self.nginx.rotate_if_big(self.sync.state)
+        day = self.sync.local_now().date().isoformat()
+        ingest(self.nginx.access_log, self.sync.state, day)
+        self.nginx.rotate_if_big(self.sync.state, day)
 
     def refresh_kiwix(self) -> None:
         ready = {r["id"] for r in self.sync.state.rows() if r["state"] == "ready"}

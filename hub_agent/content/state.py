@@ -135,13 +135,23 @@ class ContentState:
         misses: int,
         log_offset: int,
         log_inode: int,
+        day: str | None = None,
     ) -> None:
         """Hits, bytes and last use per item, plus misses and the log position, at once.
 
         One transaction, so after a crash the counters and the log offset agree and no
-        access-log line is counted twice.
+        access-log line is counted twice. ``day`` (local YYYY-MM-DD) also keeps today's
+        hits and misses, for the health sample's "hit ratio today"; older days are dropped.
         """
         with transaction(self.db):
+            if day is not None:
+                self.db.execute(
+                    "DELETE FROM content_counters WHERE name LIKE 'day:%' AND name NOT LIKE ?",
+                    [f"day:{day}:%"],
+                )
+                hits = sum(h for h, _, _ in per_item.values())
+                for name, n in ((f"day:{day}:hits", hits), (f"day:{day}:misses", misses)):
+                    self._add_counter(name, n)
             for item_id, (hits, nbytes, last) in per_item.items():
                 self.db.execute(
                     "UPDATE content_state SET hits = hits + ?, bytes_served = bytes_served + ?,"
@@ -150,11 +160,14 @@ class ContentState:
                 )
             for name, value in (("log_offset", log_offset), ("log_inode", log_inode)):
                 self._set_counter(name, value)
-            self.db.execute(
-                "INSERT INTO content_counters (name, value) VALUES ('misses', ?)"
-                " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                [misses],
-            )
+            self._add_counter("misses", misses)
+
+    def _add_counter(self, name: str, n: int) -> None:
+        self.db.execute(
+            "INSERT INTO content_counters (name, value) VALUES (?, ?)"
+            " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            [name, n],
+        )
 
     def _set_counter(self, name: str, value: int) -> None:
         self.db.execute(

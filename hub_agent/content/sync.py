@@ -424,10 +424,10 @@ class ContentSync:
 
     # --- for the centre -----------------------------------------------------------
     def report(self) -> dict[str, Any]:
-        return build_report(self.state, self.budget)
+        return build_report(self.state, self.budget, self.local_now().date().isoformat())
 
 
-def build_report(state: ContentState, budget: int) -> dict[str, Any]:
+def build_report(state: ContentState, budget: int, day: str | None = None) -> dict[str, Any]:
     """Per-item state and serving totals, as the centre sees the rollout on this hub."""
     items = []
     used = hits = served = 0
@@ -451,6 +451,10 @@ def build_report(state: ContentState, budget: int) -> dict[str, Any]:
             }
         )
     misses = state.counter("misses")
+    today = None
+    if day is not None:
+        h, m = state.counter(f"day:{day}:hits"), state.counter(f"day:{day}:misses")
+        today = round(h / (h + m), 4) if h + m else None
     return {
         "items": items,
         "budget_bytes": budget,
@@ -459,4 +463,5 @@ def build_report(state: ContentState, budget: int) -> dict[str, Any]:
         "misses": misses,
         "bytes_served": served,
         "hit_ratio": round(hits / (hits + misses), 4) if hits + misses else None,
+        "hit_ratio_today": today,
     }

@@ -168,14 +168,16 @@ def test_report_totals_and_hit_ratio(tmp_path: Path) -> None:
     state.update("a", state="ready", bytes_done=100)
     state.add("b", 50, "1" * 64, pinned=False)
     state.update("b", state="downloading", bytes_done=20)
-    state.record_usage({"a": (3, 250, 9.0)}, misses=1, log_offset=10, log_inode=1)
+    state.record_usage({"a": (1, 50, 8.0)}, misses=3, log_offset=5, log_inode=1, day="2026-11-22")
+    state.record_usage({"a": (3, 250, 9.0)}, misses=1, log_offset=10, log_inode=1, day="2026-11-23")
     from hub_agent.content.sync import build_report
 
-    rep = build_report(state, budget=1000)
+    rep = build_report(state, budget=1000, day="2026-11-23")
     assert rep["used_bytes"] == 120
-    assert (rep["hits"], rep["misses"], rep["hit_ratio"]) == (3, 1, 0.75)
+    assert (rep["hits"], rep["misses"], rep["hit_ratio"]) == (4, 4, 0.5)
+    assert rep["hit_ratio_today"] == 0.75  # yesterday's counters are gone
     items = {i["id"]: i for i in rep["items"]}
-    assert items["b"]["bytes_done"] == 20 and items["a"]["bytes_served"] == 250
+    assert items["b"]["bytes_done"] == 20 and items["a"]["bytes_served"] == 300
 
 
 @pytest.mark.parametrize("bad", ["x" * 64, "abc"])
