@@ -14,6 +14,7 @@ PKGS=(
   kiwix-tools                                    # kiwix-serve: browsable offline Wikipedia (ZIM)
   zim-tools                                      # zimwriterfs: tiny ZIMs for the kiwix tests
   python3-venv
+  debootstrap                                    # throwaway Debian roots: Ansible role tests
 )
 
 missing=()

@@ -1,0 +1,686 @@
+"""The hub and controller roles applied for real to a throwaway Debian root.
+
+A bookworm minbase root made by debootstrap (cached under /var/cache/relais-test, so only
+the first run pays for it) is copied per test module; the playbooks run into it through
+ansible/connection_plugins/relais_chroot.py, twice: the second run must change nothing.
+Then the installed files are checked with the tools the box itself would use: the venv's
+own config loader, `systemd-analyze verify`, the chroot's mosquitto and sqlite3.
+Services are not started (no systemd runs in a chroot): the tests set
+relais_manage_services=false and run the daemons' pieces directly where it matters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE_DIR = REPO / "ansible"
+VENV_BIN = REPO / ".venv" / "bin"
+CACHE = Path(os.environ.get("RELAIS_TEST_CACHE", "/var/cache/relais-test"))
+SUITE = "bookworm"
+# Bump when the recipe below changes so old caches are not reused.
+BASE_NAME = f"{SUITE}-minbase-v1"
+# What a freshly installed Debian hub has before Ansible: python3 to run modules, systemd.
+BASE_INCLUDE = ["python3", "systemd", "ca-certificates"]
+HUB_ID = "tg-test-mairie-01"
+
+
+# --------------------------------------------------------------------------------------
+# Skips with a reason
+# --------------------------------------------------------------------------------------
+
+
+def _require_tools() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("ansible chroot test skipped: needs root (chroot, mount)")
+    missing = [t for t in ("debootstrap", "chroot", "mount") if not shutil.which(t)]
+    if missing:
+        pytest.skip(f"ansible chroot test skipped: {', '.join(missing)} not installed")
+    if not (VENV_BIN / "ansible-playbook").exists():
+        pytest.skip("ansible chroot test skipped: ansible-core not in .venv (pip install .[dev])")
+
+
+# --------------------------------------------------------------------------------------
+# The cached Debian root
+# --------------------------------------------------------------------------------------
+
+
+def debian_mirror() -> str:
+    """The Debian mirror apt uses on this machine (deb822 or one-line sources)."""
+    files = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    for f in files:
+        with contextlib.suppress(OSError):
+            text = f.read_text()
+            for m in re.finditer(r"^URIs:\s*(\S+)", text, re.M):
+                if m.group(1).rstrip("/").endswith("/debian"):
+                    return m.group(1)
+            for m in re.finditer(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+" + SUITE + r"\s", text, re.M):
+                if m.group(1).rstrip("/").endswith("/debian"):
+                    return m.group(1)
+    return "http://deb.debian.org/debian"
+
+
+@contextlib.contextmanager
+def _cache_lock() -> Iterator[None]:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def ensure_base() -> Path:
+    """The cached minbase root, built once with debootstrap (about a minute)."""
+    base = CACHE / "rootfs" / BASE_NAME
+    if (base / ".relais-complete").exists():
+        return base
+    with _cache_lock():
+        if (base / ".relais-complete").exists():
+            return base
+        tmp = base.with_name(base.name + ".partial")
+        if tmp.exists():
+            _remove_root(tmp)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(BASE_INCLUDE)}",
+                SUITE,
+                str(tmp),
+                debian_mirror(),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        # A build root, not a booted box: package scripts must not start daemons
+        # (dnsmasq, mosquitto, hostapd) on the build machine's network.
+        policy = tmp / "usr/sbin/policy-rc.d"
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+        (tmp / "var/cache/apt/archives").mkdir(parents=True, exist_ok=True)
+        # apt keeps no downloaded packages in the image; the test mounts a shared cache.
+        for deb in (tmp / "var/cache/apt/archives").glob("*.deb"):
+            deb.unlink()
+        (tmp / ".relais-complete").write_text(debian_mirror() + "\n")
+        tmp.rename(base)
+    return base
+
+
+def _mounts_under(root: Path) -> list[str]:
+    prefix = str(root.resolve())
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point == prefix or point.startswith(prefix + "/"):
+            points.append(point)
+    return sorted(points, key=len, reverse=True)
+
+
+def _remove_root(root: Path) -> None:
+    """Unmount everything under ``root``, check nothing is left, then delete it."""
+    for point in _mounts_under(root):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+    left = _mounts_under(root)
+    if left:  # never rm -rf through a bind mount
+        raise RuntimeError(f"still mounted under {root}: {left}")
+    shutil.rmtree(root)
+
+
+@contextlib.contextmanager
+def throwaway_root(workdir: Path) -> Iterator[Path]:
+    """A copy of the cached root with /proc and a shared apt package cache mounted."""
+    base = ensure_base()
+    root = workdir / "root"
+    subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(root)], check=True)
+    shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
+    debs = CACHE / "apt-archives"
+    (debs / "partial").mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=True)
+        subprocess.run(
+            ["mount", "--bind", str(debs), str(root / "var/cache/apt/archives")], check=True
+        )
+        yield root
+    finally:
+        _remove_root(root)
+
+
+def in_root(root: Path, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    proc = subprocess.run(
+        ["chroot", str(root), *argv], capture_output=True, text=True, env=env, check=False
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{argv} failed ({proc.returncode}): {proc.stderr}{proc.stdout}")
+    return proc
+
+
+# --------------------------------------------------------------------------------------
+# The relais package: a fresh wheel of this checkout, dependencies from a cached wheelhouse
+# --------------------------------------------------------------------------------------
+
+
+def _dependency_key() -> str:
+    data = (REPO / "pyproject.toml").read_bytes()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def build_packages(workdir: Path) -> tuple[Path, Path]:
+    """(relais wheel, wheelhouse of its dependencies) for an offline install in the root."""
+    src = workdir / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    for pkg in ("hub_agent", "captive_portal", "provisioning"):
+        shutil.copytree(
+            REPO / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+    dist = workdir / "dist"
+    pip = [str(VENV_BIN / "python"), "-m", "pip", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(dist), str(src)], check=True)
+    (wheel,) = dist.glob("relais-*.whl")
+    house = CACHE / f"wheelhouse-{_dependency_key()}"
+    with _cache_lock():
+        if not (house / ".complete").exists():
+            shutil.rmtree(house, ignore_errors=True)
+            subprocess.run([*pip, "wheel", "-w", str(house), str(src)], check=True)
+            for own in house.glob("relais-*.whl"):
+                own.unlink()
+            (house / ".complete").write_text("")
+    return wheel, house
+
+
+# --------------------------------------------------------------------------------------
+# Running the playbooks
+# --------------------------------------------------------------------------------------
+
+_RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
+
+
+@dataclass
+class Run:
+    rc: int
+    output: str
+
+    @property
+    def recap(self) -> dict[str, int]:
+        for line in self.output.splitlines():
+            m = _RECAP.match(line)
+            if m:
+                keys = ("ok", "changed", "unreachable", "failed")
+                return dict(zip(keys, map(int, m.groups()[1:]), strict=True))
+        raise AssertionError(f"no PLAY RECAP in the output:\n{self.output[-3000:]}")
+
+    def changed_tasks(self) -> list[str]:
+        tasks, current = [], ""
+        for line in self.output.splitlines():
+            if line.startswith(("TASK [", "RUNNING HANDLER [")):
+                current = line.split("[", 1)[1].rsplit("]", 1)[0]
+            elif line.startswith("changed:"):
+                tasks.append(current)
+        return tasks
+
+
+def run_playbook(
+    workdir: Path, playbook: str, group: str, root: Path, extra: dict[str, Any], *args: str
+) -> Run:
+    inventory = workdir / "inventory.yml"
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                group: {
+                    "hosts": {
+                        root.name: {
+                            "ansible_host": str(root),
+                            "ansible_connection": "relais_chroot",
+                            "ansible_become": False,
+                        }
+                    }
+                }
+            }
+        )
+    )
+    varsfile = workdir / f"vars-{playbook}.json"
+    varsfile.write_text(json.dumps({"relais_manage_services": False, **extra}))
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
+        "ANSIBLE_HOME": str(workdir / ".ansible"),
+        "ANSIBLE_LOCAL_TEMP": str(workdir / ".ansible-tmp"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
+    }
+    proc = subprocess.run(
+        [
+            str(VENV_BIN / "ansible-playbook"),
+            "-i",
+            str(inventory),
+            "-e",
+            f"@{varsfile}",
+            *args,
+            playbook,
+        ],
+        cwd=ANSIBLE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return Run(proc.returncode, proc.stdout + proc.stderr)
+
+
+def apply_twice(
+    workdir: Path, playbook: str, group: str, root: Path, extra: dict[str, Any]
+) -> tuple[Run, Run]:
+    first = run_playbook(workdir, playbook, group, root, extra)
+    assert first.rc == 0, first.output[-6000:]
+    assert first.recap["changed"] > 0
+    second = run_playbook(workdir, playbook, group, root, extra)
+    assert second.rc == 0, second.output[-6000:]
+    return first, second
+
+
+def verify_units(root: Path, units: list[str]) -> subprocess.CompletedProcess[str]:
+    """systemd-analyze verify of the root's own unit files, resolved inside the root."""
+    paths = [f"/etc/systemd/system/{u}" for u in units]
+    return in_root(root, "systemd-analyze", "verify", *paths, check=False)
+
+
+def exposure(root: Path, unit: str) -> float:
+    """systemd-analyze security's overall exposure (0 safest .. 10), offline in the root."""
+    proc = in_root(
+        root, "systemd-analyze", "security", "--offline=yes", f"/etc/systemd/system/{unit}"
+    )
+    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", proc.stdout + proc.stderr)
+    assert m, proc.stdout[-2000:]
+    return float(m.group(1))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# --------------------------------------------------------------------------------------
+# Fixtures: one root per role, applied twice
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Deployment:
+    root: Path
+    workdir: Path
+    extra: dict[str, Any]
+    first: Run
+    second: Run
+
+    def run(self, playbook: str, group: str, *args: str, **overrides: Any) -> Run:
+        return run_playbook(
+            self.workdir, playbook, group, self.root, {**self.extra, **overrides}, *args
+        )
+
+
+@pytest.fixture(scope="session")
+def packages(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    _require_tools()
+    return build_packages(tmp_path_factory.mktemp("relais-packages"))
+
+
+HUB_PASSWORD = "hub-broker-s3cret"
+ADMIN_HASH = "scrypt$14$8$1$c2FsdHNhbHRzYWx0c2FsdA==$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g="
+
+
+@pytest.fixture(scope="module")
+def hub(
+    tmp_path_factory: pytest.TempPathFactory, packages: tuple[Path, Path]
+) -> Iterator[Deployment]:
+    """A hub enrolled the way `hubctl enroll` writes host_vars, deployed twice."""
+    wheel, house = packages
+    workdir = tmp_path_factory.mktemp("hub")
+    config = yaml.safe_load((REPO / "examples" / "hub.yaml").read_text())
+    extra = {
+        "relais_package_src": str(wheel),
+        "relais_pip_wheelhouse": str(house),
+        "relais_hub_id": HUB_ID,
+        "relais_mqtt_url": "mqtts://central.example.tg:8883",
+        "relais_mqtt_username": HUB_ID,
+        "relais_mqtt_password": HUB_PASSWORD,
+        "relais_central_public_key": "ZmFrZS1jZW50cmFsLWtleS0zMi1ieXRlcy1sb25nISE=",
+        "relais_admin_password_hash": ADMIN_HASH,
+        "relais_hub_config": config,
+    }
+    with throwaway_root(workdir) as root:
+        first, second = apply_twice(workdir, "hub.yml", "hubs", root, extra)
+        yield Deployment(root, workdir, extra, first, second)
+
+
+@pytest.fixture(scope="module")
+def controller(
+    tmp_path_factory: pytest.TempPathFactory, packages: tuple[Path, Path]
+) -> Iterator[Deployment]:
+    """The controller with a lab TLS certificate, listeners on free loopback ports."""
+    wheel, house = packages
+    workdir = tmp_path_factory.mktemp("controller")
+    extra = {
+        "relais_package_src": str(wheel),
+        "relais_pip_wheelhouse": str(house),
+        "relais_mqtt_tls_self_signed": True,
+        "relais_mqtt_tls_common_name": "localhost",
+        "relais_mqtt_tls_subject_alt_names": ["DNS:localhost", "IP:127.0.0.1"],
+        "relais_mosquitto_listeners": [
+            {"port": free_port(), "address": "127.0.0.1", "tls": True},
+            {"port": free_port(), "address": "127.0.0.1", "tls": False},
+        ],
+        "relais_backup_keep": 2,
+    }
+    with throwaway_root(workdir) as root:
+        first, second = apply_twice(workdir, "controller.yml", "controllers", root, extra)
+        yield Deployment(root, workdir, extra, first, second)
+
+
+# --------------------------------------------------------------------------------------
+# The hub
+# --------------------------------------------------------------------------------------
+
+
+def test_hub_role_is_idempotent(hub: Deployment) -> None:
+    assert hub.first.recap["changed"] >= 10, hub.first.changed_tasks()
+    assert hub.second.recap["changed"] == 0, hub.second.changed_tasks()
+    assert hub.second.recap["failed"] == 0
+
+
+def test_hub_commands_run_from_the_venv(hub: Deployment) -> None:
+    for cmd in ("hub-agent", "captive-portal", "hubctl"):
+        proc = in_root(hub.root, f"/opt/relais/venv/bin/{cmd}", "--help")
+        assert "usage" in proc.stdout.lower(), cmd
+
+
+def test_hub_config_is_the_enrollment_and_passes_the_agent_schema(hub: Deployment) -> None:
+    code = (
+        "import json; from hub_agent.config import load_config;"
+        "c = load_config('/etc/relais/hub.yaml', env={});"
+        "print(json.dumps(c.to_wire()))"
+    )
+    wire = json.loads(in_root(hub.root, "/opt/relais/venv/bin/python", "-c", code).stdout)
+    assert wire["hub"]["id"] == HUB_ID
+    assert wire["mqtt"]["url"] == "mqtts://central.example.tg:8883"
+    assert (wire["mqtt"]["username"], wire["mqtt"]["password"]) == (HUB_ID, HUB_PASSWORD)
+    assert wire["trust"]["central_public_key"] == hub.extra["relais_central_public_key"]
+    assert wire["portal"]["admin_password_hash"] == ADMIN_HASH
+    assert wire["portal"]["agent_socket"] == "/run/relais/agent.sock"
+    assert wire["data_dir"] == "/var/lib/relais"
+    # The rest is the enrollment's document untouched.
+    assert [p["id"] for p in wire["plans"]] == [
+        p["id"] for p in hub.extra["relais_hub_config"]["plans"]
+    ]
+
+
+def _owner(root: Path, path: str) -> tuple[str, str, str]:
+    out = in_root(root, "stat", "-c", "%U %G %a", path).stdout.split()
+    return out[0], out[1], out[2]
+
+
+def test_hub_secrets_are_readable_only_by_root_and_the_portal(hub: Deployment) -> None:
+    assert _owner(hub.root, "/etc/relais/hub.yaml") == ("root", "relais-portal", "640")
+    assert _owner(hub.root, "/etc/relais") == ("root", "relais-portal", "750")
+    assert _owner(hub.root, "/var/lib/relais") == ("root", "relais-portal", "750")
+    user = in_root(hub.root, "getent", "passwd", "relais-portal").stdout.split(":")
+    assert user[6].strip() == "/usr/sbin/nologin" and int(user[2]) < 1000
+    # The broker password never reaches Ansible's output.
+    for run in (hub.first, hub.second):
+        assert HUB_PASSWORD not in run.output
+
+
+def test_hub_units_pass_systemd_analyze_verify(hub: Deployment) -> None:
+    proc = verify_units(hub.root, ["relais-agent.service", "relais-portal.service"])
+    assert proc.returncode == 0, proc.stderr
+    assert "relais" not in proc.stderr, proc.stderr
+
+
+def test_hub_units_are_hardened(hub: Deployment) -> None:
+    agent = (hub.root / "etc/systemd/system/relais-agent.service").read_text()
+    portal = (hub.root / "etc/systemd/system/relais-portal.service").read_text()
+    assert "ExecStart=/opt/relais/venv/bin/hub-agent run --config /etc/relais/hub.yaml" in agent
+    assert "ExecStart=/opt/relais/venv/bin/captive-portal --config /etc/relais/hub.yaml" in portal
+    for unit in (agent, portal):
+        for line in ("Restart=always", "NoNewPrivileges=yes", "ProtectSystem=strict"):
+            assert line in unit
+    assert "ReadWritePaths=/var/lib/relais" in agent
+    caps = re.search(r"^CapabilityBoundingSet=(.*)$", agent, re.M)
+    assert caps and "CAP_NET_ADMIN" in caps.group(1) and "CAP_SYS_ADMIN" not in caps.group(1)
+    assert re.search(r"^User=relais-portal$", portal, re.M)
+    assert re.search(r"^CapabilityBoundingSet=$", portal, re.M)
+    # systemd's own score (0 safest .. 10): the unprivileged portal must stay near the
+    # floor; the agent is root with network capabilities by design.
+    assert exposure(hub.root, "relais-portal.service") <= 2.0
+    assert exposure(hub.root, "relais-agent.service") <= 4.0
+
+
+def test_hub_without_radio_skips_hostapd(hub: Deployment) -> None:
+    assert "hostapd skipped" in hub.first.output
+    assert not (hub.root / "usr/sbin/hostapd").exists()
+    assert not (hub.root / "etc/hostapd/hostapd.conf").exists()
+    journald = (hub.root / "etc/systemd/journald.conf.d/relais.conf").read_text()
+    assert "SystemMaxUse=200M" in journald
+
+
+def test_hub_refuses_a_bad_config_and_keeps_the_old_one(hub: Deployment) -> None:
+    before = (hub.root / "etc/relais/hub.yaml").read_bytes()
+    bad = json.loads(json.dumps(hub.extra["relais_hub_config"]))
+    bad["plans"][0]["down_kbit"] = -5
+    run = hub.run("hub.yml", "hubs", "--tags", "relais_config", relais_hub_config=bad)
+    assert run.rc != 0
+    assert (hub.root / "etc/relais/hub.yaml").read_bytes() == before
+    assert HUB_PASSWORD not in run.output
+
+
+def test_hub_with_wifi_gets_an_open_access_point_for_togo(hub: Deployment) -> None:
+    run = hub.run(
+        "hub.yml",
+        "hubs",
+        "--tags",
+        "relais_wifi",
+        relais_wifi_enabled=True,
+        relais_wifi_ssid="Relais Mairie Démo",
+        relais_wifi_channel=11,
+    )
+    assert run.rc == 0, run.output[-4000:]
+    assert (hub.root / "usr/sbin/hostapd").exists()
+    conf = dict(
+        line.split("=", 1)
+        for line in (hub.root / "etc/hostapd/hostapd.conf").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert conf["ssid"] == "Relais Mairie Démo" and conf["utf8_ssid"] == "1"
+    assert (conf["country_code"], conf["channel"], conf["wpa"]) == ("TG", "11", "0")
+    assert conf["bridge"] == "lan0" and conf["ap_isolate"] == "1"
+    assert _owner(hub.root, "/etc/hostapd/hostapd.conf")[2] == "600"
+
+
+# --------------------------------------------------------------------------------------
+# The controller
+# --------------------------------------------------------------------------------------
+
+
+def test_controller_role_is_idempotent(controller: Deployment) -> None:
+    assert controller.first.recap["changed"] >= 10, controller.first.changed_tasks()
+    assert controller.second.recap["changed"] == 0, controller.second.changed_tasks()
+
+
+def test_controller_units_pass_systemd_analyze_verify(controller: Deployment) -> None:
+    units = [
+        "relais-controller.service",
+        "relais-broker-sync.service",
+        "relais-broker-sync.path",
+        "relais-registry-backup.service",
+        "relais-registry-backup.timer",
+    ]
+    proc = verify_units(controller.root, units)
+    assert proc.returncode == 0, proc.stderr
+    assert "relais" not in proc.stderr, proc.stderr
+    unit = (controller.root / "etc/systemd/system/relais-controller.service").read_text()
+    assert "ExecStart=/opt/relais/venv/bin/hubctl controller run" in unit
+    assert exposure(controller.root, "relais-controller.service") <= 2.0
+    assert exposure(controller.root, "relais-registry-backup.service") <= 2.0
+
+
+def _enroll(root: Path, users: dict[str, str], hubs: list[str]) -> None:
+    """What `hubctl enroll` leaves in the state folder: passwd (hashed) and ACL, 0600."""
+    state = root / "var/lib/relais-central/mosquitto"
+    passwd = state / "passwd"
+    passwd.write_text("")
+    for user, password in users.items():
+        subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True)
+    acl = ["user relais-central", "topic readwrite relais/#", ""]
+    for h in hubs:
+        acl += [f"user {h}", f"topic write relais/hubs/{h}/health", ""]
+        acl += [f"topic read relais/hubs/{h}/config/desired", ""]
+    (state / "acl").write_text("\n".join(acl))
+    for f in (passwd, state / "acl"):
+        f.chmod(0o600)
+    # hubctl runs as the controller's user, so its files are that user's.
+    in_root(
+        root,
+        "chown",
+        "relais-central:relais-central",
+        *(
+            f"/{p}"
+            for p in (
+                "var/lib/relais-central/mosquitto/passwd",
+                "var/lib/relais-central/mosquitto/acl",
+            )
+        ),
+    )
+
+
+@dataclass
+class Broker:
+    proc: subprocess.Popen[bytes]
+    tls_port: int
+    plain_port: int
+    cafile: Path
+
+    def publish(self, user: str, password: str, topic: str, msg: str) -> int:
+        cmd = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(self.tls_port)]
+        cmd += ["--cafile", str(self.cafile), "-u", user, "-P", password]
+        cmd += ["-t", topic, "-m", msg, "-q", "1", "-V", "5"]
+        return subprocess.run(cmd, capture_output=True, timeout=10, check=False).returncode
+
+
+@contextlib.contextmanager
+def chroot_mosquitto(d: Deployment) -> Iterator[Broker]:
+    """The mosquitto the role installed, with the config it wrote, run inside the root."""
+    tls, plain = (int(x["port"]) for x in d.extra["relais_mosquitto_listeners"])
+    proc = subprocess.Popen(
+        ["chroot", str(d.root), "mosquitto", "-c", "/etc/mosquitto/mosquitto.conf"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", plain)) == 0:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise AssertionError(f"mosquitto did not start: {err}")
+            time.sleep(0.05)
+        yield Broker(proc, tls, plain, d.root / "etc/mosquitto/relais/server.crt")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+def _subscribe(broker: Broker, password: str, seconds: float) -> subprocess.Popen[str]:
+    cmd = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.plain_port), "-V", "5"]
+    cmd += ["-u", "relais-central", "-P", password, "-t", "relais/#", "-v", "-q", "1"]
+    cmd += ["-W", str(seconds)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_controller_broker_takes_hubctl_files_tls_and_acl(controller: Deployment) -> None:
+    if not shutil.which("mosquitto_pub"):
+        pytest.skip("broker check skipped: mosquitto-clients not installed on this machine")
+    root = controller.root
+    _enroll(root, {"relais-central": "ctl-pw", "tg-a": "pw-a"}, ["tg-a"])
+    sync = in_root(root, "relais-broker-sync", "--no-reload", "--report")
+    assert sync.stdout.strip() == "updated"
+    assert _owner(root, "/etc/mosquitto/relais/passwd") == ("root", "mosquitto", "640")
+    # Run again with nothing new: nothing to do (the role's own task relies on it).
+    assert in_root(root, "relais-broker-sync", "--no-reload", "--report").stdout == ""
+    with chroot_mosquitto(controller) as broker:
+        sub = _subscribe(broker, "ctl-pw", 4)
+        time.sleep(0.5)
+        assert broker.publish("tg-a", "pw-a", "relais/hubs/tg-a/health", "own") == 0
+        broker.publish("tg-a", "pw-a", "relais/hubs/tg-b/health", "forged")
+        assert broker.publish("tg-a", "wrong", "relais/hubs/tg-a/health", "x") != 0
+        # A new enrollment: hubctl rewrites its files, the sync copies, SIGHUP rereads.
+        _enroll(
+            root, {"relais-central": "ctl-pw", "tg-a": "pw-a", "tg-b": "pw-b"}, ["tg-a", "tg-b"]
+        )
+        assert in_root(root, "relais-broker-sync", "--no-reload", "--report").stdout.strip()
+        broker.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert broker.publish("tg-b", "pw-b", "relais/hubs/tg-b/health", "new hub") == 0
+        out, _ = sub.communicate(timeout=10)
+    lines = out.splitlines()
+    assert "relais/hubs/tg-a/health own" in lines
+    assert "relais/hubs/tg-b/health new hub" in lines
+    assert not any("forged" in line for line in lines)
+
+
+def test_controller_broker_config_is_sized_for_offline_hubs(controller: Deployment) -> None:
+    conf = (controller.root / "etc/mosquitto/mosquitto.conf").read_text()
+    settings = dict(
+        line.split(" ", 1) for line in conf.splitlines() if line and not line.startswith("#")
+    )
+    assert settings["allow_anonymous"] == "false"
+    assert settings["persistence"] == "true"
+    assert settings["set_tcp_nodelay"] == "true"
+    assert settings["persistent_client_expiration"] == "30d"
+    assert int(settings["max_queued_messages"]) >= 100_000
+    assert int(settings["max_inflight_messages"]) >= 20
+
+
+def test_registry_backup_is_consistent_and_keeps_the_newest(controller: Deployment) -> None:
+    root = controller.root
+    db = "/var/lib/relais-central/registry.db"
+    setup = (
+        "PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS hubs(id TEXT);"
+        "INSERT INTO hubs VALUES('tg-a');"
+    )
+    in_root(root, "runuser", "-u", "relais-central", "--", "sqlite3", db, setup)
+    made = []
+    for _ in range(3):
+        out = in_root(root, "runuser", "-u", "relais-central", "--", "relais-registry-backup")
+        made.append(out.stdout.split()[-1])
+    kept = sorted(p.name for p in (root / "var/backups/relais-central").iterdir())
+    assert kept == sorted(Path(m).name for m in made[1:])  # keep=2: the two newest
+    newest = f"{made[-1]}/registry.db"
+    assert in_root(root, "sqlite3", newest, "PRAGMA integrity_check").stdout.strip() == "ok"
+    assert in_root(root, "sqlite3", newest, "SELECT id FROM hubs").stdout.split() == ["tg-a"]
+    tar = in_root(root, "tar", "tzf", f"{made[-1]}/state.tar.gz").stdout.split()
+    assert "./central.yaml" in tar and not any("registry.db" in t for t in tar)
