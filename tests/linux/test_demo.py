@@ -25,11 +25,23 @@ from pathlib import Path
 
 import pytest
 
-from scripts.demo import CTL_LINK, HUB_ID, alive, demo_files
+from hub_agent.config import validate_config
+from provisioning.enroll import base_document
+from scripts.demo import (
+    CARETAKER_PASSWORD,
+    CTL_LINK,
+    HUB_ID,
+    alive,
+    content_items,
+    demo_files,
+    demo_layer,
+    merged,
+    mosquitto_conf,
+    render_text,
+    tiny_pdf,
+)
 from tests.conftest import require_lab, require_mosquitto
 from tests.lab.netns import list_netns
-
-pytestmark = pytest.mark.root
 
 ROOT = Path(__file__).resolve().parents[2]
 PORTAL = "http://10.42.0.1:8080"
@@ -110,6 +122,71 @@ def reaches_upstream(d: Demo) -> bool:
     return r.returncode == 0 and "upstream internet" in r.stdout
 
 
+# --- the pure parts: no privileges ---------------------------------------------------------
+def test_demo_layer_on_an_enrolled_config_is_valid_and_keeps_identity(tmp_path: Path) -> None:
+    enrolled = {**base_document(), "hub": {"id": HUB_ID, "kind": "mairie", "name": "M"}}
+    enrolled["mqtt"] = {"url": "mqtt://198.51.100.1:1883", "username": HUB_ID, "password": "p"}
+    layer = demo_layer(
+        tmp_path / "hub", "scrypt$14$8$1$c2FsdA==$aGFzaA==", content_items("http://u")
+    )
+    cfg = validate_config(merged(enrolled, layer))
+    assert cfg.hub.id == HUB_ID and cfg.mqtt.username == HUB_ID  # merged, not replaced
+    assert cfg.data_dir == tmp_path / "hub" / "data"
+    assert cfg.portal.agent_socket == tmp_path / "hub" / "run" / "agent.sock"
+    assert cfg.content.sync_window == "00:00-00:00"  # the library syncs at any hour
+    assert [i.id for i in cfg.content.items] == ["guide-paludisme", "hygiene-des-mains"]
+    for item, (name, (data, _)) in zip(cfg.content.items, demo_files().items(), strict=True):
+        assert item.url == f"http://u/{name}" and item.size == len(data)
+        assert item.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_tiny_pdf_is_a_real_pdf(tmp_path: Path) -> None:
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext (poppler-utils) not installed")
+    path = tmp_path / "g.pdf"
+    path.write_bytes(tiny_pdf(["Guide paludisme", "ligne (deux)"]))
+    out = subprocess.run(
+        ["pdftotext", str(path), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "Guide paludisme" in out and "ligne [deux]" in out
+
+
+def test_broker_config_uses_enrolls_password_file_and_acl(tmp_path: Path) -> None:
+    conf = mosquitto_conf(tmp_path)
+    assert f"password_file {tmp_path / 'passwd'}" in conf.splitlines()
+    assert f"acl_file {tmp_path / 'acl'}" in conf.splitlines()
+    assert "allow_anonymous false" in conf.splitlines()
+
+
+def test_printed_text_has_every_url_voucher_and_the_password() -> None:
+    info = {
+        "client_ns": "relais-1-abc-c1",
+        "vouchers": {"heure": ["AAAA-BBBB-CCCC"], "jour": ["DDDD-EEEE-FFFF"]},
+        "caretaker_password": CARETAKER_PASSWORD,
+        "content_ready": 2,
+        "fleet_url": "http://127.0.0.1:8090/",
+        "hub_status": "online",
+        "central_state": "/x/central",
+        "push_file": "/x/demo-push.yaml",
+        "push": "1 applied",
+        "controller_mqtt": "mqtt://169.254.42.2:1883 (controller)",
+    }
+    text = render_text(info)
+    for want in (
+        "ip netns exec relais-1-abc-c1 curl -i http://198.51.100.1/",
+        f"{PORTAL}/\n",
+        f"{PORTAL}/admin   password: {CARETAKER_PASSWORD}",
+        f"{PORTAL}/content/",
+        "http://127.0.0.1:8090/",
+        "AAAA-BBBB-CCCC",
+        "DDDD-EEEE-FFFF",
+        "make demo-stop",
+    ):
+        assert want in text + " ", want
+
+
+# --- the demo for real ----------------------------------------------------------------------
+@pytest.mark.root
 def test_demo_phone_caretaker_fleet_and_teardown(demo: Demo) -> None:
     d = demo
     # Printed once more, the same text: a second `make demo` changes nothing.
