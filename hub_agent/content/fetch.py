@@ -67,6 +67,8 @@ async def fetch(
             await _fetch_range(client, item, part, bucket, prog, on_progress, keep_going, last)
     except httpx.TransportError as e:
         raise FetchError(f"network: {type(e).__name__}") from None
+    except httpx.HTTPError as e:  # redirects loop, bad URL...: the source's fault
+        raise FetchError(f"source: {type(e).__name__}: {e}") from None
     return prog
 
 

@@ -133,10 +133,15 @@ class ContentSync:
         self._stopping = False
         try:
             while not stop.is_set():
-                if await self.step():
-                    continue
+                try:
+                    if await self.step():
+                        continue
+                    delay = self.idle_delay()
+                except Exception:  # a bug or a sick disk must not end the library for good
+                    log.exception("content sync step failed; retrying later")
+                    delay = self.options.idle_poll_s
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.idle_delay())
+                    await asyncio.wait_for(stop.wait(), delay)
         finally:
             self._stopping = True
             watcher.cancel()
@@ -333,6 +338,9 @@ class ContentSync:
             return
         except FetchError as e:
             self._failed(item, int(row.get("attempts", 0)) + 1, str(e))
+            return
+        except OSError as e:  # disk full, read-only file system: keep what is there, retry
+            self._failed(item, int(row.get("attempts", 0)) + 1, f"disk: {e.strerror or e}")
             return
         digest = await asyncio.to_thread(sha256_file, part)
         if digest != item.sha256:
