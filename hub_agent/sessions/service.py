@@ -150,9 +150,41 @@ class SessionService:
         self.conn: sqlite3.Connection = db.conn
 
     # --- config ---------------------------------------------------------------------------
-    def update_config(self, config: HubConfig) -> None:
-        """A new config applies from the next call: plan limits are read on every pass."""
+    def update_config(self, config: HubConfig, now: float | None = None) -> list[Action]:
+        """Apply a new config to live sessions; return what enforcement must change.
+
+        A session whose plan terms changed (quota, rates) is re-granted with what is left
+        under the new terms, counted from now; one whose plan was removed ends
+        (``caretaker``). Other sessions keep their kernel state untouched."""
+        now = time.time() if now is None else now
+        day = quota.local_day(now, self.tz)
+        live = self._session_rows("state != 'ended'")
+        before = {s.plan_id: self._terms(s.plan_id) for s in live}
         self.config = config
+        actions: list[Action] = []
+        with transaction(self.db):
+            for s in live:
+                terms = self._terms(s.plan_id)
+                if terms is None:
+                    self._end(s.mac, "caretaker", now)
+                    actions.append(Action("deauthorize", s.mac, reason="caretaker"))
+                elif terms != before[s.plan_id]:
+                    s.granted_used = self._used(s, day)
+                    self.conn.execute(
+                        "UPDATE sessions SET granted_used = ? WHERE id = ?", (s.granted_used, s.id)
+                    )
+                    actions.append(Action("regrant", s.mac, grant=self._grant(s)))
+        return actions
+
+    def _terms(self, plan_id: str) -> tuple[object, ...] | None:
+        """What a plan's grants depend on (None: no such plan)."""
+        limits = self._limits(plan_id)
+        if limits is None:
+            return None
+        if plan_id == FREE:
+            return (limits, self.config.free_tier.down_kbit, self.config.free_tier.up_kbit)
+        p = self.config.plan(plan_id)
+        return (limits, p.down_kbit, p.up_kbit, p.throttle_kbit)
 
     @property
     def tz(self) -> str:

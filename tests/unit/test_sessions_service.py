@@ -225,10 +225,24 @@ def test_plan_change_applies_to_live_sessions(tmp_path: Path) -> None:
     svc.login(A, None, "voucher", code, T0)
     data = svc.config.model_dump(mode="json")
     data["trust"]["voucher_secret"] = SECRET
+    svc.account(ctr(A, 0, 20 * MB), T0 + 5)
     data["plans"][0]["data_quota_mb"] = 50
-    svc.update_config(validate_config(data))
+    [act] = svc.update_config(validate_config(data), T0 + 6)
+    # re-granted with what is left under the new quota, counted from now
+    assert act.kind == "regrant" and act.grant is not None
+    assert act.grant.quota_bytes == 30 * MB
+    assert svc.grant_for(A) == act.grant
     assert svc.account(ctr(A, 0, 50 * MB), T0 + 10) == [
         Action("deauthorize", A, reason="data_quota")
+    ]
+    # a config that changes nothing for a plan leaves its devices alone; removing it ends them
+    [code2] = svc.issue_local_vouchers("jour", 1, T0)
+    svc.login(B, None, "voucher", code2, T0 + 11)
+    data["plans"][0]["price_label"] = "150 FCFA"
+    assert svc.update_config(validate_config(data), T0 + 12) == []
+    data["plans"] = [data["plans"][0]]
+    assert svc.update_config(validate_config(data), T0 + 13) == [
+        Action("deauthorize", B, reason="caretaker")
     ]
 
 
