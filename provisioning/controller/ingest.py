@@ -9,10 +9,11 @@ session that the broker publishes late does not mark a reconnected hub offline).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from provisioning import topics
 from provisioning.registry import Batch
@@ -155,7 +156,7 @@ class Ingestor:
             if where is not None and len(self._topics) < 1_000_000:
                 self._topics[topic_name] = where
         try:
-            msg = json.loads(payload)
+            msg = orjson.loads(payload)  # the hot path: ~5x faster than json for these
         except (ValueError, UnicodeDecodeError):
             msg = None
         if where is None or not isinstance(msg, dict):
