@@ -46,10 +46,11 @@ document.querySelectorAll('table.sortable th').forEach(function(th,i){
 """
 
 
-def _page(title: str, body: str, script: str = "") -> str:
+def _page(title: str, body: str, script: str = "", refresh_s: int = 0) -> str:
     js = f"<script>{script}</script>" if script else ""
+    refresh = f"<meta http-equiv='refresh' content='{refresh_s}'>" if refresh_s else ""
     return (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'>{refresh}"
         "<meta name='viewport' content='width=device-width,initial-scale=1'>"
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>{escape(title)}</h1></header>{body}{js}</body></html>"
@@ -152,7 +153,7 @@ def fleet_page(rows: Sequence[FleetRow], now: float) -> str:
         f"<div class='cards'>{cards}</div><div class='wrap'>{fleet_table(rows, now)}</div>"
         "</div></main>"
     )
-    return _page("Relais — fleet", body, _SORT_JS)
+    return _page("Relais — fleet", body, _SORT_JS, refresh_s=30)
 
 
 def line_chart(

@@ -501,3 +501,21 @@ def test_real_agent_with_enrolled_config_goes_online_and_applies_a_push(
         proc.terminate()
         out = proc.communicate(timeout=10)[0]
     assert proc.returncode == 0, out
+
+
+def test_shared_member_ingests_through_the_enrolled_acl(central: Central, tmp_path: Path) -> None:
+    """The controller user's ACL lets a $share member subscribe (scale-out path)."""
+    db_path = tmp_path / "member.db"
+    user, password = central.state.controller_credentials()
+    url = BrokerUrl.parse(central.broker.url).with_credentials(user, password)
+    member = Ingest(db_path, url, shared=True, client_id="member-1", summary_every_s=0.1)
+    member.start()
+    try:
+        h = central.hubs["tg-kara-ecole-01"]
+        h.health(5)
+        wait_for(
+            lambda: registry.seq_counts(registry.open_registry(db_path)).get(h.hub_id) == (5, 1, 5),
+            what="the shared member's samples",
+        )
+    finally:
+        member.stop()
