@@ -256,22 +256,23 @@ class NginxServer:
             assert self.proc is not None
             self.proc.send_signal(signal.SIGUSR1)
 
-    def rotate_if_big(
-        self, state: ContentState, day: str | None = None, rotate_at: int = ROTATE_AT
-    ) -> None:
-        """Keep the access log small: counted lines go, nginx reopens a fresh file."""
+    def rotate(self, rotate_at: int = ROTATE_AT) -> Path | None:
+        """Past ``rotate_at`` bytes, move the log aside and have nginx reopen a fresh one.
+
+        Returns the old file: the caller reads its last lines (once workers switched, a
+        moment later) with ``ingest`` before deleting it; the stored offset still applies
+        to it, as it is the same file (same inode).
+        """
         try:
             size = self.access_log.stat().st_size
         except FileNotFoundError:
-            return
+            return None
         if size < rotate_at:
-            return
+            return None
         old = self.access_log.with_suffix(".log.old")
         os.replace(self.access_log, old)
         self.reopen_logs()
-        time.sleep(0.2)  # let workers switch files before the last read of the old one
-        ingest(old, state, day)
-        old.unlink(missing_ok=True)
+        return old
 
     def _stop_stale(self) -> None:
         """An nginx left by a killed agent (it runs in its own session) is ours to end."""

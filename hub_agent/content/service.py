@@ -21,7 +21,7 @@ import sqlite_utils
 
 from hub_agent.config import HubConfig
 from hub_agent.content.kiwix import KiwixServer
-from hub_agent.content.nginx import NginxPlan, NginxServer, ingest
+from hub_agent.content.nginx import NginxError, NginxPlan, NginxServer, ingest
 from hub_agent.content.sync import EV_FAILED, ContentSync, EventHook, SyncOptions, _no_event
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class ContentService:
         self.kiwix = KiwixServer(config.content.serve_port + 1, lib.run_dir / "kiwix.log")
         self.nginx = NginxServer(self._nginx_plan(config))
         self._kiwix_warned = False
+        self._nginx_warned = False
 
     def _nginx_plan(self, config: HubConfig) -> NginxPlan:
         lib = self.sync.library
@@ -86,10 +87,25 @@ class ContentService:
         rep = self.sync.report()
         return rep["used_bytes"] / (1024 * 1024), rep["hit_ratio_today"]
 
-    def collect_usage(self) -> None:
+    async def collect_usage(self) -> None:
+        """Hits from nginx's log. On the loop's thread: the database connection is shared
+        with the sync loop, and one transaction must never interleave with another."""
         day = self.sync.local_now().date().isoformat()
         ingest(self.nginx.access_log, self.sync.state, day)
-        self.nginx.rotate_if_big(self.sync.state, day)
+        old = self.nginx.rotate()
+        if old is not None:
+            await asyncio.sleep(0.2)  # workers switch to the new file
+            ingest(old, self.sync.state, day)
+            old.unlink(missing_ok=True)
+
+    def _start_nginx(self) -> None:
+        try:
+            self.nginx.start()
+        except (NginxError, OSError) as e:
+            if not self._nginx_warned:  # said once; retried at every usage round
+                self._nginx_warned = True
+                log.error("content: static server not started: %s", e)
+                self.on_event(EV_FAILED, item=None, reason=f"static server: {e}")
 
     def refresh_kiwix(self) -> None:
         ready = {r["id"] for r in self.sync.state.rows() if r["state"] == "ready"}
@@ -110,20 +126,23 @@ class ContentService:
         self.kiwix.ensure(zims)
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.nginx.start()
+        self._start_nginx()
         sync_task = asyncio.create_task(self.sync.run(stop))
         try:
             while not stop.is_set():
-                self.refresh_kiwix()
-                if not self.nginx.running():
-                    log.warning("content: nginx exited; restarting it")
-                    self.nginx.start()
-                await asyncio.to_thread(self.collect_usage)
+                try:
+                    self.refresh_kiwix()
+                    if not self.nginx.running():
+                        self._start_nginx()
+                    await self.collect_usage()
+                except Exception:  # serving trouble must not stop the sync, nor the agent
+                    log.exception("content: serving round failed")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.serve_options.usage_every_s)
         finally:
             self.sync.stop()
             await sync_task
-            await asyncio.to_thread(self.collect_usage)
+            with contextlib.suppress(Exception):
+                await self.collect_usage()
             self.kiwix.stop()
             self.nginx.stop()

@@ -214,3 +214,24 @@ def test_crash_between_publish_and_commit_is_adopted_not_refetched(tmp_path: Pat
     path.unlink()
     sync.reconcile()
     assert sync.state.row("v")["state"] == "queued"  # type: ignore[index]
+
+
+def test_rotation_counts_every_line_once(tmp_path: Path) -> None:
+    from hub_agent.content.nginx import NginxServer
+
+    state = ContentState(open_db(tmp_path / "hub.db", CONTENT))
+    state.add("a", 10, "0" * 64, pinned=False)
+    srv = NginxServer(NginxPlan(tmp_path, tmp_path, ("127.0.0.1:1",), "u"))
+    srv.access_log.write_text("1.0 200 1 GET /files/a/a\n")
+    ingest(srv.access_log, state)
+    with open(srv.access_log, "a") as f:  # written after the last read, before rotation
+        f.write("2.0 200 1 GET /files/a/a\n")
+    assert srv.rotate(rotate_at=10_000) is None  # small: stays
+    old = srv.rotate(rotate_at=1)
+    assert old is not None and not srv.access_log.exists()
+    srv.access_log.write_text("3.0 200 1 GET /files/a/a\n")  # nginx reopened a fresh file
+    ingest(old, state)  # the old file's tail, from the stored offset
+    ingest(srv.access_log, state)
+    ingest(srv.access_log, state)
+    row = state.row("a")
+    assert row is not None and row["hits"] == 3
