@@ -9,14 +9,17 @@
 2. enrolls the demo hub with the real ``hubctl enroll`` (broker password file + ACL,
    central signing key, first config, host_vars) under ``<state>/central``;
 3. runs mosquitto in the upstream namespace with that password file and ACL;
-4. writes the hub's config from the enrolled one (demo caretaker password, demo content
-   manifest, paths under ``<state>/hub``), issues demo vouchers with
+4. adds two demo items to the central content catalogue (``hubctl content add|assign``)
+   and writes the hub's config from the enrolled one (demo caretaker password, the hub's
+   manifest from the catalogue, paths under ``<state>/hub``), issues demo vouchers with
    ``hub-agent vouchers issue``, then runs ``hub-agent run`` (root) and ``captive-portal``
    (nobody) in the hub namespace, and the content cache (``python -m hub_agent.content
    serve``) beside them: the daemon does not run the cache yet;
 5. runs ``hubctl controller run`` on this machine (fleet page on 127.0.0.1:8090);
 6. waits until the phone sees the portal, the library is synced and the fleet shows the
-   hub online, then writes ``<state>/demo.json`` and waits for ``stop``.
+   hub online; pushes the demo's layer with ``hubctl push`` (signed, over MQTT: the
+   registry's desired config is then the one running, v2 applied), writes
+   ``<state>/demo.json`` and waits for ``stop``.
 
 Every process logs to ``<state>/<name>.log``. ``stop`` ends the supervisor, which stops
 its processes and deletes the namespaces; it then removes anything a killed supervisor
@@ -222,6 +225,7 @@ def render_text(info: dict[str, Any]) -> str:
         ("Library (phone)", f"{PORTAL}/content/   ({info['content_ready']} items synced)"),
         ("Fleet page", f"{info['fleet_url']}   (this machine; hub {info['hub_status']})"),
         ("Fleet in a terminal", f"{hubctl} fleet"),
+        ("Library catalogue", f"{hubctl} content list --hub {HUB_ID}"),
         ("Push a config", f"{hubctl} push {HUB_ID} {shown(Path(info['push_file']))}"),
         ("Demo config pushed", f"{info['push']} (signed, over MQTT)"),
         ("Vouchers, 1-hour", "  ".join(v.get("heure", []))),
@@ -452,6 +456,26 @@ def start_broker(sup: Supervisor, central: Path, up_ns: str) -> None:
     wait_until("broker", lambda: sup.check("broker") or listening(up_ns, MQTT_PORT), 10)
 
 
+def catalogue_args(item: dict[str, Any]) -> list[str]:
+    """``hubctl content add`` arguments for one demo manifest entry."""
+    args = ["content", "add", item["id"], "--kind", item["kind"], "--url", item["url"]]
+    args += ["--title-fr", item["title"]["fr"], "--title-en", item["title"]["en"]]
+    args += ["--language", item["language"], "--size", str(item["size"])]
+    args += ["--sha256", item["sha256"]]
+    return args + (["--pinned"] if item.get("priority") == "pinned" else [])
+
+
+def seed_catalogue(central: Path, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add the demo items to the central catalogue, assign them to the demo hub, and
+    return the hub's manifest as the catalogue renders it (what goes into its config)."""
+    hubctl = [str(BIN / "hubctl"), "--state", str(central)]
+    for item in items:
+        run([*hubctl, *catalogue_args(item)])
+        run([*hubctl, "content", "assign", item["id"], "--hub", HUB_ID])
+    rows = json.loads(run([*hubctl, "content", "list", "--hub", HUB_ID, "--json"]))
+    return [{k: v for k, v in row.items() if k != "targets"} for row in rows]
+
+
 def write_hub_config(enrolled: dict[str, Any], hub_dir: Path, layer: dict[str, Any]) -> Path:
     doc = merged(enrolled, layer)
     validate_config(doc, source="demo hub config")
@@ -546,7 +570,7 @@ def bring_up(sup: Supervisor) -> tuple[Lab, dict[str, Any]]:
         start_broker(sup, central, lab.upstream_ns)
 
         hub_dir = STATE / "hub"
-        items = content_items(f"{UPSTREAM_URL}/library")
+        items = seed_catalogue(central, content_items(f"{UPSTREAM_URL}/library"))
         layer = demo_layer(hub_dir, hash_password(CARETAKER_PASSWORD), items)
         config = write_hub_config(enrolled, hub_dir, layer)
         vouchers = issue_vouchers(config)
