@@ -52,6 +52,7 @@ class Stats:
     committed: int = 0
     batches: int = 0
     lock_waits: int = 0
+    reconnects: int = 0
     last_commit: float = 0.0
 
 
@@ -229,6 +230,7 @@ class Ingest:
             if rc == mqtt.MQTT_ERR_SUCCESS:
                 c.loop_read(MAX_BATCH)
             if rc != mqtt.MQTT_ERR_SUCCESS or self.write_failed.is_set():
+                self.stats.reconnects += 1
                 self._stop.wait(1)
                 self.write_failed.clear()
                 with contextlib.suppress(OSError):

@@ -117,3 +117,26 @@ def test_two_shared_controllers_split_the_load_and_store_everything_once(
     finally:
         for m in members:
             m.stop()
+
+
+def test_a_broker_restart_mid_stream_loses_nothing(broker: Broker, tmp_path: Path) -> None:
+    db_path = tmp_path / "registry.db"
+    hubs = simulate.fleet_ids(30)
+    registry.register_many(registry.open_registry(db_path), hubs)
+    url = BrokerUrl.parse(broker.url)
+    ctl = Ingest(db_path, url, client_id="ctl-restart", summary_every_s=0.1)
+    ctl.start()
+    try:
+        sim = simulate.Simulator(url, hubs, rate=10, outage_pct=0)
+        sim.start()
+        t = run_sim(sim, 3.0)
+        time.sleep(1.0)
+        broker.restart()  # persistence on: the controller's session and queue survive
+        t.join()
+        sim.finish()
+        sim.close(timeout=30)
+        wait_complete(db_path, sim)
+        assert ctl.stats.reconnects >= 1  # it really lost the broker
+        assert ctl.ingestor.counters.bad == 0
+    finally:
+        ctl.stop()
