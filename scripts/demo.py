@@ -24,7 +24,8 @@
 Every process logs to ``<state>/<name>.log``. ``stop`` ends the supervisor, which stops
 its processes and deletes the namespaces; it then removes anything a killed supervisor
 left behind (the pids and namespaces it recorded in ``<state>/procs.json``).
-``RELAIS_DEMO_STATE`` moves the state folder (default ``demo-state/``; tests use it).
+``RELAIS_DEMO_STATE`` moves the state folder (default ``demo-state/``) and
+``RELAIS_DEMO_FLEET_PORT`` the fleet page (default 8090); the tests use both.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -50,7 +52,7 @@ import yaml
 from captive_portal.security import hash_password
 from hub_agent.config import validate_config
 from tests.lab.broker import mosquitto_path
-from tests.lab.netns import HUB_LAN, Lab, delete_netns, list_netns
+from tests.lab.netns import HUB_LAN, Lab, LabError, delete_netns, list_netns
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("RELAIS_DEMO_STATE") or ROOT / "demo-state").resolve()
@@ -64,7 +66,7 @@ HUB_NAME = "Mairie de Démo"
 CARETAKER_PASSWORD = "gardien-demo"  # demo only: printed for the person trying the demo
 NOBODY = 65534
 PORTAL = "http://10.42.0.1:8080"
-FLEET_PORT = 8090
+FLEET_PORT = int(os.environ.get("RELAIS_DEMO_FLEET_PORT") or 8090)
 MQTT_PORT = 1883
 # The controller's link between this machine and the upstream namespace: link-local, so
 # it never clashes with a routed network of the host (TEST-NET-1 is some hosts' LAN).
@@ -384,6 +386,7 @@ def fresh_state() -> None:
     os.chmod(STATE, 0o755)  # the portal (nobody) walks through it to its config
     for sub in ("central", "hub", "broker", "upstream-www"):
         shutil.rmtree(STATE / sub, ignore_errors=True)
+    (STATE / "demo-push.yaml").unlink(missing_ok=True)
     for log in STATE.glob("*.log"):
         if log.name != "demo.log":
             log.unlink()
@@ -554,6 +557,14 @@ def bring_up(sup: Supervisor) -> tuple[Lab, dict[str, Any]]:
     """Start everything (see the module's docstring); on any failure, stop what started."""
 
     fresh_state()
+    with socket.socket() as s:  # say it plainly now rather than as a controller crash later
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", FLEET_PORT))
+        except OSError:
+            raise DemoError(
+                f"127.0.0.1:{FLEET_PORT} is in use: free it or set RELAIS_DEMO_FLEET_PORT"
+            ) from None
     www = STATE / "upstream-www"
     (www / "library").mkdir(parents=True)
     (www / "index.html").write_text("<h1>upstream internet</h1>\n")
@@ -679,7 +690,11 @@ def serve() -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     sup = Supervisor()
-    lab, info = bring_up(sup)
+    try:
+        lab, info = bring_up(sup)
+    except (DemoError, LabError) as e:  # a clear reason, not a traceback
+        print(f"demo failed: {e}", flush=True)
+        return 1
     try:
         info["text"] = render_text(info)
         tmp = INFO.with_suffix(".tmp")

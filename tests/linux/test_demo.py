@@ -41,6 +41,7 @@ from scripts.demo import (
     tiny_pdf,
 )
 from tests.conftest import require_lab, require_mosquitto
+from tests.lab.broker import free_port
 from tests.lab.netns import list_netns
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,7 +89,8 @@ def demo() -> Iterator[Demo]:
     if subprocess.run(["ip", "link", "show", CTL_LINK], capture_output=True).returncode == 0:
         pytest.skip(f"a demo is already running on this machine ({CTL_LINK} exists)")
     state = Path(tempfile.mkdtemp(prefix="relais-demo-"))
-    env = {**os.environ, "RELAIS_DEMO_STATE": str(state)}
+    port = free_port()
+    env = {**os.environ, "RELAIS_DEMO_STATE": str(state), "RELAIS_DEMO_FLEET_PORT": str(port)}
     try:
         p = demo_cmd("start", env)
         assert p.returncode == 0, p.stderr[-4000:]
