@@ -19,6 +19,8 @@ import yaml
 
 from hub_agent.config import HubConfig
 from hub_agent.enforce.enforcer import Enforcer
+from hub_agent.enforce.model import DesiredState
+from hub_agent.sessions import loop
 from hub_agent.sessions.db import open_sessions_db
 from hub_agent.sessions.service import Action, SessionService
 from tests.conftest import require_lab
@@ -71,7 +73,8 @@ class Agent:
     def __init__(self, cfg: HubConfig, lab: Lab) -> None:
         self.svc = SessionService(cfg, open_sessions_db(cfg.data_dir / "hub.db"))
         self.enf = Enforcer(cfg, netns=lab.hub_ns, shaping=False)
-        self.enf.reconcile(self.svc.grants())
+        self.enf.reconcile(DesiredState())  # whatever an earlier test left goes
+        loop.start(self.svc, self.enf)
 
     def login(self, c: Client, code: str) -> None:
         view, err = self.svc.login(c.mac, c.ip, "voucher", code)
@@ -81,13 +84,7 @@ class Agent:
         self.enf.authorize(grant)
 
     def tick(self) -> list[Action]:
-        actions = self.svc.account(self.enf.counters())
-        for a in actions:
-            if a.kind == "deauthorize":
-                self.enf.deauthorize(a.mac)
-            elif a.grant is not None:
-                self.enf.authorize(a.grant)
-        return actions
+        return loop.tick(self.svc, self.enf)
 
     def close(self) -> None:
         self.enf.close()
@@ -167,36 +164,36 @@ def test_zero_rated_downloads_leave_the_counter_unchanged(nolab: Lab, tmp_path: 
 
 
 AGENT = """
-import sys, time
+import asyncio, sys
 from hub_agent.config import load_config
 from hub_agent.enforce.enforcer import Enforcer
+from hub_agent.enforce.model import DesiredState
+from hub_agent.sessions import loop
+from hub_agent.sessions import loop
 from hub_agent.sessions.db import open_sessions_db
 from hub_agent.sessions.service import SessionService
 
 cfg = load_config(sys.argv[1], env={})
 svc = SessionService(cfg, open_sessions_db(cfg.data_dir / "hub.db"))
 enf = Enforcer(cfg, netns=sys.argv[2], shaping=False)
-enf.reconcile(svc.grants())
-print("ready", flush=True)
-while True:
-    for a in svc.account(enf.counters()):
-        if a.kind == "deauthorize":
-            enf.deauthorize(a.mac)
-        elif a.grant is not None:
-            enf.authorize(a.grant)
-    time.sleep(float(sys.argv[3]))
+lost = loop.start(svc, enf)
+print("ready", len(lost), flush=True)
+asyncio.run(loop.run(svc, enf, float(sys.argv[3]), asyncio.Event()))
 """
 
 
-def _spawn_agent(cfg_path: Path, lab: Lab) -> subprocess.Popen[str]:
+def _spawn_agent(cfg_path: Path, lab: Lab) -> tuple[subprocess.Popen[str], int]:
+    """The agent process, once started; and how many devices it re-created."""
     p = subprocess.Popen(
         [sys.executable, "-c", AGENT, str(cfg_path), lab.hub_ns, str(TICK_S)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert p.stdout is not None and p.stdout.readline() == "ready\n"
-    return p
+    assert p.stdout is not None
+    line = p.stdout.readline()
+    assert line.startswith("ready "), line
+    return p, int(line.split()[1])
 
 
 def _kill9(p: subprocess.Popen[str]) -> None:
@@ -216,14 +213,15 @@ def test_kill_9_and_restart_keep_usage_and_enforcement(nolab: Lab, tmp_path: Pat
     setup.login(c1, code)
     setup.close()
 
-    agent = _spawn_agent(cfg_path, nolab)
+    agent, _ = _spawn_agent(cfg_path, nolab)
     try:
         p = _curl_bg(c1, f"http://{UPSTREAM}/bytes/2500000", 8)
         time.sleep(0.3)
         _kill9(agent)  # mid-download, mid-loop
         first = _size(p)
         assert first == 2_500_000
-        agent = _spawn_agent(cfg_path, nolab)  # restart: reconcile keeps kernel counters
+        agent, lost = _spawn_agent(cfg_path, nolab)  # restart: the kernel kept the device
+        assert lost == 0
         svc = SessionService(cfg, open_sessions_db(cfg.data_dir / "hub.db"))
 
         def used() -> int:
@@ -237,7 +235,7 @@ def test_kill_9_and_restart_keep_usage_and_enforcement(nolab: Lab, tmp_path: Pat
         assert abs(view.bytes_used - first) <= 0.02 * first, (view.bytes_used, first)
 
         _kill9(agent)
-        agent = _spawn_agent(cfg_path, nolab)
+        agent, _ = _spawn_agent(cfg_path, nolab)
         # enforcement continues: the rest of the quota, not a fresh one
         second = _size(_curl_bg(c1, f"http://{UPSTREAM}/bytes/20000000", 8))
         assert wait_until(lambda: svc.grant_for(c1.mac) is None, timeout=10)
@@ -246,6 +244,38 @@ def test_kill_9_and_restart_keep_usage_and_enforcement(nolab: Lab, tmp_path: Pat
         assert view is not None and view.ended_reason == "data_quota"
         assert QUOTA - BOUND <= view.bytes_used <= QUOTA + BOUND, view.bytes_used
         assert not reaches(c1, f"http://{UPSTREAM}/")
+        svc.db.conn.close()
+    finally:
+        _kill9(agent)
+
+
+def test_reboot_recreates_kernel_state_from_stored_usage(nolab: Lab, tmp_path: Path) -> None:
+    cfg = config(nolab, tmp_path)
+    cfg_path = tmp_path / "hub.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg.to_wire()))
+    setup = Agent(cfg, nolab)
+    c1 = nolab.clients[0]
+    [code] = setup.svc.issue_local_vouchers("lab5", 1)
+    setup.login(c1, code)
+    first = _download_while_ticking(setup, c1, f"http://{UPSTREAM}/bytes/3000000")
+    assert first == 3_000_000
+    setup.close()
+
+    # power cut: the kernel forgets everything (table, counters, quota objects)
+    nolab.hub_exec("nft", "delete", "table", "inet", "relais")
+    assert not reaches(c1, f"http://{UPSTREAM}/")
+    agent, lost = _spawn_agent(cfg_path, nolab)
+    try:
+        assert lost == 1
+        assert reaches(c1, f"http://{UPSTREAM}/")  # the session is back
+        # and the quota left is what was left before the cut, not a fresh 5 MB
+        second = _size(_curl_bg(c1, f"http://{UPSTREAM}/bytes/20000000", 8))
+        assert QUOTA * 0.9 <= first + second <= QUOTA + BOUND, (first, second)
+        svc = SessionService(cfg, open_sessions_db(cfg.data_dir / "hub.db"))
+        assert wait_until(lambda: svc.grant_for(c1.mac) is None, timeout=10)
+        view = svc.session_view(c1.mac)
+        assert view is not None and view.ended_reason == "data_quota"
+        assert QUOTA - BOUND <= view.bytes_used <= QUOTA + BOUND, view.bytes_used
         svc.db.conn.close()
     finally:
         _kill9(agent)
