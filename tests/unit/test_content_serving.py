@@ -235,3 +235,21 @@ def test_rotation_counts_every_line_once(tmp_path: Path) -> None:
     ingest(srv.access_log, state)
     row = state.row("a")
     assert row is not None and row["hits"] == 3
+
+
+def test_new_source_url_with_the_same_bytes_keeps_the_file(tmp_path: Path) -> None:
+    data = os.urandom(3000)
+    old = _item("v", data, url="http://old.example.test/v1.mp4")
+    db = open_db(tmp_path / "hub.db", CONTENT)
+    sync = ContentSync(_config(tmp_path, [old], sync_window="03:00-03:01"), db, clock=lambda: 1.0)
+    sync.reconcile()
+    part = sync.library.part_path("v")
+    part.write_bytes(data)
+    sync._ready(old, part, source="uplink")
+    new = _item("v", data, url="http://cdn.example.test/videos/v1-final.mp4")
+    sync.set_config(_config(tmp_path, [new], sync_window="03:00-03:01"))
+    sync.reconcile()
+    assert sync.state.row("v")["state"] == "ready"  # type: ignore[index]
+    assert sync.library.file_path(new).read_bytes() == data
+    index = json.loads(sync.library.index_path.read_text())
+    assert index["items"][0]["href"] == "/files/v/v1-final.mp4"
