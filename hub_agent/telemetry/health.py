@@ -219,6 +219,8 @@ async def ping_probe(host: str, count: int = 1, timeout_s: float = 1.0) -> Probe
         str(count),
         "-i",
         "0.2",
+        "-s",
+        "16",  # 44-byte packets: enough for the RTT timestamp, cheap on the uplink
         "-W",
         str(max(1, round(timeout_s))),
         host,

@@ -366,6 +366,17 @@ class MqttLink:
         self._pending[info.mid] = fut
         return fut
 
+    def cork(self, on: bool) -> None:
+        """TCP_CORK: hold small writes so a burst of PUBLISHes shares TCP segments (the
+        kernel sends after uncork or 200 ms at most). Saves ~52 header bytes a message."""
+        sock: Any = self._client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1 if on else 0)
+                # Delayed ACKs for the burst of PUBACKs coming back: one pure ACK for all
+                # of them instead of one each (Linux re-enters quick-ACK mode after idle).
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+
     @property
     def in_flight(self) -> int:
         return len(self._pending)

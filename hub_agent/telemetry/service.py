@@ -28,7 +28,7 @@ from hub_agent.telemetry.events import Events, UplinkState, disk_step, uplink_st
 from hub_agent.telemetry.files import Counter, write_json
 from hub_agent.telemetry.health import AgentStats, ProbeResult, compact_sample, system_stats
 from hub_agent.telemetry.mqtt import LinkSettings, LinkStopped, MqttLink, PublishFailed
-from hub_agent.telemetry.outbox import OUTBOX, Outbox, TokenBucket
+from hub_agent.telemetry.outbox import OUTBOX, Outbox, Queued, TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ WINDOW = 1000  # outbox rows handed to paho and not yet acknowledged
 ACK_FLUSH_S = 0.05  # acknowledged rows are deleted in one transaction this often
 STATUS_EVERY_S = 2.0
 PROBE_WINDOW = 10  # probes over which loss is computed
+FLUSH_SAMPLES = 5  # health samples sent together
+FLUSH_MAX_S = 300.0
+COALESCE_MAX = 64  # a backlog this long drains at once, uncorked
 
 
 def status_path(data_dir: Path) -> Path:
@@ -57,6 +60,7 @@ class Telemetry:
         drain_rate_per_s: float | None = _UNSET,
         probe: Callable[[str], Any] | None = _UNSET,
         probe_every_s: float | None = None,
+        flush_every_s: float | None = None,
     ) -> None:
         """``drain_rate_per_s=None`` removes the rate bound (benchmarks); ``probe=None``
         disables the uplink probe. Defaults come from ``config``."""
@@ -84,6 +88,13 @@ class Telemetry:
             probe = ping_probe
         self._probe = probe
         self.probe_every_s = probe_every_s or max(self.interval_s, 5.0)
+        # Health goes out in groups of ~FLUSH_SAMPLES (5 min at the default 60 s);
+        # 0 sends each sample at once.
+        self.flush_every_s = (
+            flush_every_s
+            if flush_every_s is not None
+            else min(FLUSH_MAX_S, self.interval_s * (FLUSH_SAMPLES - 0.5))
+        )
         self.last_probe: ProbeResult | None = None
         self._probe_window: deque[bool] = deque(maxlen=PROBE_WINDOW)
         self._uplink = UplinkState()
@@ -93,6 +104,7 @@ class Telemetry:
         self._acked: list[int] = []
         self._acked_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._producers: list[asyncio.Task[None]] = []
         self.published = 0
         self.refused = 0
 
@@ -101,17 +113,26 @@ class Telemetry:
     async def start(self) -> None:
         await self.link.start()
         self.events.emit("agent_start", version=self._agent_version(), pid=os.getpid())
-        jobs = [self._sample_loop(), self._drain_loop(), self._ack_loop(), self._status_loop()]
+        producers = [self._sample_loop()]
         if self._probe is not None:
-            jobs.append(self._probe_loop())
-        self._tasks = [asyncio.create_task(j) for j in jobs]
+            producers.append(self._probe_loop())
+        self._producers = [asyncio.create_task(j) for j in producers]
+        workers = [self._drain_loop(), self._ack_loop(), self._status_loop()]
+        self._tasks = [asyncio.create_task(j) for j in workers]
 
     async def stop(self, flush_timeout_s: float = 2.0) -> None:
-        """Emit ``agent_stop``, give the drain a moment to flush, then close the link."""
+        """Stop sampling, emit ``agent_stop``, give the drain a moment to send what is
+        queued, then close the link. Whatever is not acknowledged stays in the outbox."""
         if not self._tasks:
             return
+        for t in self._producers:  # the sampler and the probe
+            t.cancel()
+        await asyncio.gather(*self._producers, return_exceptions=True)
+        self._producers = []
         with contextlib.suppress(Exception):
             self.events.emit("agent_stop")
+        self.flush_every_s = 0.0  # no holding back now
+        self._wake.set()
         deadline = time.monotonic() + flush_timeout_s
         while self.link.connected.is_set() and time.monotonic() < deadline:
             if not self._inflight and not self.outbox.after(self._cursor, 1):
@@ -199,6 +220,14 @@ class Telemetry:
             if not rows:
                 await self._wake.wait()
                 continue
+            hold = self._hold_for(rows)
+            if hold > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), hold)
+                continue
+            corked = 1 < len(rows) <= COALESCE_MAX
+            if corked:
+                self.link.cork(True)
             for row in rows:
                 wait = self.bucket.delay(time.monotonic())
                 if wait > 0:
@@ -209,6 +238,18 @@ class Telemetry:
                 self._cursor = row.id
                 self._inflight[row.id] = fut
                 fut.add_done_callback(partial(self._on_ack, row.id))
+            if corked:
+                # paho's network thread writes within a few ms of being woken.
+                asyncio.get_running_loop().call_later(0.05, self.link.cork, False)
+
+    def _hold_for(self, rows: list[Queued]) -> float:
+        """Seconds to hold a few fresh health samples so they go out together (events and
+        backlogs go at once). Fewer, fuller TCP segments: less uplink and radio time."""
+        if self.flush_every_s <= 0 or len(rows) >= COALESCE_MAX:
+            return 0.0
+        if any(r.kind != "health" for r in rows):
+            return 0.0
+        return max(0.0, rows[0].ts + self.flush_every_s - time.time())
 
     def _on_ack(self, row_id: int, fut: asyncio.Future[None]) -> None:
         self._inflight.pop(row_id, None)

@@ -1,0 +1,43 @@
+"""The drain's coalescing rule: fresh health waits for company, events and backlogs go."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from hub_agent.config import validate_config
+from hub_agent.telemetry.outbox import Queued
+from hub_agent.telemetry.service import COALESCE_MAX, Telemetry
+
+
+def tel(tmp_path: Path, **kw: float) -> Telemetry:
+    cfg = validate_config(
+        {
+            "version": 1,
+            "hub": {"id": "hub-a", "kind": "mairie", "name": "A"},
+            "data_dir": str(tmp_path),
+            "portal": {"login_methods": ["free"]},
+        }
+    )
+    return Telemetry(cfg, probe=None, **kw)  # type: ignore[arg-type]
+
+
+def q(kind: str, age_s: float, i: int = 1) -> Queued:
+    return Queued(i, kind, i, time.time() - age_s, b"{}")  # type: ignore[arg-type]
+
+
+def test_default_groups_five_samples_at_the_default_interval(tmp_path: Path) -> None:
+    t = tel(tmp_path)
+    assert t.interval_s == 60 and t.flush_every_s == 270
+    assert 260 < t._hold_for([q("health", 0)]) <= 270
+    assert t._hold_for([q("health", 300)]) == 0, "the oldest waited long enough"
+
+
+def test_events_and_backlogs_are_not_held(tmp_path: Path) -> None:
+    t = tel(tmp_path)
+    assert t._hold_for([q("health", 0), q("event", 0, 2)]) == 0
+    assert t._hold_for([q("health", 0, i) for i in range(COALESCE_MAX)]) == 0
+
+
+def test_flush_every_zero_sends_each_sample_at_once(tmp_path: Path) -> None:
+    assert tel(tmp_path, flush_every_s=0)._hold_for([q("health", 0)]) == 0
