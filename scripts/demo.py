@@ -217,6 +217,13 @@ def shown(path: Path) -> str:
         return str(path)
 
 
+def login_script(code: str) -> str:
+    """A shell line that logs the phone in as its browser would: splash form, then POST."""
+    token = rf'curl -s {PORTAL}/ | grep -o "name=.csrf. value=.[^\"]*" | cut -d\" -f4'
+    post = f"curl -s -d method=voucher -d code={code} --data-urlencode csrf=$t {PORTAL}/login"
+    return f"""sh -c 't=$({token}); {post} | grep -o "<h1>[^<]*"'"""
+
+
 def render_text(info: dict[str, Any]) -> str:
     ns = info["client_ns"]
     v = info["vouchers"]
@@ -241,6 +248,9 @@ def render_text(info: dict[str, Any]) -> str:
         "",
         "Act as a phone (commands run inside the phone's network namespace):",
         f"  ip netns exec {ns} curl -i http://198.51.100.1/        # captive: 302 to the portal",
+        "  # log in with a voucher (the portal's form, with its CSRF token), then browse:",
+        f"  ip netns exec {ns} {login_script(v['heure'][-1])}",
+        f"  ip netns exec {ns} curl http://198.51.100.1/",
         f"  ip netns exec {ns} bash                                 # a shell on the phone",
         f"  ip netns exec {ns} chromium --no-sandbox --user-data-dir=/tmp/relais-phone "
         f"{PORTAL}/   # with a desktop",

@@ -124,6 +124,13 @@ def reaches_upstream(d: Demo) -> bool:
     return r.returncode == 0 and "upstream internet" in r.stdout
 
 
+def wait_online(d: Demo) -> None:
+    deadline = time.monotonic() + 5
+    while not reaches_upstream(d):
+        assert time.monotonic() < deadline, d.log("agent")
+        time.sleep(0.1)
+
+
 # --- the pure parts: no privileges ---------------------------------------------------------
 def test_demo_layer_on_an_enrolled_config_is_valid_and_keeps_identity(tmp_path: Path) -> None:
     enrolled = {**base_document(), "hub": {"id": HUB_ID, "kind": "mairie", "name": "M"}}
@@ -214,10 +221,16 @@ def test_demo_phone_caretaker_fleet_and_teardown(demo: Demo) -> None:
         "--data-urlencode", f"csrf={csrf(splash)}",
     )  # fmt: skip
     assert status == "200" and "Vous êtes connecté" in body, body[:800] + d.log("portal")
-    deadline = time.monotonic() + 5
-    while not reaches_upstream(d):
-        assert time.monotonic() < deadline, d.log("agent")
-        time.sleep(0.1)
+    wait_online(d)
+
+    # Log out: captive again. Then the login line the demo printed, typed as is.
+    _, _, status_page = get(d, f"{PORTAL}/status")
+    get(d, f"{PORTAL}/logout", "--data-urlencode", f"csrf={csrf(status_page)}")
+    assert not reaches_upstream(d)
+    (line,) = [ln.strip() for ln in d.text.splitlines() if " sh -c " in ln]
+    typed = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=20)
+    assert "Vous êtes connecté" in typed.stdout, typed.stdout + typed.stderr
+    wait_online(d)
 
     # The library lists the demo items, synced from upstream, and serves them whole.
     code, _, library = get(d, f"{PORTAL}/content/")
