@@ -100,6 +100,7 @@ class Enforcer:
         self._slots: dict[str, int] = {}
         self._blocked: frozenset[str] = frozenset()
         self._tc_plan: tc_plan.TcPlan | None = None
+        self._tc_stale = False
 
     def close(self) -> None:
         if self.tc is not None:
@@ -178,6 +179,7 @@ class Enforcer:
             return
         plan = tc_plan.render_tc(self.config, state, self._slots)
         self._tc_plan = plan
+        self._tc_stale = False
         if self.tc_equal():
             return
         log.info("tc trees differ from plan: rebuilding")
@@ -187,6 +189,9 @@ class Enforcer:
         """True when the live tc classes and filter prios equal the plan's (both sides)."""
         if self.tc is None or self._tc_plan is None:
             return True
+        if self._tc_stale:
+            self._tc_plan = tc_plan.render_tc(self.config, self._state(), self._slots)
+            self._tc_stale = False
         try:
             return all(
                 self.tc.live_side(side.dev) == side_view(side)
@@ -228,19 +233,11 @@ class Enforcer:
             self.nft.apply(nft_plan.device_update(self._known(grant), grant))
             slot = self._slots[grant.mac]
         else:
-            slot = nft_plan.assign_slots([grant.mac], self._slots_excluding(grant.mac))[grant.mac]
-            taken = {s for m, s in self._slots.items() if m != grant.mac}
-            while slot in taken:  # assign_slots probes only among the MACs it is given
-                slot = nft_plan.SLOT_MIN + (slot - nft_plan.SLOT_MIN + 1) % (
-                    nft_plan.SLOT_MAX - nft_plan.SLOT_MIN + 1
-                )
+            slot = nft_plan.free_slot(grant.mac, set(self._slots.values()))
             self.nft.apply(nft_plan.device_add(grant, slot))
         self._slots[grant.mac] = slot
         self._grants[grant.mac] = grant
         self._tc_device(grant, slot)
-
-    def _slots_excluding(self, mac: str) -> dict[str, int]:
-        return {m: s for m, s in self._slots.items() if m != mac}
 
     def _tc_device(self, grant: Grant, slot: int) -> None:
         if self.tc is None:
@@ -251,7 +248,7 @@ class Enforcer:
         down = (tc_plan.device_class(grant, slot, True), tc_plan.device_filters(grant, slot, True))
         up = (tc_plan.device_class(grant, slot, False), tc_plan.device_filters(grant, slot, False))
         self.tc.add_device(self._tc_plan, down, up)
-        self._tc_plan = tc_plan.render_tc(self.config, self._state(), self._slots)
+        self._tc_stale = True  # re-rendered only when compared (keeps a login O(1))
 
     def deauthorize(self, mac: str) -> None:
         """Cut one device off; a device that is already gone is success."""
@@ -270,7 +267,7 @@ class Enforcer:
         slot = self._slots.pop(mac, None) or (live.slot if live else None)
         if slot is not None and self.tc is not None and self._tc_plan is not None:
             self.tc.remove_device(self._tc_plan, slot)
-            self._tc_plan = tc_plan.render_tc(self.config, self._state(), self._slots)
+            self._tc_stale = True
 
     def _set_staff(self, mac: str, on: bool) -> None:
         elem = {

@@ -49,7 +49,8 @@ class NftApplier:
 
     def _cmd(self, *args: str) -> list[str]:
         base = ["nft", *args]
-        return ["ip", "netns", "exec", self.netns, *base] if self.netns else base
+        # nsenter joins only the network namespace (cheaper than `ip netns exec`)
+        return ["nsenter", f"--net=/run/netns/{self.netns}", *base] if self.netns else base
 
     def apply(self, doc: Json | list[Json]) -> None:
         """Run one transaction (all commands or none)."""

@@ -124,6 +124,17 @@ def _preferred_slot(mac: str) -> int:
     return SLOT_MIN + int.from_bytes(digest, "big") % (SLOT_MAX - SLOT_MIN + 1)
 
 
+def free_slot(mac: str, used: set[int]) -> int:
+    """The MAC's preferred slot, or the next free one after it."""
+    span = SLOT_MAX - SLOT_MIN + 1
+    if len(used) >= span:
+        raise ValueError("grants: more devices than shaping slots")
+    slot = _preferred_slot(mac)
+    while slot in used:
+        slot = SLOT_MIN + (slot - SLOT_MIN + 1) % span
+    return slot
+
+
 def assign_slots(macs: Iterable[str], existing: Mapping[str, int] | None = None) -> dict[str, int]:
     """A stable slot per MAC: keep ``existing`` ones, hash new MACs and probe linearly.
 
@@ -137,17 +148,10 @@ def assign_slots(macs: Iterable[str], existing: Mapping[str, int] | None = None)
         if existing and mac in existing and existing[mac] not in used:
             out[mac] = existing[mac]
             used.add(existing[mac])
-    span = SLOT_MAX - SLOT_MIN + 1
     for mac in wanted:
-        if mac in out:
-            continue
-        if len(used) >= span:
-            raise ValueError("grants: more devices than shaping slots")
-        slot = _preferred_slot(mac)
-        while slot in used:
-            slot = SLOT_MIN + (slot - SLOT_MIN + 1) % span
-        out[mac] = slot
-        used.add(slot)
+        if mac not in out:
+            out[mac] = free_slot(mac, used)
+            used.add(out[mac])
     return out
 
 

@@ -129,16 +129,9 @@ class TcApplier:
         )
 
     def del_class(self, idx: int, classid: int) -> None:
+        # no kind (pyroute2 would encode HTB rate tables); the leaf qdisc goes with it
         self._call(
-            "del",
-            self.leaf_kind or LEAF_KINDS[0],
-            idx,
-            handle=(classid & 0xFFFF) << 16,
-            parent=classid,
-            ok=(errno.ENOENT, errno.EINVAL),
-        )
-        self._call(
-            "del-class", "htb", idx, handle=classid, parent=ROOT, ok=(errno.ENOENT, errno.EINVAL)
+            "del-class", index=idx, handle=classid, parent=ROOT, ok=(errno.ENOENT, errno.EINVAL)
         )
 
     # --- whole plan ----------------------------------------------------------------------
