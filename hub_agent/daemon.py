@@ -28,6 +28,7 @@ from hub_agent.configsync import ConfigSync
 from hub_agent.enforce.enforcer import Enforcer
 from hub_agent.handler import AgentHandler
 from hub_agent.neighbours import NeighbourTable
+from hub_agent.sessions import loop as sessions_loop
 from hub_agent.sessions.db import SESSIONS
 from hub_agent.sessions.service import Action, SessionService
 from hub_agent.store import open_db
@@ -81,30 +82,17 @@ class Agent:
     # --- kernel ---------------------------------------------------------------------------
     def restore(self) -> None:
         """Make the kernel match the database (start, after kill -9, after reboot)."""
-        now = self.clock()
-        wanted = self.sessions.grants(now)
-        present = self.enforcer.authorised_macs()
-        missing = [g.mac for g in wanted.grants if g.mac not in present and not g.staff]
-        if missing:  # their kernel counters start from zero: re-base usage first
-            self.sessions.note_kernel_reset(missing, now)
-            wanted = self.sessions.grants(now)
-        self.enforcer.reconcile(wanted)
-        log.info("kernel reconciled: %d grants, %d re-created", len(wanted.grants), len(missing))
+        lost = sessions_loop.start(self.sessions, self.enforcer, self.clock())
+        log.info("kernel reconciled; %d device(s) re-created from stored usage", len(lost))
 
     def account_once(self) -> list[Action]:
-        actions = self.sessions.account(self.enforcer.counters(), self.clock())
+        actions = sessions_loop.tick(
+            self.sessions, self.enforcer, now=self.clock(), on_event=self.emit
+        )
         for a in actions:
-            if a.kind == "deauthorize":
-                self.enforcer.deauthorize(a.mac)
-                if a.reason in ("data_quota", "time_quota"):
-                    self.cutoffs_today += 1
-                    self.emit("quota_reached", mac=a.mac, reason=a.reason)
-                self.emit("device_deauthorised", mac=a.mac, reason=a.reason)
-            elif a.grant is not None:  # throttle / regrant: new rate or fresh quota
-                self.enforcer.authorize(a.grant)
-                if a.kind == "throttle":
-                    self.cutoffs_today += 1
-                    self.emit("quota_reached", mac=a.mac, reason=a.reason, throttled=True)
+            if a.reason in ("data_quota", "time_quota"):
+                self.cutoffs_today += 1
+                self.emit("quota_reached", mac=a.mac, reason=a.reason, action=a.kind)
         return actions
 
     async def _account_loop(self) -> None:
@@ -154,14 +142,15 @@ class Agent:
         """Central vouchers redeemed here go to the centre, which detects a code used on
         two offline hubs. Written to the outbox first, marked reported after: a crash in
         between re-sends (the centre's reconcile is idempotent), never loses one."""
+        secret = self.config.trust.voucher_secret
+        if secret is None or self.telemetry is None:
+            return  # no central vouchers without the deployment secret
         pending = await self.on_worker(self.sessions.pending_redemptions)
-        if not pending or self.telemetry is None:
-            return
-        for r in pending:
-            self.telemetry.events.emit(
-                "voucher_redeemed", code=r.code, mac=r.mac, at=r.at, plan=r.plan_id
-            )
-        await self.on_worker(lambda: self.sessions.mark_reported(pending))
+        for r in pending:  # the device goes as a keyed pseudonym, never its MAC
+            fields = r.as_event(secret.get_secret_value().encode())
+            self.telemetry.events.emit(str(fields.pop("type")), **fields)
+        if pending:
+            await self.on_worker(lambda: self.sessions.mark_reported(pending))
 
     def uplink_up(self) -> bool:
         probe = getattr(self.telemetry, "last_probe", None)
