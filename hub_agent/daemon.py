@@ -25,6 +25,8 @@ from hub_agent.api.protocol import HealthView
 from hub_agent.api.server import start_server
 from hub_agent.config import HubConfig
 from hub_agent.configsync import ConfigSync
+from hub_agent.content.service import ContentService
+from hub_agent.content.state import CONTENT
 from hub_agent.enforce.enforcer import Enforcer
 from hub_agent.handler import AgentHandler
 from hub_agent.neighbours import NeighbourTable
@@ -51,6 +53,8 @@ class Agent:
     clock: Callable[[], float] = time.time
     cutoffs_today: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
+    content: ContentService | None = None
+    _cache_stats: tuple[float, int, float | None] = (0.0, 0, None)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -100,6 +104,7 @@ class Agent:
             try:
                 await self.on_worker(self.account_once)
                 await self._report_redemptions()
+                self._refresh_cache_stats()
             except Exception:  # a bad pass must not stop enforcement of the next one
                 log.exception("accounting pass failed")
             with contextlib.suppress(TimeoutError):
@@ -111,6 +116,9 @@ class Agent:
         self.worker.submit(self._apply_config, new).result()
 
     def _apply_config(self, new: HubConfig) -> None:
+        if self.content is not None and self._loop is not None:
+            content = self.content
+            self._loop.call_soon_threadsafe(lambda: content.set_config(new))
         old_enforcer = self.enforcer
         self.config = new
         self.sessions.update_config(new)
@@ -124,7 +132,7 @@ class Agent:
         return bool(self.worker.submit(self.enforcer.kernel_equals_plan).result(30))
 
     # --- health and events ------------------------------------------------------------------
-    def emit(self, type: str, **fields: Any) -> None:
+    def emit(self, type: str, /, **fields: Any) -> None:
         """Queue an event in the outbox; safe from the worker thread (the outbox and its
         wake-up belong to the loop's thread)."""
         if self.telemetry is None or self._loop is None:
@@ -152,6 +160,14 @@ class Agent:
         if pending:
             await self.on_worker(lambda: self.sessions.mark_reported(pending))
 
+    def _refresh_cache_stats(self) -> None:
+        """Cache figures for the dashboard, read on the loop's thread (the content DB's)."""
+        if self.content is None:
+            return
+        rep = self.content.report()
+        ready = sum(1 for i in rep["items"] if i["state"] == "ready")
+        self._cache_stats = (rep["used_bytes"] / (1024 * 1024), ready, rep["hit_ratio_today"])
+
     def uplink_up(self) -> bool:
         probe = getattr(self.telemetry, "last_probe", None)
         return True if probe is None else bool(probe.latency_ms is not None)
@@ -160,11 +176,14 @@ class Agent:
         # Called from the telemetry loop: read through the worker thread.
         views = self.worker.submit(self.sessions.device_views, self.clock()).result(10)
         live = [v for v in views if v.session is not None and v.session.state != "ended"]
+        used_mb, _, hit_ratio = self._cache_stats
         return AgentStats(
             devices_connected=len(views),
             devices_authorised=len(live),
             bytes_served_today=sum(v.session.bytes_used for v in live if v.session),
             quota_cutoffs_today=self.cutoffs_today,
+            cache_used_mb=round(used_mb, 1),
+            cache_hit_ratio=hit_ratio,
         )
 
     def health_view(self) -> HealthView:
@@ -185,8 +204,8 @@ class Agent:
                 self.telemetry is not None and self.telemetry.link.connected.is_set()
             ),
             config_version=self.config.version,
-            cache_used_mb=0.0,
-            cache_items=0,
+            cache_used_mb=round(self._cache_stats[0], 1),
+            cache_items=self._cache_stats[1],
         )
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -208,7 +227,15 @@ class Agent:
                 telemetry=self.telemetry,
             )
             await self.telemetry.start()
-        tasks = [asyncio.create_task(self._account_loop())]
+        # The content cache keeps its own connection on the loop's thread (its sync and its
+        # usage collection share it and must not interleave).
+        self.content = ContentService(
+            self.config, open_db(db_path(self.config.data_dir), CONTENT), on_event=self.emit
+        )
+        tasks = [
+            asyncio.create_task(self._account_loop()),
+            asyncio.create_task(self.content.run(self._stop)),
+        ]
         log.info("hub %s running", self.config.hub.id)
         try:
             await self._stop.wait()
