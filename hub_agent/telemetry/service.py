@@ -308,7 +308,7 @@ class Telemetry:
 
     def _write_status(self) -> None:
         try:
-            write_json(status_path(self.data_dir), self.status(), mode=0o644)
+            write_json(status_path(self.data_dir), self.status(), mode=0o644, durable=False)
         except OSError as e:
             log.warning("cannot write the status file: %s", e)
 

@@ -245,3 +245,36 @@ def test_health_samples_carry_the_uplink_probe_and_agent_stats(
     assert (sample["dev"], sample["auth"], sample["srv"], sample["cut"]) == (5, 4, 1_000_000, 1)
     assert sample["cache"] == 250 and sample["hit"] == 0.5
     col.close()
+
+
+def test_status_shows_the_live_agent_connected_then_its_queue_while_the_broker_is_down(
+    broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    require_mosquitto()
+    secure_broker(broker)
+    from hub_agent.status import status_command
+    from hub_agent.telemetry.service import Telemetry
+
+    path = hub_config(tmp_path, broker)
+    cfg = load_config(path, env={})
+
+    async def run() -> tuple[dict[str, Any], dict[str, Any]]:
+        tel = Telemetry(cfg, probe=None, interval_s=0.05)
+        await tel.start()
+        assert await until(tel.link.connected.is_set, 10)
+        await asyncio.sleep(2.5)  # one status write
+        assert status_command(path, as_json=True) == 0
+        up = json.loads(capsys.readouterr().out)
+        broker.stop()
+        await asyncio.sleep(2.5)
+        assert status_command(path, as_json=True) == 0
+        down = json.loads(capsys.readouterr().out)
+        broker.start()
+        await tel.stop()
+        return up, down
+
+    up, down = asyncio.run(run())
+    assert up["agent_running"] and up["broker"]["connected"] and up["broker"]["session"] >= 1
+    assert up["config"]["version"] == 1
+    assert down["agent_running"] and not down["broker"]["connected"]
+    assert down["outbox"]["health"] >= 20 and down["outbox"]["oldest_queued_ts"] is not None
