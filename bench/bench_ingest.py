@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -244,7 +245,16 @@ def capacity(
             rate, per_cpu = drain(url, name, dbs[name], backlog)
             best[name] = max(best.get(name, 0.0), rate)
             best_cpu[name] = max(best_cpu.get(name, 0.0), per_cpu)
+            ROUNDS.setdefault(name, []).append((rate, per_cpu))
     return best, best_cpu
+
+
+ROUNDS: dict[str, list[tuple[float, float]]] = {}
+
+
+def median_ratio(a: str, b: str, which: int) -> float:
+    """Median over rounds of the ratio measured within each round (same conditions)."""
+    return statistics.median(x[which] / y[which] for x, y in zip(ROUNDS[a], ROUNDS[b], strict=True))
 
 
 def sustained(
@@ -318,6 +328,12 @@ def main() -> None:
         )
         print(f"ratio controller / bare paho: {one / bare:.2f} (target >= 0.9)")
         cpu_ratio = best_cpu["controller-x1"] / best_cpu["bare-paho"]
+        print(
+            "median of per-round ratios: controller/bare"
+            f" {median_ratio('controller-x1', 'bare-paho', 0):.2f} (msg/s),"
+            f" {median_ratio('controller-x1', 'bare-paho', 1):.2f} (msg per CPU-s);"
+            f" x2/x1 {median_ratio('controller-x2-shared', 'controller-x1', 0):.2f}"
+        )
         print(
             f"ratio controller / bare paho in messages per CPU-second: {cpu_ratio:.2f}"
             " (the same comparison, insensitive to other load on the machine)"
