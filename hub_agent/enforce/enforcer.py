@@ -212,7 +212,9 @@ class Enforcer:
         return live_devices(self.nft.list_table()).get(mac)
 
     def _known(self, grant: Grant) -> LiveDevice:
-        old = self._grants.get(grant.mac)
+        """What this process put in the kernel for a device (removal is idempotent, so an
+        element a kernel timeout already dropped does no harm)."""
+        old = self._grants.get(grant.mac, grant)
         slot = self._slots[grant.mac]
         auth = nft_plan.auth_elements(old) if old else {}
         return LiveDevice(
@@ -261,7 +263,10 @@ class Enforcer:
             if mac not in {d.mac for d in self.config.staff.devices}:
                 self._set_staff(mac, False)
             return
-        live = self._live_device(mac)
+        if old is not None and mac in self._slots:
+            live: LiveDevice | None = self._known(old)  # our own record: no table listing
+        else:
+            live = self._live_device(mac)  # unknown to this process: ask the kernel
         if live is not None:
             self.nft.apply(nft_plan.device_remove(live))
         slot = self._slots.pop(mac, None) or (live.slot if live else None)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +27,8 @@ from tests.linux.test_enforce_helpers import (
 )
 
 pytestmark = pytest.mark.root
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +172,56 @@ def test_bad_input_refused_before_kernel(nolab: Lab, enf: Enforcer, bad: Grant, 
     with pytest.raises(ValueError, match=field):
         enf.reconcile(DesiredState(grants=(bad,)))
     assert json.dumps(enf.nft.list_table()["nftables"][1:]) == before
+
+
+AGENT = """
+import json, sys, time
+from hub_agent.config import validate_config
+from hub_agent.enforce.enforcer import Enforcer
+from hub_agent.enforce.model import DesiredState, Grant
+cfg = validate_config(json.loads(sys.argv[1]))
+grant = Grant(**json.loads(sys.argv[3]))
+enf = Enforcer(cfg, netns=sys.argv[2])
+enf.reconcile(DesiredState(grants=(grant,)))
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def test_kill_9_of_the_agent_then_restart(nolab: Lab) -> None:
+    c3, c2 = nolab.clients[2], nolab.clients[1]
+    cfg = lab_config(nolab)
+    g = grant(c3, down=20_000, up=20_000, quota_bytes=50_000_000)
+    Enforcer(cfg, netns=nolab.hub_ns).reconcile(DesiredState())  # nothing authorised
+    agent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            AGENT,
+            json.dumps(cfg.to_wire()),
+            nolab.hub_ns,
+            json.dumps(dataclasses.asdict(g)),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=str(ROOT),
+    )
+    try:
+        assert agent.stdout is not None and agent.stdout.readline().strip() == "ready"
+        assert reaches(c3, f"http://{UPSTREAM}/")
+    finally:
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.wait(timeout=10)
+    # the kernel keeps enforcing with no agent at all
+    assert reaches(c3, f"http://{UPSTREAM}/")
+    assert PORTAL_MARK in c2.curl(f"http://{UPSTREAM}/").stdout
+    restarted = Enforcer(cfg, netns=nolab.hub_ns)
+    try:
+        diff = restarted.reconcile(DesiredState(grants=(g,)))
+        assert diff.equal, diff
+        assert restarted.kernel_equals_plan()
+        assert reaches(c3, f"http://{UPSTREAM}/") and reaches(c3, f"http://[{UPSTREAM6}]/")
+        assert PORTAL_MARK in c2.curl(f"http://{UPSTREAM}/").stdout
+        assert not reaches(c2, f"http://[{UPSTREAM6}]/")
+    finally:
+        restarted.close()
