@@ -42,6 +42,8 @@ from typing import Any
 import psutil
 
 MB = 1024 * 1024
+# Counters and levels that a fleet view needs at minutes' resolution, not every sample.
+SLOW_FIELDS = frozenset({"cv", "up", "dsk", "dfr", "tmp", "if", "srv", "cut", "cache", "hit"})
 
 
 @dataclass(frozen=True)
@@ -91,8 +93,12 @@ def compact_sample(
     probe: ProbeResult | None,
     agent: AgentStats | None,
     config_version: int | None,
+    full: bool = True,
 ) -> dict[str, Any]:
-    """The wire form of a sample (pure: tested without a box)."""
+    """The wire form of a sample (pure: tested without a box).
+
+    ``full=False`` leaves out the slowly-moving fields (``SLOW_FIELDS``): the light
+    sample of ``Telemetry(full_every=N)``, which sends them on every N-th sample only."""
     out: dict[str, Any] = {
         "cv": config_version,
         "up": int(system.uptime_s),
@@ -121,7 +127,7 @@ def compact_sample(
         out["cut"] = agent.quota_cutoffs_today
         out["cache"] = None if agent.cache_used_mb is None else round(agent.cache_used_mb)
         out["hit"] = None if agent.cache_hit_ratio is None else round(agent.cache_hit_ratio, 2)
-    return {k: v for k, v in out.items() if v is not None}
+    return {k: v for k, v in out.items() if v is not None and (full or k not in SLOW_FIELDS)}
 
 
 # -- the box ------------------------------------------------------------------------------

@@ -61,6 +61,7 @@ class Telemetry:
         probe: Callable[[str], Any] | None = _UNSET,
         probe_every_s: float | None = None,
         flush_every_s: float | None = None,
+        full_every: int = 1,
     ) -> None:
         """``drain_rate_per_s=None`` removes the rate bound (benchmarks); ``probe=None``
         disables the uplink probe. Defaults come from ``config``."""
@@ -96,6 +97,11 @@ class Telemetry:
             else min(FLUSH_MAX_S, self.interval_s * (FLUSH_SAMPLES - 0.5))
         )
         self.last_probe: ProbeResult | None = None
+        # 1: every sample carries every field (the default). N > 1: the slow fields ride on
+        # every N-th sample only, cutting uplink bytes by ~40% (bench_telemetry_bytes);
+        # the centre must then keep the last value of each field.
+        self.full_every = max(1, full_every)
+        self._samples = 0
         self._probe_window: deque[bool] = deque(maxlen=PROBE_WINDOW)
         self._uplink = UplinkState()
         self._disk_full = False
@@ -169,7 +175,9 @@ class Telemetry:
             system_stats, self.data_dir, [net.wan.interface, net.lan.interface]
         )
         agent = self.agent_stats() if self.agent_stats is not None else None
-        fields = compact_sample(system, self.last_probe, agent, self.config_version())
+        full = self._samples % self.full_every == 0
+        self._samples += 1
+        fields = compact_sample(system, self.last_probe, agent, self.config_version(), full)
         seq = self.outbox.put("health", fields, ts=ts)
         self._wake.set()
         self._disk_full, ev = disk_step(self._disk_full, system.disk_pct)

@@ -91,3 +91,11 @@ def test_tcp_probe_times_a_refused_port_and_reports_loss_when_nothing_answers() 
         port = s.getsockname()[1]  # bound, not listening: the kernel answers RST
         ok = asyncio.run(tcp_probe("127.0.0.1", port, count=2, timeout_s=1))
     assert ok.ok and ok.loss_pct == 0
+
+
+def test_a_light_sample_leaves_out_only_the_slow_fields() -> None:
+    agent = AgentStats(10, 8, 12345, 2, 100.4, 0.456)
+    full = compact_sample(SYSTEM, ProbeResult(20.0, 0.0), agent, 3)
+    light = compact_sample(SYSTEM, ProbeResult(20.0, 0.0), agent, 3, full=False)
+    assert set(light) == {"cpu", "ld", "mem", "lat", "loss", "dev", "auth"}
+    assert {k: full[k] for k in light} == light
