@@ -12,9 +12,10 @@
 4. adds two demo items to the central content catalogue (``hubctl content add|assign``)
    and writes the hub's config from the enrolled one (demo caretaker password, the hub's
    manifest from the catalogue, paths under ``<state>/hub``), issues demo vouchers with
-   ``hub-agent vouchers issue``, then runs ``hub-agent run`` (root) and ``captive-portal``
-   (nobody) in the hub namespace, and the content cache (``python -m hub_agent.content
-   serve``) beside them: the daemon does not run the cache yet;
+   ``hub-agent vouchers issue``, then runs ``hub-agent run`` (root: enforcement,
+   accounting, telemetry, config sync and the content cache, which syncs the items from
+   upstream and serves them with nginx on :8081) and ``captive-portal`` (nobody) in the
+   hub namespace;
 5. runs ``hubctl controller run`` on this machine (fleet page on 127.0.0.1:8090);
 6. waits until the phone sees the portal, the library is synced and the fleet shows the
    hub online; pushes the demo's layer with ``hubctl push`` (signed, over MQTT: the
@@ -52,7 +53,7 @@ import yaml
 from captive_portal.security import hash_password
 from hub_agent.config import validate_config
 from tests.lab.broker import mosquitto_path
-from tests.lab.netns import HUB_LAN, Lab, LabError, delete_netns, list_netns
+from tests.lab.netns import Lab, LabError, delete_netns, list_netns
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("RELAIS_DEMO_STATE") or ROOT / "demo-state").resolve()
@@ -66,6 +67,7 @@ HUB_NAME = "Mairie de Démo"
 CARETAKER_PASSWORD = "gardien-demo"  # demo only: printed for the person trying the demo
 NOBODY = 65534
 PORTAL = "http://10.42.0.1:8080"
+CONTENT_PORT = 8081  # content.serve_port: the hub's nginx for the library's files
 FLEET_PORT = int(os.environ.get("RELAIS_DEMO_FLEET_PORT") or 8090)
 MQTT_PORT = 1883
 # The controller's link between this machine and the upstream namespace: link-local, so
@@ -633,31 +635,16 @@ def bring_up(sup: Supervisor) -> tuple[Lab, dict[str, Any]]:
             ],
             ns=lab.hub_ns,
         )
-        sup.spawn(
-            "content",
-            [
-                sys.executable,
-                "-m",
-                "hub_agent.content",
-                "serve",
-                "--config",
-                str(config),
-                "--listen",
-                f"{HUB_LAN}:8081",
-                "--retry-base",
-                "2",
-            ],
-            ns=lab.hub_ns,
-        )
 
         wait_until("portal", lambda: sup.check("portal") or listening(lab.hub_ns, 8080), 30)
         wait_until("fleet page", lambda: sup.check("controller") or http_ok(fleet_url), 30)
         data_dir = hub_dir / "data"
         wait_until(
             "content library",
-            lambda: sup.check("content") or content_ready(data_dir) == len(demo_files()),
+            lambda: sup.check("agent") or content_ready(data_dir) == len(demo_files()),
             60,
         )
+        wait_until("library server", lambda: listening(lab.hub_ns, CONTENT_PORT), 30)
         wait_until(
             "hub online in the fleet",
             lambda: sup.check("agent") or fleet_status(central) == "online",
