@@ -106,6 +106,9 @@ class WanSettings(_Strict):
     down_kbit: int = Field(default=20_000, gt=0, le=10_000_000, description="uplink capacity")
     up_kbit: int = Field(default=5_000, gt=0, le=10_000_000)
     probe_host: str = Field(default="198.51.100.1", description="latency/loss target")
+    dns_servers: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = Field(
+        default_factory=list, description="upstream resolvers; empty: from /etc/resolv.conf"
+    )
 
 
 class NetworkSettings(_Strict):

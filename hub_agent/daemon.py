@@ -27,6 +27,7 @@ from hub_agent.config import HubConfig
 from hub_agent.configsync import ConfigSync
 from hub_agent.content.service import ContentService
 from hub_agent.content.state import CONTENT
+from hub_agent.enforce.dnsmasq import DnsmasqRunner
 from hub_agent.enforce.enforcer import Enforcer
 from hub_agent.handler import AgentHandler
 from hub_agent.neighbours import NeighbourTable
@@ -54,6 +55,8 @@ class Agent:
     cutoffs_today: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
     content: ContentService | None = None
+    run_dnsmasq: bool = True
+    dnsmasq: DnsmasqRunner | None = None
     _cache_stats: tuple[float, int, float | None] = (0.0, 0, None)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -110,6 +113,40 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.account_every_s)
 
+    # --- DHCP and DNS for the LAN -----------------------------------------------------------
+    def upstream_resolvers(self) -> list[str]:
+        configured = [str(a) for a in self.config.network.wan.dns_servers]
+        if configured:
+            return configured
+        try:
+            lines = Path("/etc/resolv.conf").read_text().splitlines()
+        except OSError:
+            return []
+        found = [
+            ln.split()[1] for ln in lines if ln.startswith("nameserver") and len(ln.split()) > 1
+        ]
+        # Our own LAN address would loop queries back to us.
+        return [a for a in found if a != str(self.config.network.lan.address.ip)]
+
+    def start_dnsmasq(self) -> None:
+        """(Re)start dnsmasq after the nft table exists (its nftset= fills our sets)."""
+        if self.dnsmasq is not None:
+            self.dnsmasq.stop()
+        runner = DnsmasqRunner(self.config, self.upstream_resolvers())
+        # A dnsmasq left by a killed agent still holds port 53: end it first.
+        conf_flag = f"--conf-file={runner.conf_path}"
+        for p in psutil.process_iter(["cmdline"]):
+            if conf_flag in (p.info["cmdline"] or []):
+                with contextlib.suppress(psutil.Error):
+                    p.terminate()
+                    p.wait(5)
+        try:
+            runner.start()
+        except (RuntimeError, OSError) as e:  # the portal and enforcement go on regardless
+            log.error("dnsmasq not started: %s", e)
+            return
+        self.dnsmasq = runner
+
     # --- configuration from the centre -----------------------------------------------------
     def apply_config(self, new: HubConfig) -> None:
         """Apply a new config as one step (called by ConfigSync, off the loop)."""
@@ -126,6 +163,8 @@ class Agent:
         self.handler.kernel = self.enforcer
         old_enforcer.close()
         self.restore()
+        if self.run_dnsmasq:
+            self.start_dnsmasq()
 
     def config_healthy(self) -> bool:
         """After an apply: the kernel must be exactly what the new config renders."""
@@ -215,6 +254,8 @@ class Agent:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self.on_worker(self.restore)
+        if self.run_dnsmasq:
+            await self.on_worker(self.start_dnsmasq)
         server = await start_server(self.config.portal.agent_socket, self.handler)
         if self.telemetry_enabled:
             from hub_agent.telemetry.service import Telemetry
@@ -248,6 +289,9 @@ class Agent:
                 await self.telemetry.stop()
             await self.on_worker(self.neighbours.close)
             await self.on_worker(self.enforcer.close)
+            if self.dnsmasq is not None:
+                # Stopping DHCP/DNS with the agent is deliberate: a restart starts it again.
+                await self.on_worker(self.dnsmasq.stop)
             self.worker.shutdown(wait=True)
             # Kernel state stays: devices keep their access while the agent restarts.
 

@@ -133,6 +133,10 @@ class DnsmasqRunner:
     def conf_path(self) -> Path:
         return self.conf_dir / "dnsmasq.conf"
 
+    @property
+    def log_path(self) -> Path:
+        return self.conf_dir / "dnsmasq.log"
+
     def write(self) -> str:
         self.conf_dir.mkdir(parents=True, exist_ok=True)
         leases_path(self.config).parent.mkdir(parents=True, exist_ok=True)
@@ -153,16 +157,19 @@ class DnsmasqRunner:
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
         log.info("starting dnsmasq: %s", " ".join(cmd))
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        # Its log goes to a file, never a pipe: an undrained pipe fills after weeks of
+        # DHCP lines and dnsmasq would block, taking the LAN's DHCP and DNS down.
+        with self.log_path.open("ab") as log_file:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                err = self.log_path.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"dnsmasq exited ({self.proc.returncode}): {err.strip()}")
             if self._listening():
                 return
@@ -192,6 +199,4 @@ class DnsmasqRunner:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=5)
-        if self.proc.stderr:
-            self.proc.stderr.close()
         self.proc = None

@@ -29,7 +29,8 @@ from hub_agent.sessions.service import SessionService
 from hub_agent.store import open_db
 from hub_agent.telemetry import db_path
 from tests.conftest import require_lab
-from tests.lab.netns import HUB_LAN, UPSTREAM, Client, Lab
+from tests.lab.netns import DOMAINS, HUB_LAN, UPSTREAM, Client, Lab
+from tests.linux.test_lab_smoke import DNS_QUERY
 
 pytestmark = pytest.mark.root
 
@@ -50,7 +51,11 @@ class Hub:
 
     def start_agent(self) -> None:
         self.agent = self.lab.spawn(
-            self.lab.hub_ns, str(BIN / "hub-agent"), "run", "--config", str(self.config_path),
+            self.lab.hub_ns,
+            str(BIN / "hub-agent"),
+            "run",
+            "--config",
+            str(self.config_path),
             log="agent.log",
         )
         sock = self.rundir / "agent.sock"
@@ -71,6 +76,7 @@ def _config(rundir: Path) -> dict[str, object]:
     data["portal"]["agent_socket"] = str(rundir / "agent.sock")
     data["staff"]["devices"] = []
     data["mqtt"]["url"] = "mqtt://127.0.0.1:1"  # no broker: telemetry queues in the outbox
+    data["network"]["wan"]["dns_servers"] = [UPSTREAM]
     return data
 
 
@@ -91,8 +97,15 @@ def hub() -> Iterator[Hub]:
         hub.start_agent()
         os.chown(rundir / "agent.sock", -1, NOBODY)  # the portal's group in this test
         hub.portal = lab.spawn(
-            lab.hub_ns, "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-            str(BIN / "captive-portal"), "--config", str(cfg_path), log="portal.log",
+            lab.hub_ns,
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            str(BIN / "captive-portal"),
+            "--config",
+            str(cfg_path),
+            log="portal.log",
         )
         lab.wait_port(lab.hub_ns, HUB_LAN, 8080, timeout=20)
         yield hub
@@ -118,8 +131,14 @@ def _login(c: Client, code: str) -> str:
     token = re.search(r'name="csrf" value="([^"]+)"', page)
     assert token, page[:500]
     status, _, body = _get(
-        c, PORTAL + "/login", "--data-urlencode", "method=voucher",
-        "--data-urlencode", f"code={code}", "--data-urlencode", f"csrf={token.group(1)}",
+        c,
+        PORTAL + "/login",
+        "--data-urlencode",
+        "method=voucher",
+        "--data-urlencode",
+        f"code={code}",
+        "--data-urlencode",
+        f"csrf={token.group(1)}",
     )
     assert status == "200", body[:500]
     return body
@@ -176,3 +195,15 @@ def test_status_and_logout_end_access(hub: Hub) -> None:
     _get(c1, PORTAL + "/logout", "--data-urlencode", f"csrf={token.group(1)}")
     assert not _reaches_upstream(c1)
     assert _get(c1, f"http://{UPSTREAM}/generate_204")[:2] == ("302", PORTAL + "/")
+
+
+def test_hub_dns_opens_the_walled_garden_by_name(hub: Hub) -> None:
+    c1 = hub.lab.clients[0]
+    garden = DOMAINS["service-public.gouv.tg"]
+    # Before the hub's resolver has answered for it, the garden's address is captive too.
+    assert _get(c1, f"http://{garden}/")[0] == "302"
+    r = c1.exec("python3", "-c", DNS_QUERY, "service-public.gouv.tg", HUB_LAN)
+    assert r.returncode == 0 and r.stdout.strip() == garden, r.stderr + hub.log("agent.log")
+    # dnsmasq put the answer into the walled-garden set: reachable without logging in.
+    assert "upstream internet" in c1.curl(f"http://{garden}/").stdout
+    assert _get(c1, f"http://{DOMAINS['example.test']}/")[0] == "302"
