@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,21 +148,36 @@ def _remove_root(root: Path) -> None:
 
 @contextlib.contextmanager
 def throwaway_root(workdir: Path) -> Iterator[Path]:
-    """A copy of the cached root with /proc and a shared apt package cache mounted."""
+    """A copy of the cached root with /proc mounted and apt's downloads pre-seeded.
+
+    Downloaded packages are shared through hard links, not a bind mount: concurrent test
+    sessions never contend for apt's lock, and nothing outside the root is mounted in it.
+    """
     base = ensure_base()
     root = workdir / "root"
     subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(root)], check=True)
     shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
     debs = CACHE / "apt-archives"
-    (debs / "partial").mkdir(parents=True, exist_ok=True)
+    debs.mkdir(parents=True, exist_ok=True)
+    archives = root / "var/cache/apt/archives"
+    _link_debs(debs, archives)
     try:
         subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=True)
-        subprocess.run(
-            ["mount", "--bind", str(debs), str(root / "var/cache/apt/archives")], check=True
-        )
         yield root
     finally:
+        with contextlib.suppress(OSError):
+            _link_debs(archives, debs)
         _remove_root(root)
+
+
+def _link_debs(src: Path, dst: Path) -> None:
+    for deb in src.glob("*.deb"):
+        target = dst / deb.name
+        if not target.exists():
+            try:
+                os.link(deb, target)
+            except OSError:  # another file system: copy instead
+                shutil.copy2(deb, target)
 
 
 def in_root(root: Path, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -180,12 +196,13 @@ def in_root(root: Path, *argv: str, check: bool = True) -> subprocess.CompletedP
 
 
 def _dependency_key() -> str:
-    data = (REPO / "pyproject.toml").read_bytes()
-    return hashlib.sha256(data).hexdigest()[:16]
+    """Changes only when the runtime dependencies do (other pyproject edits keep the cache)."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return hashlib.sha256(json.dumps(sorted(project["dependencies"])).encode()).hexdigest()[:16]
 
 
 def build_packages(workdir: Path) -> tuple[Path, Path]:
-    """(relais wheel, wheelhouse of its dependencies) for an offline install in the root."""
+    """(relais wheel, wheelhouse archive of its dependencies): an offline install."""
     src = workdir / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -199,14 +216,21 @@ def build_packages(workdir: Path) -> tuple[Path, Path]:
     subprocess.run([*pip, "wheel", "--no-deps", "-w", str(dist), str(src)], check=True)
     (wheel,) = dist.glob("relais-*.whl")
     house = CACHE / f"wheelhouse-{_dependency_key()}"
+    archive = house.with_name(house.name + ".tar.gz")
     with _cache_lock():
-        if not (house / ".complete").exists():
+        if not archive.exists():
             shutil.rmtree(house, ignore_errors=True)
             subprocess.run([*pip, "wheel", "-w", str(house), str(src)], check=True)
             for own in house.glob("relais-*.whl"):
                 own.unlink()
-            (house / ".complete").write_text("")
-    return wheel, house
+            partial = archive.with_name(archive.name + ".partial")
+            subprocess.run(["tar", "-C", str(house), "-czf", str(partial), "."], check=True)
+            partial.rename(archive)
+            shutil.rmtree(house)
+            for stale in CACHE.glob("wheelhouse-*.tar.gz"):
+                if stale != archive:
+                    stale.unlink()
+    return wheel, archive
 
 
 # --------------------------------------------------------------------------------------
