@@ -12,7 +12,7 @@ paho runs its network loop in one thread we own (``relais-mqtt``); everything it
 - Every connect attempt takes a new, persisted ``session`` number. The Last Will (retained
   ``state`` ``{"online": false, ..., "session": N}``) and the retained online ``state``
   sent after CONNACK carry it, so the centre can tell a late will of an old session from
-  the state of the current one.
+  the state of the current one. The will's ``ts`` is the time of its connect attempt.
 - Throughput: paho allows 20 QoS 1 messages in flight and leaves Nagle on; a PUBACK
   stream then waits on delayed ACKs (~30 msgs/s). We raise the window and set TCP_NODELAY.
 - The password is a ``SecretStr`` and is only unwrapped for paho; nothing here logs it.
@@ -159,6 +159,7 @@ class MqttLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._accepted = False  # a CONNACK success since the last connect attempt
         self.connected = asyncio.Event()
         self.status = LinkStatus()
         self._client = self._make_client()
@@ -251,8 +252,9 @@ class MqttLink:
                     rc = self._client.loop(timeout=1.0)
                     if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                         break
-                if self.status.connected_since is not None:
-                    attempt = 0  # it worked for a while: start the backoff again from the floor
+                if self._accepted:
+                    attempt = 0  # the broker accepted us: back off from the floor next time
+                    self._accepted = False
                 self._set_connected(False)
             if self._stop.is_set():
                 break
@@ -287,6 +289,7 @@ class MqttLink:
             client.subscribe([(t, 1) for t in self._handlers])
         self.status.connects += 1
         self.status.last_error = None
+        self._accepted = True
         log.info("MQTT connected to %s:%d (session %d)", *self._addr(), session)
         self._set_connected(True)
 
