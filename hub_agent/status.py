@@ -44,15 +44,16 @@ def _outbox(db_file: Path) -> dict[str, Any]:
         return out
     try:
         conn = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, timeout=2)
-    except sqlite3.Error:
-        return out
+    except sqlite3.Error as e:
+        return {**out, "health": None, "event": None, "error": str(e)}
     try:
         for kind, n in conn.execute("SELECT kind, count(*) FROM outbox GROUP BY kind"):
             out[str(kind)] = int(n)
         row = conn.execute("SELECT min(ts) FROM outbox WHERE kind = 'health'").fetchone()
         out["oldest_queued_ts"] = None if row is None or row[0] is None else float(row[0])
-    except sqlite3.Error:
-        pass  # no outbox table yet: the agent never ran here
+    except sqlite3.Error as e:
+        if "no such table" not in str(e):  # no table: the agent never ran here, 0 is right
+            out = {**out, "health": None, "event": None, "error": str(e)}
     finally:
         conn.close()
     return out
@@ -115,6 +116,9 @@ def render_text(st: dict[str, Any], now: float | None = None) -> str:
     else:
         conn = "disconnected" + (f": {b['last_error']}" if b["last_error"] else "")
     oldest = _age(o["oldest_queued_ts"], now) if o["oldest_queued_ts"] else "-"
+    queued = f"{o['health']} samples, {o['event']} events queued; oldest {oldest}"
+    if o.get("error"):
+        queued = f"unknown (cannot read the database: {o['error']})"
     last = c["last_result"]
     result = "-"
     if last:
@@ -134,7 +138,7 @@ def render_text(st: dict[str, Any], now: float | None = None) -> str:
         f"agent         {'running' if st['agent_running'] else 'NOT RUNNING'}",
         f"broker        {b['address']}{' (TLS)' if b['tls'] else ''}: {conn}",
         f"uplink        {uplink}",
-        f"outbox        {o['health']} samples, {o['event']} events queued; oldest {oldest}",
+        f"outbox        {queued}",
         f"config        v{c['version']} ({c['source']})",
         f"last config   {result}",
     ]

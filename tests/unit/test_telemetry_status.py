@@ -90,3 +90,13 @@ def test_an_unreadable_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
     bad.write_text("version: x\n")
     assert status_command(bad, as_json=False) == 2
     assert "version" in capsys.readouterr().err
+
+
+def test_an_unreadable_database_is_reported_not_shown_as_empty(tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path), env={})
+    db_file = db_path(cfg.data_dir)
+    db_file.parent.mkdir(parents=True)
+    db_file.write_bytes(b"this is not a database" * 100)
+    st = gather_status(cfg)
+    assert st["outbox"]["health"] is None and "not a database" in st["outbox"]["error"]
+    assert "cannot read the database" in render_text(st)
