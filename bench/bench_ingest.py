@@ -82,6 +82,7 @@ def run_consumer(args: argparse.Namespace) -> None:
         )
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 3600
+        _sleep_until(args.start_at)
         c.connect(url.host, url.port, clean_start=False, properties=props)
         c.loop_start()
         subscribed.wait(10)
@@ -103,6 +104,7 @@ def run_consumer(args: argparse.Namespace) -> None:
             first_seen[1] = time.process_time()
         return ing.stats.committed
 
+    _sleep_until(args.start_at)
     ing.start()
     _wait_idle(args, seen)
     last = ing.stats.last_commit
@@ -114,6 +116,12 @@ def run_consumer(args: argparse.Namespace) -> None:
         ),
         flush=True,
     )
+
+
+def _sleep_until(t: float) -> None:
+    delay = t - time.time()
+    if delay > 0:
+        time.sleep(delay)
 
 
 def _wait_idle(args: argparse.Namespace, count: Callable[[], int]) -> None:
@@ -134,7 +142,13 @@ def _wait_idle(args: argparse.Namespace, count: Callable[[], int]) -> None:
 
 
 def consumer(
-    url: str, kind: str, client_id: str, db: Path, shared: bool, prime: bool
+    url: str,
+    kind: str,
+    client_id: str,
+    db: Path,
+    shared: bool,
+    prime: bool,
+    start_at: float = 0.0,
 ) -> subprocess.Popen[str]:
     cmd = [
         PY,
@@ -152,6 +166,8 @@ def consumer(
         cmd.append("--shared")
     if prime:
         cmd.append("--prime")
+    if start_at:
+        cmd += ["--start-at", str(start_at)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
 
 
@@ -199,7 +215,9 @@ CONSUMERS = {  # name -> (kind, client ids, shared)
 
 def drain(url: str, name: str, db: Path, backlog: int) -> tuple[float, float]:
     kind, ids, shared = CONSUMERS[name]
-    runs = [consumer(url, kind, cid, db, shared, prime=False) for cid in ids]
+    # every process is started, imported and ready before any connects: no start-up skew
+    start_at = time.time() + 1.5
+    runs = [consumer(url, kind, cid, db, shared, False, start_at) for cid in ids]
     res = [result(p) for p in runs]
     got = sum(int(r["count"]) for r in res)
     first = min(r["first"] for r in res if r["count"])
@@ -298,7 +316,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--hubs", type=int, default=2000)
     p.add_argument("--seconds", type=float, default=8)
-    p.add_argument("--backlog", type=int, default=24_000)
+    p.add_argument("--backlog", type=int, default=50_000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--consumer", choices=["bare", "controller"])
     p.add_argument("--url")
@@ -306,6 +324,7 @@ def main() -> None:
     p.add_argument("--db")
     p.add_argument("--shared", action="store_true")
     p.add_argument("--prime", action="store_true")
+    p.add_argument("--start-at", type=float, default=0.0, help="epoch second to connect at")
     args = p.parse_args()
     if args.consumer:
         run_consumer(args)

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import queue
+import select
 import signal
 import socket
 import sqlite3
@@ -111,6 +112,9 @@ class Ingest:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect
+        # Queued packets (acks) are written by our loop when select says the socket is
+        # writable, not one by one as they are queued.
+        self.client.on_socket_register_write = lambda *a: None
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         now = time.time()
@@ -222,13 +226,33 @@ class Ingest:
                 if qos > 0:
                     self.client.ack(mid, qos)
 
+    def _pump(self, timeout: float) -> int:
+        """One pass of paho's external-loop API: select, read, write what is queued.
+
+        Not ``loop()``: it wakes itself through a socket pair, one byte written and read
+        per queued packet, i.e. per ack here; with our own select the acks of a batch
+        just queue up and go out together when the socket is writable.
+        """
+        c = self.client
+        sock = c.socket()
+        if sock is None:
+            return int(mqtt.MQTT_ERR_NO_CONN)
+        wlist = [sock] if c.want_write() else []
+        try:
+            readable, _w, _x = select.select([sock], wlist, [], timeout)
+        except (OSError, ValueError):
+            return int(mqtt.MQTT_ERR_CONN_LOST)
+        rc = c.loop_read() if readable else mqtt.MQTT_ERR_SUCCESS
+        if rc == mqtt.MQTT_ERR_SUCCESS and c.want_write():
+            rc = c.loop_write()
+        if rc == mqtt.MQTT_ERR_SUCCESS:
+            rc = c.loop_misc()  # keepalive
+        return int(rc)
+
     def _run(self) -> None:
         c = self.client
         while not self._stop.is_set():
-            # one select, then every packet the socket already holds
-            rc = c.loop(timeout=self.flush_interval_s / 2)
-            if rc == mqtt.MQTT_ERR_SUCCESS:
-                c.loop_read(MAX_BATCH)
+            rc = self._pump(self.flush_interval_s / 2)
             if rc != mqtt.MQTT_ERR_SUCCESS or self.write_failed.is_set():
                 self.stats.reconnects += 1
                 self._stop.wait(1)
@@ -250,6 +274,8 @@ class Ingest:
         self.hand_over()
         self.to_write.join()
         self._ack_committed()
+        with contextlib.suppress(OSError, ValueError):
+            self._pump(0)  # the last acks
 
     def stop(self) -> None:
         self._stop.set()
@@ -259,6 +285,8 @@ class Ingest:
             self.to_write.put(None)
             self._writer.join(timeout=30)
         self.client.disconnect()
+        with contextlib.suppress(OSError, ValueError):
+            self.client.loop_write()  # our loop is gone: send the DISCONNECT ourselves
 
 
 def run_controller(
