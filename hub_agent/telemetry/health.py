@@ -23,6 +23,8 @@ key        meaning
 ``srv``    bytes served to the community today
 ``cut``    quota cut-offs today
 ``cache``  content cache in use, MB    ``hit``   cache hit ratio today (0..1)
+``thin``   samples the outbox dropped over its disk budget so far (their seqs never
+           come; absent while none was) — added by ``Telemetry``
 =========  ======================================================================
 """
 

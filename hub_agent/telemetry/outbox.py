@@ -142,7 +142,7 @@ class Outbox:
             " FROM outbox"
         ).fetchone()
         self.bytes = int(row[1])
-        self.thinned = 0
+        self.thinned = self.last_seq("thinned")
 
     def put(self, kind: Kind, fields: dict[str, Any], ts: float | None = None) -> int:
         """Write one message with the next ``seq`` of its kind; return that seq."""
@@ -173,7 +173,15 @@ class Outbox:
         ]
         drop = plan_thinning(rows, int(self.budget_bytes * THIN_TARGET))
         if drop:
-            self._delete(drop)
+            with transaction(self.db):
+                self._delete(drop)
+                # The running total is kept with the seq counters (kind "thinned"), so the
+                # centre can tell seqs thinned away from seqs lost, across restarts.
+                self.db.execute(
+                    "INSERT INTO outbox_seq (kind, last) VALUES ('thinned', ?)"
+                    " ON CONFLICT(kind) DO UPDATE SET last = last + excluded.last",
+                    [len(drop)],
+                )
             self.thinned += len(drop)
             log.warning("outbox over budget: thinned %d old health samples", len(drop))
         gone = set(drop)
@@ -233,6 +241,6 @@ class Outbox:
         row = self.db.execute("SELECT min(ts) FROM outbox WHERE kind = ?", [kind]).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
-    def last_seq(self, kind: Kind) -> int:
+    def last_seq(self, kind: Kind | Literal["thinned"]) -> int:
         row = self.db.execute("SELECT last FROM outbox_seq WHERE kind = ?", [kind]).fetchone()
         return int(row[0]) if row else 0

@@ -178,6 +178,8 @@ class Telemetry:
         full = self._samples % self.full_every == 0
         self._samples += 1
         fields = compact_sample(system, self.last_probe, agent, self.config_version(), full)
+        if self.outbox.thinned:
+            fields["thin"] = self.outbox.thinned
         seq = self.outbox.put("health", fields, ts=ts)
         self._wake.set()
         self._disk_full, ev = disk_step(self._disk_full, system.disk_pct)

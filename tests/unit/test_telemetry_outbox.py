@@ -140,3 +140,7 @@ def test_budget_thins_old_health_and_keeps_events(tmp_path: Path) -> None:
         f"SELECT sum(length(payload)) + count(*) * {ROW_OVERHEAD} FROM outbox"
     ).fetchone()[0]
     assert measured == box.bytes, "the running byte count drifted from the table"
+    thinned = box.thinned
+    assert thinned == 200 - len(kept)
+    reopened = Outbox(open_db(tmp_path / "hub.db", OUTBOX), "hub-a", box.budget_bytes)
+    assert reopened.thinned == thinned, "the thinned total survives a restart"
