@@ -88,6 +88,7 @@ def test_plan_rates_down_and_up(shaped: Lab) -> None:
         enf.reconcile(DesiredState(grants=(grant(c1, down=2000, up=1000),)))
         (down,) = _run([c1], reverse=True)
         (up,) = _run([c1], reverse=False)
+        print(f"2000/1000 plan: down {down:.0f} kbit/s, up {up:.0f} kbit/s")
         # iperf3 reports TCP goodput; HTB counts whole frames (~4% headers)
         assert 2000 * 0.9 <= down <= 2000 * 1.1, down
         assert 1000 * 0.9 <= up <= 1000 * 1.1, up
@@ -106,6 +107,7 @@ def test_ten_saturating_clients_share_fairly(shaped: Lab) -> None:
             DesiredState(grants=tuple(grant(c, down=4000, up=4000) for c in shaped.clients))
         )
         rates = _run(shaped.clients, reverse=True)
+        print(f"10 clients: Jain {jain(rates):.3f}, sum {sum(rates):.0f} kbit/s, {rates}")
         assert jain(rates) >= 0.95, rates
         # idle staff capacity is borrowed: together they use (nearly) the whole uplink
         assert sum(rates) >= DOWN_KBIT * 0.85, rates
@@ -122,6 +124,7 @@ def test_staff_keeps_guaranteed_share(shaped: Lab) -> None:
         enf.reconcile(DesiredState(grants=tuple(grants)))
         rates = _run(shaped.clients, reverse=True)
         guaranteed = DOWN_KBIT * 40 / 100
+        print(f"staff {rates[-1]:.0f} kbit/s (guaranteed {guaranteed:.0f}), others {rates[:-1]}")
         assert rates[-1] >= guaranteed * 0.9, rates  # 40% of the uplink, minus headers
         # the community still gets its own guaranteed rest, not starved either
         assert sum(rates[:-1]) >= (DOWN_KBIT - guaranteed) * 0.85, rates
