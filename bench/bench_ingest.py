@@ -29,6 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -206,6 +208,14 @@ def publish_backlog(url: str, hubs: list[registry.HubRecord], n: int, seq0: dict
         c.close()
 
 
+BROKER_PID = [0]
+
+
+def broker_cpu() -> float:
+    t = psutil.Process(BROKER_PID[0]).cpu_times()
+    return float(t.user + t.system)
+
+
 CONSUMERS = {  # name -> (kind, client ids, shared)
     "bare-paho": ("bare", ["bench-bare"], False),
     "controller-x1": ("controller", ["bench-ctl"], False),
@@ -218,7 +228,9 @@ def drain(url: str, name: str, db: Path, backlog: int) -> tuple[float, float]:
     # every process is started, imported and ready before any connects: no start-up skew
     start_at = time.time() + 1.5
     runs = [consumer(url, kind, cid, db, shared, False, start_at) for cid in ids]
+    broker0 = broker_cpu()
     res = [result(p) for p in runs]
+    broker_s = broker_cpu() - broker0  # the broker is idle before and after the drain
     got = sum(int(r["count"]) for r in res)
     first = min(r["first"] for r in res if r["count"])
     last = max(r["last"] for r in res if r["count"])
@@ -230,7 +242,7 @@ def drain(url: str, name: str, db: Path, backlog: int) -> tuple[float, float]:
     per_cpu = got / max(cpu, 1e-6)
     print(
         f"  {name:<21} {got:>7} msgs in {last - first:5.2f} s = {rate:7.0f} msg/s;"
-        f" {per_cpu:7.0f} msg per CPU-s ({shares})"
+        f" {per_cpu:7.0f} msg per CPU-s; broker busy {broker_s / (last - first):4.0%} ({shares})"
     )
     if got < backlog:
         print(f"  !! {name}: received {got} of {backlog}")
@@ -317,7 +329,7 @@ def main() -> None:
     p.add_argument("--hubs", type=int, default=2000)
     p.add_argument("--seconds", type=float, default=8)
     p.add_argument("--backlog", type=int, default=50_000)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--consumer", choices=["bare", "controller"])
     p.add_argument("--url")
     p.add_argument("--client-id")
@@ -333,6 +345,8 @@ def main() -> None:
     print(f"bench_ingest: {os.cpu_count()} cores")
     hubs = simulate.fleet_ids(args.hubs)
     with tempfile.TemporaryDirectory(prefix="relais-bench-") as tmp, BenchBroker() as broker:
+        assert broker.proc is not None
+        BROKER_PID[0] = broker.proc.pid
         work = Path(tmp)
         seq0 = sustained(broker.url, hubs, args.seconds, work)
         print(
