@@ -31,6 +31,8 @@ from typing import Any
 import pytest
 import yaml
 
+from captive_portal.security import hash_password
+
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -373,7 +375,7 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 HUB_PASSWORD = "hub-broker-s3cret"
-ADMIN_HASH = "scrypt$14$8$1$c2FsdHNhbHRzYWx0c2FsdA==$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g="
+ADMIN_HASH = hash_password("caretaker-demo-pw")
 
 
 @pytest.fixture(scope="module")
@@ -469,7 +471,7 @@ def _owner(root: Path, path: str) -> tuple[str, str, str]:
 def test_hub_secrets_are_readable_only_by_root_and_the_portal(hub: Deployment) -> None:
     assert _owner(hub.root, "/etc/relais/hub.yaml") == ("root", "relais-portal", "640")
     assert _owner(hub.root, "/etc/relais") == ("root", "relais-portal", "750")
-    assert _owner(hub.root, "/var/lib/relais") == ("root", "relais-portal", "750")
+    assert _owner(hub.root, "/var/lib/relais") == ("root", "relais-portal", "751")
     user = in_root(hub.root, "getent", "passwd", "relais-portal").stdout.split(":")
     assert user[6].strip() == "/usr/sbin/nologin" and int(user[2]) < 1000
     # The broker password never reaches Ansible's output.
@@ -500,6 +502,44 @@ def test_hub_units_are_hardened(hub: Deployment) -> None:
     # floor; the agent is root with network capabilities by design.
     assert exposure(hub.root, "relais-portal.service") <= 2.0
     assert exposure(hub.root, "relais-agent.service") <= 4.0
+
+
+def test_hub_portal_serves_as_its_unprivileged_user(hub: Deployment) -> None:
+    """The installed portal, run as relais-portal, reads the 0640 config and answers."""
+    port = free_port()
+    cmd = ["chroot", str(hub.root), "runuser", "-u", "relais-portal", "--"]
+    cmd += ["/opt/relais/venv/bin/captive-portal", "--config", "/etc/relais/hub.yaml"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise AssertionError(f"the portal did not start: {err[-2000:]}")
+            time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(
+                f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+            )
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+        status = reply.split(b"\r\n", 1)[0]
+        assert b" 200 " in status, reply[:500]
+        assert b"<html" in reply.lower()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_hub_masks_the_distribution_nginx(hub: Deployment) -> None:
+    unit = hub.root / "etc/systemd/system/nginx.service"
+    assert unit.is_symlink() and os.readlink(unit) == "/dev/null"
+    assert (hub.root / "usr/sbin/nginx").exists()
 
 
 def test_hub_without_radio_skips_hostapd(hub: Deployment) -> None:
