@@ -64,6 +64,8 @@ def test_no_sample_lost_across_a_broker_outage(broker: Broker, tmp_path: Path) -
     missing = set(range(1, last + 1)) - set(got)
     assert not missing, f"lost samples: {sorted(missing)[:20]}"
     assert max(got) == last
+    first_seen = list(dict.fromkeys(got))
+    assert first_seen == sorted(first_seen), "the backlog must drain oldest first"
     # Events went through the same outbox: agent_start and agent_stop, in order.
     assert col.wait_for(lambda: len(col.on("/events")) >= 2)
     types = [e["type"] for e in col.on("/events")]
