@@ -77,6 +77,11 @@ def m001_tables(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations
+def m002_meta(db: sqlite_utils.Database) -> None:
+    db.table("registry_meta").create({"key": str, "value": str}, pk="key")
+
+
 def open_registry(path: Path | str) -> sqlite_utils.Database:
     return open_db(path, migrations)
 
@@ -294,15 +299,47 @@ def recent_events(db: sqlite_utils.Database, hub_id: str, limit: int = 50) -> li
     )
 
 
+def _first_rowid_at_or_after(db: sqlite_utils.Database, lo: int, hi: int, cutoff: float) -> int:
+    """Binary search over rowids (rows append in arrival order, so ts grows with rowid):
+    the first rowid in (lo, hi] whose sample is not older than ``cutoff`` (hi + 1: none)."""
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        row = db.conn.execute(
+            "SELECT ts FROM health WHERE rowid >= ? ORDER BY rowid LIMIT 1", [mid]
+        ).fetchone()
+        if row is None or row[0] >= cutoff:
+            hi = mid - 1
+        else:
+            lo = mid
+    return lo + 1
+
+
 def downsample_health(db: sqlite_utils.Database, now: float | None = None) -> int:
-    """Keep full resolution for HEALTH_FULL_DAYS; older, keep the last sample of each hour."""
+    """Keep full resolution for HEALTH_FULL_DAYS; older, keep the last sample of each hour.
+
+    Each run only visits the rows that aged past the cutoff since the previous run (a rowid
+    range found by binary search, no index on ts needed), so its cost does not grow with
+    the size of the table.
+    """
     cutoff = (now if now is not None else time.time()) - HEALTH_FULL_DAYS * 86_400
     with transaction(db):
+        done_row = db.conn.execute(
+            "SELECT value FROM registry_meta WHERE key = 'downsampled_rowid'"
+        ).fetchone()
+        done = int(done_row[0]) if done_row else 0
+        top = db.conn.execute("SELECT max(rowid) FROM health").fetchone()[0] or 0
+        upto = _first_rowid_at_or_after(db, done, top, cutoff) - 1
+        if upto <= done:
+            return 0
         cur = db.conn.execute(
-            "DELETE FROM health WHERE ts < ? AND rowid NOT IN ("
-            " SELECT max(rowid) FROM health WHERE ts < ?"
+            "DELETE FROM health WHERE rowid > ? AND rowid <= ? AND rowid NOT IN ("
+            " SELECT max(rowid) FROM health WHERE rowid > ? AND rowid <= ?"
             " GROUP BY hub_id, CAST(ts / 3600 AS INTEGER))",
-            [cutoff, cutoff],
+            [done, upto, done, upto],
+        )
+        db.conn.execute(
+            "INSERT OR REPLACE INTO registry_meta (key, value) VALUES ('downsampled_rowid', ?)",
+            [str(upto)],
         )
     return int(cur.rowcount)
 

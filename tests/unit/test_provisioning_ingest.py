@@ -92,3 +92,12 @@ def test_downsample_keeps_recent_and_one_per_hour_when_old() -> None:
     hours = {int((old + s * 600) // 3600) for s in range(12)}
     assert len(old_left) == len(hours)
     assert [s for s in left if s >= 100] == [100, 101, 102, 103, 104]
+    assert registry.downsample_health(db, now=now) == 0  # nothing newly aged
+    # Eight days later the "recent" samples have aged too: one per hour is kept,
+    # and the rows thinned before are not visited again.
+    assert registry.downsample_health(db, now=now + 8 * 86_400) == 5 - len(
+        {int((now - 60 * i) // 3600) for i in range(5)}
+    )
+    assert len(list(db.query("SELECT seq FROM health"))) == len(hours) + len(
+        {int((now - 60 * i) // 3600) for i in range(5)}
+    )
