@@ -271,6 +271,8 @@ class ConfigSync:
             return self._report(new.version, "rolled_back", problem)
         self.store.commit(new, envelope)
         self.current = new
+        if self.telemetry is not None:
+            self.telemetry.reconfigure(new)
         self.applied_sig = None if envelope is None else envelope.get("sig")
         log.info("config v%d applied", new.version)
         return self._report(new.version, "applied", None)

@@ -91,11 +91,8 @@ class Telemetry:
         self.probe_every_s = probe_every_s or max(self.interval_s, 5.0)
         # Health goes out in groups of ~FLUSH_SAMPLES (5 min at the default 60 s);
         # 0 sends each sample at once.
-        self.flush_every_s = (
-            flush_every_s
-            if flush_every_s is not None
-            else min(FLUSH_MAX_S, self.interval_s * (FLUSH_SAMPLES - 0.5))
-        )
+        self._flush_fixed = flush_every_s
+        self.flush_every_s = self._flush_for(self.interval_s)
         self.last_probe: ProbeResult | None = None
         # 1: every sample carries every field (the default). N > 1: the slow fields ride on
         # every N-th sample only, cutting uplink bytes by ~40% (bench_telemetry_bytes);
@@ -152,6 +149,21 @@ class Telemetry:
         self._flush_acks()
         self._write_status()
 
+    def _flush_for(self, interval_s: float) -> float:
+        if self._flush_fixed is not None:
+            return self._flush_fixed
+        return min(FLUSH_MAX_S, interval_s * (FLUSH_SAMPLES - 0.5))
+
+    def reconfigure(self, cfg: HubConfig) -> None:
+        """Take a newly applied config's telemetry settings (interval, budget, drain rate,
+        probe target). Broker address and credentials need a new ``Telemetry``."""
+        self.config = cfg
+        self.interval_s = float(cfg.mqtt.telemetry_interval_s)
+        self.flush_every_s = self._flush_for(self.interval_s)
+        self.outbox.budget_bytes = cfg.mqtt.outbox_budget_mb * 1024 * 1024
+        if self.bucket.rate is not None:
+            self.bucket.rate = cfg.mqtt.drain_rate_per_s
+
     async def __aenter__(self) -> Telemetry:
         await self.start()
         return self
@@ -202,8 +214,8 @@ class Telemetry:
 
     async def _probe_loop(self) -> None:
         assert self._probe is not None
-        host = self.config.network.wan.probe_host
         while True:
+            host = self.config.network.wan.probe_host
             try:
                 result: ProbeResult = await self._probe(host)
             except Exception:

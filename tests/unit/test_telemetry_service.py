@@ -41,3 +41,18 @@ def test_events_and_backlogs_are_not_held(tmp_path: Path) -> None:
 
 def test_flush_every_zero_sends_each_sample_at_once(tmp_path: Path) -> None:
     assert tel(tmp_path, flush_every_s=0)._hold_for([q("health", 0)]) == 0
+
+
+def test_an_applied_config_changes_interval_budget_rate_and_probe_target(tmp_path: Path) -> None:
+    t = tel(tmp_path)
+    new = t.config.model_copy(
+        update={
+            "mqtt": t.config.mqtt.model_copy(
+                update={"telemetry_interval_s": 120, "outbox_budget_mb": 8, "drain_rate_per_s": 5}
+            )
+        }
+    )
+    t.reconfigure(new)
+    assert t.interval_s == 120 and t.flush_every_s == 300  # capped at 5 min
+    assert t.outbox.budget_bytes == 8 * 1024 * 1024 and t.bucket.rate == 5
+    assert t.config is new
