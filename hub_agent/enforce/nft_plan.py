@@ -46,7 +46,7 @@ SLOT_MAX = 0xFFFE
 DYNAMIC_SETS = ("wg4", "wg6", "zr4", "zr6")
 # Per-device maps and sets: compared element by element.
 DEVICE_SETS = ("auth4", "auth4m", "auth6")
-DEVICE_MAPS = ("slot_of", "ctr_up", "ctr_dn", "quota_of", "prio_up")
+DEVICE_MAPS = ("slot_of", "ctr_up", "ctr_dn", "quota_of", "prio_up", "prio_dn")
 
 Json = dict[str, Any]
 Expr = dict[str, Any]
@@ -218,6 +218,7 @@ def _sets(config: HubConfig, state: DesiredState) -> list[Json]:
         m("ctr_dn", "mark", "counter"),
         m("quota_of", "mark", "quota"),
         m("prio_up", "ether_addr", "classid"),
+        m("prio_dn", "mark", "classid"),
     ]
     static_elems: dict[str, list[Any]] = {
         "staff": staff_macs(config, state),
@@ -385,6 +386,20 @@ def rules(config: HubConfig) -> list[RuleSpec]:
             "answers-only",
             [_match(_ct("state"), {"set": ["established", "related"]}, "!="), DROP],
         ),
+        # download class by the connection's slot: covers IPv6 privacy addresses and
+        # devices whose IP is not known, which tc's u32 address filters cannot
+        (
+            "to_lan",
+            "download-class",
+            [
+                {
+                    "mangle": {
+                        "key": _meta("priority"),
+                        "value": {"map": {"key": _ct("mark"), "data": "@prio_dn"}},
+                    }
+                }
+            ],
+        ),
         ("to_lan", "uncounted", [_match(_ct("mark"), 0), ACCEPT]),
         ("to_lan", "quota", [_lookup_ctr_map("quota", "quota_of"), DROP]),
         ("to_lan", "count-down", [_lookup_ctr_map("counter", "ctr_dn"), ACCEPT]),
@@ -459,6 +474,7 @@ def device_elements(grant: Grant, slot: int) -> list[Json]:
         _elem("ctr_up", [[slot, up_counter(grant.mac)]]),
         _elem("ctr_dn", [[slot, down_counter(grant.mac)]]),
         _elem("prio_up", [[grant.mac, tc_classid(slot)]]),
+        _elem("prio_dn", [[slot, tc_classid(slot)]]),
     ]
     if grant.quota_bytes is not None:
         out.append(_elem("quota_of", [[slot, quota_name(grant.mac)]]))
@@ -506,6 +522,7 @@ def device_remove(dev: LiveDevice, keep_counters: bool = False) -> list[Json]:
             _elem("ctr_up", [[dev.slot, up_counter(dev.mac)]]),
             _elem("ctr_dn", [[dev.slot, down_counter(dev.mac)]]),
             _elem("prio_up", [[dev.mac, tc_classid(dev.slot)]]),
+            _elem("prio_dn", [[dev.slot, tc_classid(dev.slot)]]),
             _elem("slot_of", [[dev.mac, dev.slot]]),
         ]
     # ensure objects, then ensure+delete elements (which reference them), then objects

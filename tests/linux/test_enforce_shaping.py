@@ -10,7 +10,7 @@ import pytest
 
 from hub_agent.config import HubConfig
 from hub_agent.enforce.enforcer import Enforcer
-from hub_agent.enforce.model import DesiredState
+from hub_agent.enforce.model import DesiredState, Grant
 from tests.conftest import require_lab
 from tests.lab.netns import UPSTREAM, Client, Lab
 from tests.linux.test_enforce_helpers import grant, lab_config
@@ -96,6 +96,11 @@ def test_plan_rates_down_and_up(shaped: Lab) -> None:
         enf.authorize(grant(c1, down=4000, up=1000))
         (down,) = _run([c1], reverse=True)
         assert 4000 * 0.9 <= down <= 4000 * 1.1, down
+        # with no address known (no tc address filter), the firewall's priority still
+        # puts the device's download in its class
+        enf.authorize(Grant(c1.mac, None, 2000, 1000))
+        (down,) = _run([c1], reverse=True)
+        assert 2000 * 0.9 <= down <= 2000 * 1.1, down
     finally:
         enf.close()
 
