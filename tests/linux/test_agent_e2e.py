@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -70,8 +71,8 @@ class Hub:
         return p.read_text(errors="replace")[-3000:] if p.exists() else ""
 
 
-def _config(rundir: Path) -> dict[str, object]:
-    data = yaml.safe_load((ROOT / "examples" / "hub.yaml").read_text())
+def _config(rundir: Path) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "hub.yaml").read_text())
     data["data_dir"] = str(rundir / "data")
     data["portal"]["agent_socket"] = str(rundir / "agent.sock")
     data["staff"]["devices"] = []
