@@ -114,7 +114,14 @@ def run_consumer(args: argparse.Namespace) -> None:
     ing.stop()
     print(
         json.dumps(
-            {"count": ing.stats.committed, "first": first_seen[0], "last": last, "cpu": cpu}
+            {
+                "count": ing.stats.committed,
+                "first": first_seen[0],
+                "last": last,
+                "cpu": cpu,
+                "lock_waits": ing.stats.lock_waits,
+                "batches": ing.stats.batches,
+            }
         ),
         flush=True,
     )
@@ -242,10 +249,15 @@ def drain(url: str, name: str, db: Path, backlog: int) -> tuple[float, float]:
     per_cpu = got / max(cpu, 1e-6)
     print(
         f"  {name:<21} {got:>7} msgs in {last - first:5.2f} s = {rate:7.0f} msg/s;"
-        f" {per_cpu:7.0f} msg per CPU-s; broker busy {broker_s / (last - first):4.0%} ({shares})"
+        f" {per_cpu:7.0f} msg per CPU-s; consumers used {cpu / (last - first):.2f} cores,"
+        f" broker {broker_s / (last - first):.2f} ({shares})"
     )
     if got < backlog:
         print(f"  !! {name}: received {got} of {backlog}")
+    if kind == "controller":
+        waits = "/".join(f"{int(r['lock_waits'])}" for r in res)
+        batches = "/".join(f"{int(r['batches'])}" for r in res)
+        print(f"  {'':<21} commits {batches}, write-lock retries {waits}")
     return rate, per_cpu
 
 
