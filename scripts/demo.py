@@ -54,6 +54,7 @@ from captive_portal.security import hash_password
 from hub_agent.config import validate_config
 from tests.lab.broker import mosquitto_path
 from tests.lab.netns import Lab, LabError, delete_netns, list_netns
+from tests.lab.users import portal_gid
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("RELAIS_DEMO_STATE") or ROOT / "demo-state").resolve()
@@ -500,7 +501,7 @@ def write_hub_config(enrolled: dict[str, Any], hub_dir: Path, layer: dict[str, A
     path = hub_dir / "hub.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
     # It holds the hub's broker password: root and the portal's group only.
-    os.chown(path, 0, NOBODY)
+    os.chown(path, 0, portal_gid())
     os.chmod(path, 0o640)
     return path
 
@@ -619,15 +620,16 @@ def bring_up(sup: Supervisor) -> tuple[Lab, dict[str, Any]]:
 
         sup.spawn("agent", [str(BIN / "hub-agent"), "run", "--config", str(config)], ns=lab.hub_ns)
         sock = hub_dir / "run" / "agent.sock"
+        # The agent gives its socket to group relais-portal itself, as on a real hub, so
+        # the portal keeps access across agent restarts.
         wait_until("agent socket", lambda: sup.check("agent") or sock.exists(), 30)
-        os.chown(sock, -1, NOBODY)  # the portal's group (no relais-portal group here)
 
         sup.spawn(
             "portal",
             [
                 "setpriv",
                 f"--reuid={NOBODY}",
-                f"--regid={NOBODY}",
+                f"--regid={portal_gid()}",
                 "--clear-groups",
                 str(BIN / "captive-portal"),
                 "--config",

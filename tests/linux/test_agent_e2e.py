@@ -31,6 +31,7 @@ from hub_agent.store import open_db
 from hub_agent.telemetry import db_path
 from tests.conftest import require_lab
 from tests.lab.netns import DOMAINS, HUB_LAN, UPSTREAM, Client, Lab
+from tests.lab.users import portal_setpriv
 from tests.linux.test_lab_smoke import DNS_QUERY
 
 pytestmark = pytest.mark.root
@@ -38,7 +39,6 @@ pytestmark = pytest.mark.root
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PORTAL = f"http://{HUB_LAN}:8080"
-NOBODY = 65534
 
 
 @dataclass
@@ -96,13 +96,9 @@ def hub() -> Iterator[Hub]:
     hub = Hub(lab, rundir, cfg_path, None, None, voucher)  # type: ignore[arg-type]
     try:
         hub.start_agent()
-        os.chown(rundir / "agent.sock", -1, NOBODY)  # the portal's group in this test
         hub.portal = lab.spawn(
             lab.hub_ns,
-            "setpriv",
-            f"--reuid={NOBODY}",
-            f"--regid={NOBODY}",
-            "--clear-groups",
+            *portal_setpriv(),
             str(BIN / "captive-portal"),
             "--config",
             str(cfg_path),
@@ -118,6 +114,16 @@ def hub() -> Iterator[Hub]:
         lab.hub_exec("nft", "delete", "table", "inet", "relais")
         lab.close()
         shutil.rmtree(rundir, ignore_errors=True)
+
+
+def issue_voucher(hub: Hub) -> str:
+    """Another voucher, issued as the caretaker would while the agent runs."""
+    r = subprocess.run(
+        [str(BIN / "hub-agent"), "vouchers", "issue", "--config", str(hub.config_path),
+         "--plan", "heure", "--count", "1"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return r.stdout.split()[0]
 
 
 def _get(c: Client, url: str, *args: str, timeout: float = 5) -> tuple[str, str, str]:
@@ -183,6 +189,10 @@ def test_phone_logs_in_and_survives_agent_kill(hub: Hub) -> None:
     assert not _reaches_upstream(c2)
     code, _, _ = _get(c2, f"http://{UPSTREAM}/")
     assert code == "302"
+    # The portal (unprivileged, never restarted) still reaches the restarted agent.
+    second = issue_voucher(hub)
+    assert "Vous êtes connecté" in _login(c2, second)
+    assert _reaches_upstream(c2)
 
 
 def test_status_and_logout_end_access(hub: Hub) -> None:
