@@ -27,6 +27,7 @@ from hub_agent.config import HubConfig, validate_config
 from provisioning import registry, topics
 from provisioning.geo import default_position
 from provisioning.statedir import StateDir, write_private
+from provisioning.vouchers import voucher_secret
 
 
 class EnrollError(RuntimeError):
@@ -79,9 +80,16 @@ def base_document() -> dict[str, Any]:
 
 
 def forced_fields(
-    hub: registry.HubRecord, mqtt_url: str, username: str, password: str, public_key: str
+    hub: registry.HubRecord,
+    mqtt_url: str,
+    username: str,
+    password: str,
+    public_key: str,
+    voucher_key: str,
 ) -> dict[str, Any]:
-    """What no push may change: identity, the hub's own broker credentials, trust."""
+    """What no push may change: identity, the hub's own broker credentials, trust (the
+    config-signing public key and the deployment's voucher secret, without which central
+    vouchers cannot be verified offline on the hub)."""
     return {
         "hub": {
             "id": hub.id,
@@ -91,7 +99,7 @@ def forced_fields(
             "prefecture": hub.prefecture,
         },
         "mqtt": {"url": mqtt_url, "username": username, "password": password},
-        "trust": {"central_public_key": public_key},
+        "trust": {"central_public_key": public_key, "voucher_secret": voucher_key},
     }
 
 
@@ -102,18 +110,21 @@ def first_config(
     password: str,
     public_key: str,
     admin_hash: str,
+    voucher_key: str,
 ) -> HubConfig:
     doc = base_document()
-    doc.update(forced_fields(hub, mqtt_url, hub.id, password, public_key))
+    doc.update(forced_fields(hub, mqtt_url, hub.id, password, public_key, voucher_key))
     doc["version"] = version
     doc.setdefault("portal", {})["admin_password_hash"] = admin_hash
     return validate_config(doc, source=f"hub {hub.id} first config")
 
 
 def redacted(wire: dict[str, Any]) -> dict[str, Any]:
-    """The config as the registry keeps it: the broker password stays in secrets/."""
+    """The config as the registry keeps it: the broker password and the voucher secret
+    stay in secrets/."""
     out = dict(wire)
     out["mqtt"] = {**out.get("mqtt", {}), "password": None}
+    out["trust"] = {**out.get("trust", {}), "voucher_secret": None}
     return out
 
 
@@ -188,7 +199,9 @@ def enroll(
     caretaker = secrets.token_urlsafe(9)
     admin_hash = hash_password(caretaker)
     version = registry.next_version(existing) if existing else 1
-    config = first_config(hub, version, url, password, key.public_b64, admin_hash)
+    config = first_config(
+        hub, version, url, password, key.public_b64, admin_hash, voucher_secret(state)
+    )
 
     # Credentials first: if anything below fails, re-running enroll rotates again.
     write_password(state.passwd_path, ctl_user, ctl_password)

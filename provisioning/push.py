@@ -19,12 +19,14 @@ from typing import Any
 import sqlite_utils
 
 from hub_agent.config import ConfigError, parse_yaml
+from hub_agent.content.catalogue import manifest_for
 from hub_agent.signing import SigningKey, sign_envelope
 from provisioning import pushplan, registry, topics
 from provisioning.enroll import base_document, redacted
 from provisioning.mqttclient import Client
 from provisioning.pushplan import HubView, PushError, Rendered
 from provisioning.statedir import StateDir
+from provisioning.vouchers import voucher_secret
 
 
 def view_of(row: dict[str, Any]) -> HubView:
@@ -68,6 +70,7 @@ def prepare(
         if not targets:
             raise PushError(f"--group {group}: no enrolled hub matches")
     public = state.public_key()
+    voucher_key = voucher_secret(state)
     bases, versions, forced = {}, {}, {}
     for hub in targets:
         secret = state.read_secret(hub.id) or {}
@@ -78,7 +81,13 @@ def prepare(
         forced[hub.id] = {
             "hub": {"id": hub.id, "kind": hub.kind},
             "mqtt": {"username": hub.id, "password": secret["mqtt_password"]},
-            "trust": {"central_public_key": public},
+            "trust": {"central_public_key": public, "voucher_secret": voucher_key},
+            # Each hub gets its library manifest with its config (hubctl content assign).
+            "content": {
+                "items": [
+                    i.model_dump(mode="json", exclude_none=True) for i in manifest_for(db, hub.id)
+                ]
+            },
         }
     return pushplan.render_all(targets, bases, pf, versions, forced)
 
