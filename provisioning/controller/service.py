@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import logging
 import os
 import queue
@@ -30,11 +31,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from provisioning import registry, topics
+from hub_agent.sessions.service import Redemption
+from provisioning import registry, topics, vouchers
 from provisioning.controller.ingest import Ingestor
 from provisioning.mqttclient import BrokerUrl, MqttError
 from provisioning.registry import Batch
 from provisioning.statedir import StateDir
+from provisioning.vouchers import Finding
 
 log = logging.getLogger("relais.controller")
 
@@ -53,8 +56,24 @@ class Stats:
     committed: int = 0
     batches: int = 0
     lock_waits: int = 0
+    voucher_findings: int = 0
     reconnects: int = 0
     last_commit: float = 0.0
+
+
+def reconcile_redemptions(db: sqlite_utils.Database, batch: Batch) -> list[Finding]:
+    """Central vouchers redeemed on hubs (``voucher_redeemed`` events of this batch),
+    recorded in the same transaction as the events; returns what they reveal: a code used
+    by more devices than it allows across hubs that were offline, or one never issued."""
+    redemptions = []
+    for hub_id, _seq, _ts, kind, data in batch.events:
+        if kind != "voucher_redeemed":
+            continue
+        try:
+            redemptions.append(Redemption.from_event(hub_id, json.loads(data)))
+        except ValueError as e:  # a malformed report is stored as an event, not fatal
+            log.warning("hub %s: bad voucher_redeemed event: %s", hub_id, e)
+    return vouchers.reconcile(db, redemptions) if redemptions else []
 
 
 class Ingest:
@@ -194,10 +213,17 @@ class Ingest:
             conn.execute("PRAGMA busy_timeout=5000")
         try:
             registry.write_batch(self.db, batch)
+            findings = reconcile_redemptions(self.db, batch)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        for f in findings:
+            self.stats.voucher_findings += 1
+            log.warning(
+                "voucher %s %s: plan %s, %d device(s) allowed, redeemed on %s",
+                f.code, f.kind, f.plan_id, f.devices_max, ", ".join(f.hubs),
+            )  # fmt: skip
 
     def _write_loop(self) -> None:
         while True:
