@@ -31,8 +31,6 @@ from typing import Any
 import pytest
 import yaml
 
-from captive_portal.security import hash_password
-
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -374,28 +372,52 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return build_packages(tmp_path_factory.mktemp("relais-packages"))
 
 
-HUB_PASSWORD = "hub-broker-s3cret"
-ADMIN_HASH = hash_password("caretaker-demo-pw")
+@dataclass
+class Enrollment:
+    host_vars: dict[str, Any]
+    caretaker_password: str
+
+
+def enroll_on_host(state: Path, hub_id: str) -> Enrollment:
+    """`hubctl enroll` from this checkout, into its own state folder: the real host_vars."""
+    cmd = [str(VENV_BIN / "hubctl"), "--state", str(state), "enroll", hub_id]
+    cmd += ["--kind", "mairie", "--name", "Mairie de Test", "--region", "Maritime"]
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    m = re.search(r"Caretaker password \(shown once\): (\S+)", proc.stdout)
+    assert m, proc.stdout
+    host_vars = yaml.safe_load((state / "ansible" / "host_vars" / f"{hub_id}.yml").read_text())
+    return Enrollment(host_vars, m.group(1))
+
+
+@pytest.fixture(scope="module")
+def enrollment(tmp_path_factory: pytest.TempPathFactory) -> Enrollment:
+    _require_tools()
+    if not shutil.which("mosquitto_passwd"):
+        pytest.skip("hub test skipped: hubctl enroll needs mosquitto_passwd (make test installs)")
+    return enroll_on_host(tmp_path_factory.mktemp("central"), HUB_ID)
 
 
 @pytest.fixture(scope="module")
 def hub(
-    tmp_path_factory: pytest.TempPathFactory, packages: tuple[Path, Path]
+    tmp_path_factory: pytest.TempPathFactory,
+    packages: tuple[Path, Path],
+    enrollment: Enrollment,
 ) -> Iterator[Deployment]:
-    """A hub enrolled the way `hubctl enroll` writes host_vars, deployed twice."""
+    """A hub deployed twice from the host_vars `hubctl enroll` wrote for it."""
     wheel, house = packages
     workdir = tmp_path_factory.mktemp("hub")
-    config = yaml.safe_load((REPO / "examples" / "hub.yaml").read_text())
     extra = {
+        **enrollment.host_vars,
         "relais_package_src": str(wheel),
         "relais_pip_wheelhouse": str(house),
-        "relais_hub_id": HUB_ID,
-        "relais_mqtt_url": "mqtts://central.example.tg:8883",
-        "relais_mqtt_username": HUB_ID,
-        "relais_mqtt_password": HUB_PASSWORD,
-        "relais_central_public_key": "ZmFrZS1jZW50cmFsLWtleS0zMi1ieXRlcy1sb25nISE=",
-        "relais_admin_password_hash": ADMIN_HASH,
-        "relais_hub_config": config,
+        # As group_vars/hubs.yml sets it: SQLite and content on their own partition.
+        "relais_data_device": "/dev/disk/by-label/relais-data",
     }
     with throwaway_root(workdir) as root:
         first, second = apply_twice(workdir, "hub.yml", "hubs", root, extra)
@@ -443,24 +465,37 @@ def test_hub_commands_run_from_the_venv(hub: Deployment) -> None:
         assert "usage" in proc.stdout.lower(), cmd
 
 
-def test_hub_config_is_the_enrollment_and_passes_the_agent_schema(hub: Deployment) -> None:
+def test_hub_config_is_the_enrollment_and_passes_the_agent_schema(
+    hub: Deployment, enrollment: Enrollment
+) -> None:
     code = (
         "import json; from hub_agent.config import load_config;"
         "c = load_config('/etc/relais/hub.yaml', env={});"
         "print(json.dumps(c.to_wire()))"
     )
     wire = json.loads(in_root(hub.root, "/opt/relais/venv/bin/python", "-c", code).stdout)
-    assert wire["hub"]["id"] == HUB_ID
-    assert wire["mqtt"]["url"] == "mqtts://central.example.tg:8883"
-    assert (wire["mqtt"]["username"], wire["mqtt"]["password"]) == (HUB_ID, HUB_PASSWORD)
-    assert wire["trust"]["central_public_key"] == hub.extra["relais_central_public_key"]
-    assert wire["portal"]["admin_password_hash"] == ADMIN_HASH
+    hv = enrollment.host_vars
+    assert wire["hub"]["id"] == hv["relais_hub_id"] == HUB_ID
+    assert wire["mqtt"]["url"] == hv["relais_mqtt_url"]
+    assert wire["mqtt"]["username"] == hv["relais_mqtt_username"]
+    assert wire["mqtt"]["password"] == hv["relais_mqtt_password"]
+    assert wire["trust"]["central_public_key"] == hv["relais_central_public_key"]
+    assert wire["portal"]["admin_password_hash"] == hv["relais_admin_password_hash"]
     assert wire["portal"]["agent_socket"] == "/run/relais/agent.sock"
     assert wire["data_dir"] == "/var/lib/relais"
     # The rest is the enrollment's document untouched.
-    assert [p["id"] for p in wire["plans"]] == [
-        p["id"] for p in hub.extra["relais_hub_config"]["plans"]
-    ]
+    assert wire["plans"] == hv["relais_hub_config"]["plans"]
+    assert wire["network"] == hv["relais_hub_config"]["network"]
+    # The caretaker password hubctl printed opens /admin with the hash the hub holds.
+    check = (
+        "import sys; from captive_portal.security import verify_password;"
+        "from hub_agent.config import load_config;"
+        "c = load_config('/etc/relais/hub.yaml', env={});"
+        "print(verify_password(sys.argv[1], c.portal.admin_password_hash))"
+    )
+    py = "/opt/relais/venv/bin/python"
+    out = in_root(hub.root, py, "-c", check, enrollment.caretaker_password).stdout
+    assert out.strip() == "True"
 
 
 def _owner(root: Path, path: str) -> tuple[str, str, str]:
@@ -476,11 +511,12 @@ def test_hub_secrets_are_readable_only_by_root_and_the_portal(hub: Deployment) -
     assert user[6].strip() == "/usr/sbin/nologin" and int(user[2]) < 1000
     # The broker password never reaches Ansible's output.
     for run in (hub.first, hub.second):
-        assert HUB_PASSWORD not in run.output
+        assert hub.extra["relais_mqtt_password"] not in run.output
 
 
 def test_hub_units_pass_systemd_analyze_verify(hub: Deployment) -> None:
-    proc = verify_units(hub.root, ["relais-agent.service", "relais-portal.service"])
+    units = ["relais-agent.service", "relais-portal.service", "var-lib-relais.mount"]
+    proc = verify_units(hub.root, units)
     assert proc.returncode == 0, proc.stderr
     assert "relais" not in proc.stderr, proc.stderr
 
@@ -557,7 +593,7 @@ def test_hub_refuses_a_bad_config_and_keeps_the_old_one(hub: Deployment) -> None
     run = hub.run("hub.yml", "hubs", "--tags", "relais_config", relais_hub_config=bad)
     assert run.rc != 0
     assert (hub.root / "etc/relais/hub.yaml").read_bytes() == before
-    assert HUB_PASSWORD not in run.output
+    assert hub.extra["relais_mqtt_password"] not in run.output
 
 
 def test_hub_with_wifi_gets_an_open_access_point_for_togo(hub: Deployment) -> None:
@@ -581,6 +617,34 @@ def test_hub_with_wifi_gets_an_open_access_point_for_togo(hub: Deployment) -> No
     assert (conf["country_code"], conf["channel"], conf["wpa"]) == ("TG", "11", "0")
     assert conf["bridge"] == "lan0" and conf["ap_isolate"] == "1"
     assert _owner(hub.root, "/etc/hostapd/hostapd.conf")[2] == "600"
+
+
+def test_hub_rebuilt_package_with_the_same_version_is_reinstalled(hub: Deployment) -> None:
+    """pip keeps an installed version when handed the same version again; the role must
+    notice the new file and replace the code anyway, then settle."""
+    wheel = Path(hub.extra["relais_package_src"])
+    src = hub.workdir / "rebuilt-src"
+    shutil.copytree(wheel.parent.parent / "src", src)
+    marker = f"REBUILD_MARKER = {time.time_ns()}"
+    with (src / "hub_agent" / "__init__.py").open("a") as f:
+        f.write(f"\n{marker}\n")
+    dist = hub.workdir / "rebuilt-dist"
+    pip = [str(VENV_BIN / "python"), "-m", "pip", "-q", "wheel", "--no-deps", "-w", str(dist)]
+    subprocess.run([*pip, str(src)], check=True, capture_output=True)
+    (rebuilt,) = dist.glob("relais-*.whl")
+    assert rebuilt.name == wheel.name
+    runs = [
+        hub.run("hub.yml", "hubs", "--tags", "relais_package", relais_package_src=str(rebuilt))
+        for _ in range(2)
+    ]
+    assert runs[0].rc == 0, runs[0].output[-4000:]
+    assert "relais_package : Reinstall relais when its package file changed" in (
+        runs[0].changed_tasks()
+    )
+    code = "import hub_agent; print(hub_agent.REBUILD_MARKER)"
+    out = in_root(hub.root, "/opt/relais/venv/bin/python", "-c", code).stdout.strip()
+    assert f"REBUILD_MARKER = {out}" == marker
+    assert runs[1].rc == 0 and runs[1].recap["changed"] == 0, runs[1].changed_tasks()
 
 
 # --------------------------------------------------------------------------------------
@@ -610,33 +674,27 @@ def test_controller_units_pass_systemd_analyze_verify(controller: Deployment) ->
     assert exposure(controller.root, "relais-registry-backup.service") <= 2.0
 
 
-def _enroll(root: Path, users: dict[str, str], hubs: list[str]) -> None:
-    """What `hubctl enroll` leaves in the state folder: passwd (hashed) and ACL, 0600."""
-    state = root / "var/lib/relais-central/mosquitto"
-    passwd = state / "passwd"
-    passwd.write_text("")
-    for user, password in users.items():
-        subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True)
-    acl = ["user relais-central", "topic readwrite relais/#", ""]
-    for h in hubs:
-        acl += [f"user {h}", f"topic write relais/hubs/{h}/health", ""]
-        acl += [f"topic read relais/hubs/{h}/config/desired", ""]
-    (state / "acl").write_text("\n".join(acl))
-    for f in (passwd, state / "acl"):
-        f.chmod(0o600)
-    # hubctl runs as the controller's user, so its files are that user's.
+def enroll_in_root(root: Path, hub_id: str) -> tuple[str, str]:
+    """The installed hubctl, run as the controller's user: (username, password) of the hub."""
     in_root(
         root,
-        "chown",
-        "relais-central:relais-central",
-        *(
-            f"/{p}"
-            for p in (
-                "var/lib/relais-central/mosquitto/passwd",
-                "var/lib/relais-central/mosquitto/acl",
-            )
-        ),
+        "runuser",
+        "-u",
+        "relais-central",
+        "--",
+        "/opt/relais/venv/bin/hubctl",
+        "--state",
+        "/var/lib/relais-central",
+        "enroll",
+        hub_id,
+        "--kind",
+        "school",
+        "--name",
+        f"École {hub_id}",
     )
+    path = root / f"var/lib/relais-central/ansible/host_vars/{hub_id}.yml"
+    hv = yaml.safe_load(path.read_text())
+    return str(hv["relais_mqtt_username"]), str(hv["relais_mqtt_password"])
 
 
 @dataclass
@@ -678,9 +736,9 @@ def chroot_mosquitto(d: Deployment) -> Iterator[Broker]:
         proc.wait(timeout=10)
 
 
-def _subscribe(broker: Broker, password: str, seconds: float) -> subprocess.Popen[str]:
+def _subscribe(broker: Broker, user: str, password: str, seconds: float) -> subprocess.Popen[str]:
     cmd = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.plain_port), "-V", "5"]
-    cmd += ["-u", "relais-central", "-P", password, "-t", "relais/#", "-v", "-q", "1"]
+    cmd += ["-u", user, "-P", password, "-t", "relais/#", "-v", "-q", "1"]
     cmd += ["-W", str(seconds)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -689,27 +747,26 @@ def test_controller_broker_takes_hubctl_files_tls_and_acl(controller: Deployment
     if not shutil.which("mosquitto_pub"):
         pytest.skip("broker check skipped: mosquitto-clients not installed on this machine")
     root = controller.root
-    _enroll(root, {"relais-central": "ctl-pw", "tg-a": "pw-a"}, ["tg-a"])
+    a_user, a_pw = enroll_in_root(root, "tg-a")
     sync = in_root(root, "relais-broker-sync", "--no-reload", "--report")
     assert sync.stdout.strip() == "updated"
     assert _owner(root, "/etc/mosquitto/relais/passwd") == ("root", "mosquitto", "640")
     # Run again with nothing new: nothing to do (the role's own task relies on it).
     assert in_root(root, "relais-broker-sync", "--no-reload", "--report").stdout == ""
+    secret = json.loads((root / "var/lib/relais-central/secrets/controller.json").read_text())
     with chroot_mosquitto(controller) as broker:
-        sub = _subscribe(broker, "ctl-pw", 4)
+        sub = _subscribe(broker, secret["username"], secret["password"], 5)
         time.sleep(0.5)
-        assert broker.publish("tg-a", "pw-a", "relais/hubs/tg-a/health", "own") == 0
-        broker.publish("tg-a", "pw-a", "relais/hubs/tg-b/health", "forged")
-        assert broker.publish("tg-a", "wrong", "relais/hubs/tg-a/health", "x") != 0
+        assert broker.publish(a_user, a_pw, "relais/hubs/tg-a/health", "own") == 0
+        broker.publish(a_user, a_pw, "relais/hubs/tg-b/health", "forged")
+        assert broker.publish(a_user, "wrong", "relais/hubs/tg-a/health", "x") != 0
         # A new enrollment: hubctl rewrites its files, the sync copies, SIGHUP rereads.
-        _enroll(
-            root, {"relais-central": "ctl-pw", "tg-a": "pw-a", "tg-b": "pw-b"}, ["tg-a", "tg-b"]
-        )
+        b_user, b_pw = enroll_in_root(root, "tg-b")
         assert in_root(root, "relais-broker-sync", "--no-reload", "--report").stdout.strip()
         broker.proc.send_signal(signal.SIGHUP)
         time.sleep(0.5)
-        assert broker.publish("tg-b", "pw-b", "relais/hubs/tg-b/health", "new hub") == 0
-        out, _ = sub.communicate(timeout=10)
+        assert broker.publish(b_user, b_pw, "relais/hubs/tg-b/health", "new hub") == 0
+        out, _ = sub.communicate(timeout=15)
     lines = out.splitlines()
     assert "relais/hubs/tg-a/health own" in lines
     assert "relais/hubs/tg-b/health new hub" in lines
@@ -731,12 +788,7 @@ def test_controller_broker_config_is_sized_for_offline_hubs(controller: Deployme
 
 def test_registry_backup_is_consistent_and_keeps_the_newest(controller: Deployment) -> None:
     root = controller.root
-    db = "/var/lib/relais-central/registry.db"
-    setup = (
-        "PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS hubs(id TEXT);"
-        "INSERT INTO hubs VALUES('tg-a');"
-    )
-    in_root(root, "runuser", "-u", "relais-central", "--", "sqlite3", db, setup)
+    enroll_in_root(root, "tg-backup")  # the registry as hubctl keeps it (SQLite, WAL)
     made = []
     for _ in range(3):
         out = in_root(root, "runuser", "-u", "relais-central", "--", "relais-registry-backup")
@@ -745,6 +797,7 @@ def test_registry_backup_is_consistent_and_keeps_the_newest(controller: Deployme
     assert kept == sorted(Path(m).name for m in made[1:])  # keep=2: the two newest
     newest = f"{made[-1]}/registry.db"
     assert in_root(root, "sqlite3", newest, "PRAGMA integrity_check").stdout.strip() == "ok"
-    assert in_root(root, "sqlite3", newest, "SELECT id FROM hubs").stdout.split() == ["tg-a"]
+    ids = in_root(root, "sqlite3", newest, "SELECT id FROM hubs").stdout.split()
+    assert "tg-backup" in ids
     tar = in_root(root, "tar", "tzf", f"{made[-1]}/state.tar.gz").stdout.split()
     assert "./central.yaml" in tar and not any("registry.db" in t for t in tar)
