@@ -340,6 +340,17 @@ def exposure(root: Path, unit: str) -> float:
     return float(m.group(1))
 
 
+def exec_start(unit: str) -> str:
+    return next(ln for ln in unit.splitlines() if ln.startswith("ExecStart="))
+
+
+def assert_flags_exist(root: Path, command_line: str, *help_argv: str) -> None:
+    """Every --flag in ``command_line`` is one the installed command's --help lists."""
+    usage = in_root(root, *help_argv, "--help").stdout
+    for flag in re.findall(r"(?:^| )(--[a-z][a-z-]*)", command_line):
+        assert flag in usage, f"{' '.join(help_argv)} has no {flag}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -529,6 +540,8 @@ def test_hub_units_are_hardened(hub: Deployment) -> None:
     for unit in (agent, portal):
         for line in ("Restart=always", "NoNewPrivileges=yes", "ProtectSystem=strict"):
             assert line in unit
+    assert_flags_exist(hub.root, exec_start(agent), "/opt/relais/venv/bin/hub-agent", "run")
+    assert_flags_exist(hub.root, exec_start(portal), "/opt/relais/venv/bin/captive-portal")
     assert "ReadWritePaths=/var/lib/relais" in agent
     caps = re.search(r"^CapabilityBoundingSet=(.*)$", agent, re.M)
     assert caps and "CAP_NET_ADMIN" in caps.group(1) and "CAP_SYS_ADMIN" not in caps.group(1)
@@ -669,7 +682,11 @@ def test_controller_units_pass_systemd_analyze_verify(controller: Deployment) ->
     assert proc.returncode == 0, proc.stderr
     assert "relais" not in proc.stderr, proc.stderr
     unit = (controller.root / "etc/systemd/system/relais-controller.service").read_text()
-    assert "ExecStart=/opt/relais/venv/bin/hubctl controller run" in unit
+    assert re.search(r"^ExecStart=/opt/relais/venv/bin/hubctl .*controller run", unit, re.M)
+    top, sub = exec_start(unit).split(" controller run")
+    hubctl = "/opt/relais/venv/bin/hubctl"
+    assert_flags_exist(controller.root, top, hubctl)
+    assert_flags_exist(controller.root, sub, hubctl, "controller", "run")
     assert exposure(controller.root, "relais-controller.service") <= 2.0
     assert exposure(controller.root, "relais-registry-backup.service") <= 2.0
 
