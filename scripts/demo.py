@@ -783,6 +783,14 @@ def stop() -> int:
         if alive(pid):
             os.killpg(pid, signal.SIGKILL)
     cleaned = leftovers()
+    # The kernel destroys a deleted namespace asynchronously; until then our end of the
+    # controller link lingers. Delete it ourselves and wait until it is gone.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        subprocess.run(["ip", "link", "del", CTL_LINK], capture_output=True)
+        if subprocess.run(["ip", "link", "show", CTL_LINK], capture_output=True).returncode:
+            break
+        time.sleep(0.1)
     PIDFILE.unlink(missing_ok=True)
     INFO.unlink(missing_ok=True)
     print("demo stopped" if pid is not None or cleaned else "no demo running")

@@ -9,6 +9,7 @@ session that the broker publishes late does not mark a reconnected hub offline).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -92,6 +93,7 @@ class _Hub:
     state_ts: float | None = None
     reported_version: int = 0
     gaps: dict[str, list[Gap]] = field(default_factory=dict)
+    health: dict[str, Any] = field(default_factory=dict)  # newest sample, light ones merged
 
 
 @dataclass
@@ -219,7 +221,14 @@ class Ingestor:
         if hub.state_ts is None:
             cols["online"] = 1  # a hub that never sent state: its samples say it is up
         if newest:
-            cols["last_health"] = text
+            # Hubs send the slow fields (uptime, disk, interfaces, ...) on every N-th sample
+            # only, to save uplink: a light sample updates the last full one.
+            if "up" in msg or not hub.health:
+                hub.health = msg
+                cols["last_health"] = text
+            else:
+                hub.health = {**hub.health, **msg}
+                cols["last_health"] = json.dumps(hub.health, separators=(",", ":"))
 
     def _event(
         self, hub_id: str, hub: _Hub, msg: dict[str, Any], payload: bytes, now: float
