@@ -52,6 +52,7 @@ import yaml
 
 from captive_portal.security import hash_password
 from hub_agent.config import validate_config
+from provisioning.pushplan import deep_merge
 from tests.lab.broker import mosquitto_path
 from tests.lab.netns import Lab, LabError, delete_netns, list_netns
 from tests.lab.users import portal_gid
@@ -176,17 +177,6 @@ def demo_layer(hub_dir: Path, admin_hash: str, items: list[dict[str, Any]]) -> d
         "content": {"sync_window": "00:00-00:00", "items": items},
         "mqtt": {"telemetry_interval_s": 10},
     }
-
-
-def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """Mappings merge recursively; anything else in ``over`` replaces (as hubctl push)."""
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merged(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def mosquitto_conf(broker_dir: Path) -> str:
@@ -493,7 +483,7 @@ def seed_catalogue(central: Path, items: list[dict[str, Any]]) -> list[dict[str,
 
 
 def write_hub_config(enrolled: dict[str, Any], hub_dir: Path, layer: dict[str, Any]) -> Path:
-    doc = merged(enrolled, layer)
+    doc = deep_merge(enrolled, layer)
     validate_config(doc, source="demo hub config")
     (hub_dir / "run").mkdir(parents=True)
     os.chmod(hub_dir, 0o755)

@@ -4,6 +4,7 @@ session cookie, CSRF on every form, login attempts locked out per IP."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -25,6 +26,7 @@ from captive_portal.responses import html, redirect
 from captive_portal.security import verify_password
 from captive_portal.services import Portal
 from hub_agent.api.protocol import Block, Disconnect, Health, IssueVouchers, ListDevices
+from hub_agent.api.protocol import Request as AgentRequest
 from hub_agent.config import normalise_mac
 
 router = APIRouter(prefix="/admin")
@@ -172,6 +174,30 @@ def _refused(portal: Portal, t: Translator, ip: str, why: str) -> HTMLResponse:
     )
 
 
+async def _mac_action(
+    request: Request,
+    portal: Portal,
+    ip: str,
+    sid: str | None,
+    mac: str,
+    csrf: str,
+    lang: str,
+    make: Callable[[str], AgentRequest],
+    done: str,
+) -> HTMLResponse | RedirectResponse:
+    """A caretaker action on one device: session and CSRF checked, MAC validated, asked."""
+    t = translator_for(portal, request, lang or None)
+    why = _guard(portal, sid, csrf)
+    if why:
+        return _refused(portal, t, ip, why)
+    try:
+        mac = normalise_mac(mac)
+    except ValueError:
+        return _back(t, "bad_mac")
+    r = await portal.agent.ask(make(mac))
+    return _back(t, done if r.ok else _failure(r.error))
+
+
 @router.post(
     "/disconnect",
     response_class=HTMLResponse,
@@ -188,16 +214,9 @@ async def admin_disconnect(
     csrf: Annotated[str, Form(max_length=200)] = "",
     lang: Annotated[str, Form(max_length=16)] = "",
 ) -> HTMLResponse | RedirectResponse:
-    t = translator_for(portal, request, lang or None)
-    why = _guard(portal, sid, csrf)
-    if why:
-        return _refused(portal, t, ip, why)
-    try:
-        mac = normalise_mac(mac)
-    except ValueError:
-        return _back(t, "bad_mac")
-    r = await portal.agent.ask(Disconnect(mac=mac))
-    return _back(t, "disconnected" if r.ok else _failure(r.error))
+    return await _mac_action(
+        request, portal, ip, sid, mac, csrf, lang, lambda m: Disconnect(mac=m), "disconnected"
+    )
 
 
 @router.post(
@@ -217,17 +236,11 @@ async def admin_block(
     csrf: Annotated[str, Form(max_length=200)] = "",
     lang: Annotated[str, Form(max_length=16)] = "",
 ) -> HTMLResponse | RedirectResponse:
-    t = translator_for(portal, request, lang or None)
-    why = _guard(portal, sid, csrf)
-    if why:
-        return _refused(portal, t, ip, why)
-    try:
-        mac = normalise_mac(mac)
-    except ValueError:
-        return _back(t, "bad_mac")
     block = blocked not in ("0", "false", "")
-    r = await portal.agent.ask(Block(mac=mac, blocked=block))
-    return _back(t, ("blocked" if block else "unblocked") if r.ok else _failure(r.error))
+    return await _mac_action(
+        request, portal, ip, sid, mac, csrf, lang,
+        lambda m: Block(mac=m, blocked=block), "blocked" if block else "unblocked",
+    )  # fmt: skip
 
 
 def _failure(error: str | None) -> str:
