@@ -27,6 +27,7 @@ import pytest
 
 from hub_agent.config import validate_config
 from provisioning.enroll import base_document
+from provisioning.pushplan import deep_merge
 from scripts.demo import (
     CARETAKER_PASSWORD,
     CTL_LINK,
@@ -35,7 +36,6 @@ from scripts.demo import (
     content_items,
     demo_files,
     demo_layer,
-    merged,
     mosquitto_conf,
     render_text,
     tiny_pdf,
@@ -138,7 +138,7 @@ def test_demo_layer_on_an_enrolled_config_is_valid_and_keeps_identity(tmp_path: 
     layer = demo_layer(
         tmp_path / "hub", "scrypt$14$8$1$c2FsdA==$aGFzaA==", content_items("http://u")
     )
-    cfg = validate_config(merged(enrolled, layer))
+    cfg = validate_config(deep_merge(enrolled, layer))
     assert cfg.hub.id == HUB_ID and cfg.mqtt.username == HUB_ID  # merged, not replaced
     assert cfg.data_dir == tmp_path / "hub" / "data"
     assert cfg.portal.agent_socket == tmp_path / "hub" / "run" / "agent.sock"
