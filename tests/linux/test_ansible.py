@@ -610,16 +610,25 @@ def test_hub_refuses_a_bad_config_and_keeps_the_old_one(hub: Deployment) -> None
 
 
 def test_hub_with_wifi_gets_an_open_access_point_for_togo(hub: Deployment) -> None:
-    run = hub.run(
-        "hub.yml",
-        "hubs",
-        "--tags",
-        "relais_wifi",
-        relais_wifi_enabled=True,
-        relais_wifi_ssid="Relais Mairie Démo",
-        relais_wifi_channel=11,
-    )
-    assert run.rc == 0, run.output[-4000:]
+    wifi = {"relais_wifi_enabled": True, "relais_wifi_channel": 11}
+    # 17 characters but 34 bytes: too long for an SSID, refused before anything is written.
+    too_long = "É" * 17
+    run = hub.run("hub.yml", "hubs", "--tags", "relais_wifi", relais_wifi_ssid=too_long, **wifi)
+    assert run.rc != 0 and "longer than 32 bytes" in run.output
+    assert not (hub.root / "etc/hostapd/hostapd.conf").exists()
+    runs = [
+        hub.run(
+            "hub.yml",
+            "hubs",
+            "--tags",
+            "relais_wifi",
+            relais_wifi_ssid="Relais Mairie Démo",
+            **wifi,
+        )
+        for _ in range(2)
+    ]
+    assert runs[0].rc == 0, runs[0].output[-4000:]
+    assert runs[1].rc == 0 and runs[1].recap["changed"] == 0, runs[1].changed_tasks()
     assert (hub.root / "usr/sbin/hostapd").exists()
     conf = dict(
         line.split("=", 1)
