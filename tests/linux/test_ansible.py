@@ -679,6 +679,19 @@ def test_controller_role_is_idempotent(controller: Deployment) -> None:
     assert controller.second.recap["changed"] == 0, controller.second.changed_tasks()
 
 
+def test_controller_refuses_tls_without_a_certificate(controller: Deployment) -> None:
+    run = controller.run(
+        "controller.yml",
+        "controllers",
+        "--tags",
+        "relais_mosquitto",
+        relais_mqtt_tls_self_signed=False,
+        relais_mqtt_tls_certfile="/etc/ssl/relais/missing.crt",
+    )
+    assert run.rc != 0
+    assert "/etc/ssl/relais/missing.crt and" in run.output and "must exist" in run.output
+
+
 def test_controller_units_pass_systemd_analyze_verify(controller: Deployment) -> None:
     units = [
         "relais-controller.service",
