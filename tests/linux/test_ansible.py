@@ -31,7 +31,8 @@ from typing import Any
 import pytest
 import yaml
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
+# A cold cache (debootstrap, wheelhouse) makes the first fixture slower than the default.
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "ansible"
