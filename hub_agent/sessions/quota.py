@@ -80,10 +80,13 @@ def time_exhausted(limits: Limits, usage: Usage, now: float) -> bool:
 def verdict(limits: Limits, usage: Usage, now: float) -> Verdict:
     if time_exhausted(limits, usage, now):
         return Verdict("end", "time_quota")
-    if data_exhausted(limits, usage):
-        return Verdict("throttle") if limits.throttle_on_data else Verdict("end", "data_quota")
+    if data_exhausted(limits, usage) and not limits.throttle_on_data:
+        return Verdict("end", "data_quota")
+    # A throttled device still times out when idle, so idle is checked before throttle.
     if now - usage.last_activity >= limits.idle_timeout_s:
         return Verdict("end", "idle")
+    if data_exhausted(limits, usage):
+        return Verdict("throttle")
     return OK
 
 

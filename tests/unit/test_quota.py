@@ -126,3 +126,10 @@ def test_fold_counts_every_byte_once(
     assert counted <= true_total
     if not ambiguous:
         assert counted == true_total
+
+
+def test_throttled_device_still_times_out_when_idle() -> None:
+    # Found by hypothesis: an idle-ended throttle session must not come back as "throttle".
+    limits = Limits(quota_bytes=1, time_quota_s=None, idle_timeout_s=1, throttle_on_data=True)
+    assert verdict(limits, Usage(1, T0, T0), T0 + 0.5) == Verdict("throttle")
+    assert verdict(limits, Usage(1, T0, T0), T0 + 1) == Verdict("end", "idle")
