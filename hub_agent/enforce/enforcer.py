@@ -101,6 +101,9 @@ class Enforcer:
         self._blocked: frozenset[str] = frozenset()
         self._tc_plan: tc_plan.TcPlan | None = None
         self._tc_stale = False
+        # bytes counted before a full table reload reset the per-element counters, added
+        # back by counters() so accounting sees one monotonic counter per device
+        self._carried: dict[str, tuple[int, int]] = {}
 
     def close(self) -> None:
         if self.tc is not None:
@@ -138,28 +141,33 @@ class Enforcer:
         diff = nft_plan.diff_views(nft_plan.view_of(desired_doc), nft_plan.view_of(live))
         if not diff.skeleton_ok:
             log.info("nft table differs from plan: full reload")
-            counters = {
-                n: (int(o["packets"]), int(o["bytes"]))
-                for n, o in objects_of(live, "counter").items()
-            }
             quotas = {
                 n: (int(o["bytes"]), int(o.get("used", 0)))
                 for n, o in objects_of(live, "quota").items()
             }
-            self.nft.apply(nft_plan.carry_objects(desired_doc, counters, quotas))
+            self.nft.apply(nft_plan.carry_quotas(desired_doc, quotas))
+            carried = {}
+            for mac, d in have.items():
+                if slots.get(mac) == d.slot:
+                    up, down = self._carried.get(mac, (0, 0))
+                    carried[mac] = (up + d.up_bytes, down + d.down_bytes)
+            self._carried = carried
         elif not diff.equal:
             want = {g.mac: g for g in counted}
             cmds: list[Any] = []
             for mac in diff.extra:
                 cmds += nft_plan.device_remove(have[mac])
+                self._carried.pop(mac, None)
             for mac in diff.changed:
                 if have[mac].slot == slots[mac]:
                     cmds += nft_plan.device_update(have[mac], want[mac])
                 else:
                     cmds += nft_plan.device_remove(have[mac])
                     cmds += nft_plan.device_add(want[mac], slots[mac])
+                    self._carried.pop(mac, None)
             for mac in diff.missing:
                 cmds += nft_plan.device_add(want[mac], slots[mac])
+                self._carried.pop(mac, None)
             log.info(
                 "nft repair: +%d -%d ~%d devices",
                 len(diff.missing),
@@ -237,6 +245,7 @@ class Enforcer:
         else:
             slot = nft_plan.free_slot(grant.mac, set(self._slots.values()))
             self.nft.apply(nft_plan.device_add(grant, slot))
+            self._carried.pop(grant.mac, None)
         self._slots[grant.mac] = slot
         self._grants[grant.mac] = grant
         self._tc_device(grant, slot)
@@ -247,8 +256,7 @@ class Enforcer:
         if self._tc_plan is None:
             self._reconcile_tc(self._state())
             return
-        down = (tc_plan.device_class(grant, slot, True), tc_plan.device_filters(grant, slot, True))
-        up = (tc_plan.device_class(grant, slot, False), tc_plan.device_filters(grant, slot, False))
+        down, up = (tc_plan.device_class(grant, slot, d) for d in (True, False))
         self.tc.add_device(self._tc_plan, down, up)
         self._tc_stale = True  # re-rendered only when compared (keeps a login O(1))
 
@@ -269,6 +277,7 @@ class Enforcer:
             live = self._live_device(mac)  # unknown to this process: ask the kernel
         if live is not None:
             self.nft.apply(nft_plan.device_remove(live))
+        self._carried.pop(mac, None)
         slot = self._slots.pop(mac, None) or (live.slot if live else None)
         if slot is not None and self.tc is not None and self._tc_plan is not None:
             self.tc.remove_device(self._tc_plan, slot)
@@ -316,17 +325,14 @@ class Enforcer:
     # --- reading ----------------------------------------------------------------------------
     def counters(self) -> dict[str, Counters]:
         """Counted bytes per authorised device (up and down separately) and quota state."""
-        live = self.nft.list_table()
-        ctrs = objects_of(live, "counter")
         out: dict[str, Counters] = {}
-        for mac, dev in live_devices(live).items():
-            up = ctrs.get(nft_plan.up_counter(mac), {})
-            down = ctrs.get(nft_plan.down_counter(mac), {})
+        for mac, dev in live_devices(self.nft.list_table()).items():
+            up, down = self._carried.get(mac, (0, 0))
             exhausted = dev.quota_bytes is not None and dev.quota_used >= dev.quota_bytes
             out[mac] = Counters(
                 mac=mac,
-                up_bytes=int(up.get("bytes", 0)),
-                down_bytes=int(down.get("bytes", 0)),
+                up_bytes=up + dev.up_bytes,
+                down_bytes=down + dev.down_bytes,
                 quota_exhausted=exhausted,
             )
         return out

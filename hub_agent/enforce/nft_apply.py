@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hub_agent.enforce.nft_plan import (
+    COUNTER_SETS,
     DEVICE_SETS,
     DYNAMIC_SETS,
     FAMILY,
@@ -119,10 +120,22 @@ def dynamic_elements(listing: Json) -> dict[str, list[Any]]:
     return {n: [_canon(e) for e in elems.get(n, [])] for n in DYNAMIC_SETS if elems.get(n)}
 
 
+def _counted_bytes(elems: list[Any]) -> dict[int, int]:
+    """slot -> bytes of a per-element counter set (``{"elem": {"val", "counter"}}``)."""
+    out: dict[int, int] = {}
+    for e in elems:
+        if isinstance(e, dict) and "elem" in e:
+            out[int(e["elem"]["val"])] = int((e["elem"].get("counter") or {}).get("bytes", 0))
+        else:
+            out[int(e)] = 0
+    return out
+
+
 def live_devices(listing: Json) -> dict[str, LiveDevice]:
     """Per-device state read back from a table listing."""
     elems = _set_elems(listing)
     quotas = objects_of(listing, "quota")
+    up, down = (_counted_bytes(elems.get(n, [])) for n in COUNTER_SETS)
     quota_by_slot = {int(p[0]): str(p[1]) for p in elems.get("quota_of", [])}
     auth: dict[str, dict[str, list[Any]]] = {}
     for name in DEVICE_SETS:
@@ -142,5 +155,7 @@ def live_devices(listing: Json) -> dict[str, LiveDevice]:
             has_quota=q is not None,
             quota_bytes=int(q["bytes"]) if q else None,
             quota_used=int(q.get("used", 0)) if q else 0,
+            up_bytes=up.get(slot, 0),
+            down_bytes=down.get(slot, 0),
         )
     return out

@@ -13,11 +13,18 @@ How a packet is judged (LAN side ``config.network.lan.interface``):
 * ``nat_pre``: mark 0 devices: HTTP to anywhere but the hub -> portal port, DNS -> the hub.
 * ``input``: from the LAN only DHCP, DNS, ICMP/NDP and the portal ports reach the hub.
 * ``forward``: LAN->LAN dropped (isolation); staff accepted uncounted; authorised devices:
-  zero-rated destinations accepted uncounted, otherwise the connection gets the device's
-  slot as conntrack mark, then the device's quota object (over N bytes -> drop) and counter;
+  zero-rated destinations accepted uncounted (the connection's conntrack mark is the
+  device's slot with ``ZR_FLAG``: downloads are still shaped in its class), otherwise the
+  connection gets the device's slot as conntrack mark, then the device's quota object
+  (over N bytes -> drop) and its counter (a per-element counter of set ``cnt_up``);
   unauthorised devices reach only the walled garden, TCP elsewhere gets a reset, the rest
-  is dropped. Downloads are charged through the connection's mark, so up and down, IPv4 and
-  IPv6 share one quota per device.
+  is dropped. Downloads are charged through the connection's mark (set ``cnt_dn``), so up
+  and down, IPv4 and IPv6 share one quota per device.
+
+Why per-element counters and not named counter objects: every ``nft`` command that adds an
+element loads all of the table's named objects first, so named counters made each login
+slower as devices accumulated. Only the quota stays a named object (per-element quotas
+cannot carry per-device limits with nft 1.0.x), one per device with a data quota.
 * ``nat_post``: IPv4 from the LAN masqueraded out of the WAN interface (IPv6 is routed).
 """
 
@@ -40,13 +47,15 @@ MARK_STAFF = 2
 
 SLOT_MIN = 0x100  # slots double as tc class minors (1:slot) and conntrack marks
 SLOT_MAX = 0xFFFE
+ZR_FLAG = 0x10000  # conntrack mark bit: a zero-rated connection of the slot in the low bits
 
 # Sets dnsmasq fills (nftset=) as the hub's resolver answers listed domains; their contents
 # are learned at run time, so reloads carry them over and comparisons ignore them.
 DYNAMIC_SETS = ("wg4", "wg6", "zr4", "zr6")
 # Per-device maps and sets: compared element by element.
 DEVICE_SETS = ("auth4", "auth4m", "auth6")
-DEVICE_MAPS = ("slot_of", "ctr_up", "ctr_dn", "quota_of", "prio_up", "prio_dn")
+DEVICE_MAPS = ("slot_of", "zslot_of", "quota_of", "prio_up", "prio_dn")
+COUNTER_SETS = ("cnt_up", "cnt_dn")  # slot -> per-element counter
 
 Json = dict[str, Any]
 Expr = dict[str, Any]
@@ -100,19 +109,19 @@ def _lookup_ctr_map(kind: str, mapname: str) -> Expr:
     return {kind: {"map": {"key": _ct("mark"), "data": f"@{mapname}"}}}
 
 
+def _set_ct_mark_from(mapname: str) -> Expr:
+    value = {"map": {"key": _payload("ether", "saddr"), "data": f"@{mapname}"}}
+    return {"mangle": {"key": _ct("mark"), "value": value}}
+
+
+ZR_MARK = _set_ct_mark_from("zslot_of")
+
+
 # --- names ---------------------------------------------------------------------------------
 
 
 def mac_key(mac: str) -> str:
     return mac.replace(":", "")
-
-
-def up_counter(mac: str) -> str:
-    return f"u_{mac_key(mac)}"
-
-
-def down_counter(mac: str) -> str:
-    return f"d_{mac_key(mac)}"
 
 
 def quota_name(mac: str) -> str:
@@ -214,8 +223,9 @@ def _sets(config: HubConfig, state: DesiredState) -> list[Json]:
         s("zr4", "ipv4_addr"),
         s("zr6", "ipv6_addr"),
         m("slot_of", "ether_addr", "mark"),
-        m("ctr_up", "mark", "counter"),
-        m("ctr_dn", "mark", "counter"),
+        m("zslot_of", "ether_addr", "mark"),
+        s("cnt_up", "mark", stmt=[{"counter": None}]),
+        s("cnt_dn", "mark", stmt=[{"counter": None}]),
         m("quota_of", "mark", "quota"),
         m("prio_up", "ether_addr", "classid"),
         m("prio_dn", "mark", "classid"),
@@ -361,24 +371,14 @@ def rules(config: HubConfig) -> list[RuleSpec]:
                 }
             ],
         ),
-        ("authed", "zero-net4", [_match(_payload("ip", "daddr"), "@zrnet4"), ACCEPT]),
-        ("authed", "zero-dns4", [_match(_payload("ip", "daddr"), "@zr4"), ACCEPT]),
-        ("authed", "zero-net6", [_match(_payload("ip6", "daddr"), "@zrnet6"), ACCEPT]),
-        ("authed", "zero-dns6", [_match(_payload("ip6", "daddr"), "@zr6"), ACCEPT]),
-        (
-            "authed",
-            "slot-mark",
-            [
-                {
-                    "mangle": {
-                        "key": _ct("mark"),
-                        "value": {"map": {"key": ether_src, "data": "@slot_of"}},
-                    }
-                }
-            ],
-        ),
+        # zero-rated: uncounted, but marked (slot | ZR_FLAG) so downloads keep their class
+        ("authed", "zero-net4", [_match(_payload("ip", "daddr"), "@zrnet4"), ZR_MARK, ACCEPT]),
+        ("authed", "zero-dns4", [_match(_payload("ip", "daddr"), "@zr4"), ZR_MARK, ACCEPT]),
+        ("authed", "zero-net6", [_match(_payload("ip6", "daddr"), "@zrnet6"), ZR_MARK, ACCEPT]),
+        ("authed", "zero-dns6", [_match(_payload("ip6", "daddr"), "@zr6"), ZR_MARK, ACCEPT]),
+        ("authed", "slot-mark", [_set_ct_mark_from("slot_of")]),
         ("authed", "quota", [_lookup_ctr_map("quota", "quota_of"), DROP]),
-        ("authed", "count-up", [_lookup_ctr_map("counter", "ctr_up"), ACCEPT]),
+        ("authed", "count-up", [_match(_ct("mark"), "@cnt_up"), ACCEPT]),
         ("authed", "no-slot", [DROP]),
         # to_lan: only answers; uncounted unless the connection carries a device's slot.
         (
@@ -386,8 +386,8 @@ def rules(config: HubConfig) -> list[RuleSpec]:
             "answers-only",
             [_match(_ct("state"), {"set": ["established", "related"]}, "!="), DROP],
         ),
-        # download class by the connection's slot: covers IPv6 privacy addresses and
-        # devices whose IP is not known, which tc's u32 address filters cannot
+        # download class by the connection's mark (slot, or slot | ZR_FLAG): covers IPv6
+        # privacy addresses and unknown IPs, and keeps tc free of per-device filters
         (
             "to_lan",
             "download-class",
@@ -401,8 +401,9 @@ def rules(config: HubConfig) -> list[RuleSpec]:
             ],
         ),
         ("to_lan", "uncounted", [_match(_ct("mark"), 0), ACCEPT]),
+        ("to_lan", "zero-rated", [_match({"&": [_ct("mark"), ZR_FLAG]}, 0, "!="), ACCEPT]),
         ("to_lan", "quota", [_lookup_ctr_map("quota", "quota_of"), DROP]),
-        ("to_lan", "count-down", [_lookup_ctr_map("counter", "ctr_dn"), ACCEPT]),
+        ("to_lan", "count-down", [_match(_ct("mark"), "@cnt_dn"), ACCEPT]),
         ("to_lan", "gone-device", [DROP]),
         (
             "nat_post",
@@ -461,21 +462,26 @@ def _obj(kind: str, name: str, **body: Any) -> Json:
 
 
 def device_objects(grant: Grant) -> list[Json]:
-    objs = [_obj("counter", up_counter(grant.mac)), _obj("counter", down_counter(grant.mac))]
-    if grant.quota_bytes is not None:
-        objs.append(_obj("quota", quota_name(grant.mac), bytes=grant.quota_bytes, inv=True))
-    return objs
+    if grant.quota_bytes is None:
+        return []
+    return [_obj("quota", quota_name(grant.mac), bytes=grant.quota_bytes, inv=True)]
+
+
+def _slot_elements(mac: str, slot: int) -> list[Json]:
+    """The slot's marks, counters and classes (what a re-login keeps)."""
+    return [
+        _elem("slot_of", [[mac, slot]]),
+        _elem("zslot_of", [[mac, slot | ZR_FLAG]]),
+        _elem("cnt_up", [slot]),
+        _elem("cnt_dn", [slot]),
+        _elem("prio_up", [[mac, tc_classid(slot)]]),
+        _elem("prio_dn", [[slot, tc_classid(slot)], [slot | ZR_FLAG, tc_classid(slot)]]),
+    ]
 
 
 def device_elements(grant: Grant, slot: int) -> list[Json]:
-    """Map and set elements for one device (objects must exist first)."""
-    out = [
-        _elem("slot_of", [[grant.mac, slot]]),
-        _elem("ctr_up", [[slot, up_counter(grant.mac)]]),
-        _elem("ctr_dn", [[slot, down_counter(grant.mac)]]),
-        _elem("prio_up", [[grant.mac, tc_classid(slot)]]),
-        _elem("prio_dn", [[slot, tc_classid(slot)]]),
-    ]
+    """Map and set elements for one device (its quota object must exist first)."""
+    out = _slot_elements(grant.mac, slot)
     if grant.quota_bytes is not None:
         out.append(_elem("quota_of", [[slot, quota_name(grant.mac)]]))
     for name, elems in auth_elements(grant).items():
@@ -500,6 +506,8 @@ class LiveDevice:
     has_quota: bool
     quota_bytes: int | None = None
     quota_used: int = 0
+    up_bytes: int = 0  # counted (not zero-rated) bytes, per-element counters of cnt_up/dn
+    down_bytes: int = 0
 
 
 def device_remove(dev: LiveDevice, keep_counters: bool = False) -> list[Json]:
@@ -512,19 +520,11 @@ def device_remove(dev: LiveDevice, keep_counters: bool = False) -> list[Json]:
     objs: list[Json] = []
     if dev.has_quota:
         objs.append(_obj("quota", quota_name(dev.mac), bytes=1, inv=True))
-    if not keep_counters:
-        objs += [_obj("counter", up_counter(dev.mac)), _obj("counter", down_counter(dev.mac))]
     elems: list[Json] = [_elem(n, [e]) for n, es in sorted(dev.auth.items()) for e in es]
     if dev.has_quota:
         elems.append(_elem("quota_of", [[dev.slot, quota_name(dev.mac)]]))
     if not keep_counters:
-        elems += [
-            _elem("ctr_up", [[dev.slot, up_counter(dev.mac)]]),
-            _elem("ctr_dn", [[dev.slot, down_counter(dev.mac)]]),
-            _elem("prio_up", [[dev.mac, tc_classid(dev.slot)]]),
-            _elem("prio_dn", [[dev.slot, tc_classid(dev.slot)]]),
-            _elem("slot_of", [[dev.mac, dev.slot]]),
-        ]
+        elems += _slot_elements(dev.mac, dev.slot)
     # ensure objects, then ensure+delete elements (which reference them), then objects
     cmds: list[Json] = [{"add": o} for o in objs]
     for e in elems:
@@ -706,18 +706,14 @@ def diff_views(desired: TableView, live: TableView) -> TableDiff:
     return TableDiff(skeleton_ok, missing, extra, changed)
 
 
-def carry_objects(
-    doc: Json, counters: Mapping[str, tuple[int, int]], quotas: Mapping[str, tuple[int, int]]
-) -> Json:
-    """Copy live counter values (packets, bytes) and quota usage (limit, used) into a
-    rendered transaction, so a full reload loses no accounting. Quotas whose limit changed
-    start afresh (the new limit already is the remaining allowance)."""
+def carry_quotas(doc: Json, quotas: Mapping[str, tuple[int, int]]) -> Json:
+    """Copy live quota usage (limit, used) into a rendered transaction, so a full reload
+    keeps every device's exact cut-off. Quotas whose limit changed start afresh (the new
+    limit already is the remaining allowance). Byte counters cannot be carried this way
+    (nft 1.0.x ignores element counter values in JSON): the enforcer keeps an offset."""
     for cmd in doc["nftables"]:
         obj = cmd.get("add", {})
-        if "counter" in obj and obj["counter"].get("name") in counters:
-            packets, nbytes = counters[obj["counter"]["name"]]
-            obj["counter"]["packets"], obj["counter"]["bytes"] = packets, nbytes
-        elif "quota" in obj and obj["quota"].get("name") in quotas:
+        if "quota" in obj and obj["quota"].get("name") in quotas:
             limit, used = quotas[obj["quota"]["name"]]
             if limit == obj["quota"]["bytes"]:
                 obj["quota"]["used"] = used

@@ -149,24 +149,14 @@ class TcApplier:
         self.apply_side(plan.down)
         self.apply_side(plan.up)
 
-    def add_device(
-        self,
-        plan: TcPlan,
-        down: tuple[TcClass, tuple[TcFilter, ...]],
-        up: tuple[TcClass, tuple[TcFilter, ...]],
-    ) -> None:
-        for dev, (cls, flts) in ((plan.lan, down), (plan.wan, up)):
-            idx = self.index(dev)
-            self.add_class(idx, cls)
-            self.del_filter_prio(idx, cls.classid & 0xFFFF)  # a re-login may change its IPs
-            for flt in flts:
-                self.add_filter(idx, flt)
+    def add_device(self, plan: TcPlan, down: TcClass, up: TcClass) -> None:
+        """One device's classes (nft classifies its packets: no filter to add)."""
+        for dev, cls in ((plan.lan, down), (plan.wan, up)):
+            self.add_class(self.index(dev), cls)
 
     def remove_device(self, plan: TcPlan, slot: int) -> None:
         for dev in (plan.lan, plan.wan):
-            idx = self.index(dev)
-            self.del_filter_prio(idx, slot)
-            self.del_class(idx, slot | ROOT)
+            self.del_class(self.index(dev), slot | ROOT)
 
     # --- reading back ----------------------------------------------------------------------
     def live_side(self, dev: str) -> tuple[dict[int, tuple[int, int, int]], set[int]]:

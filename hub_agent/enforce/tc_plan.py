@@ -7,21 +7,25 @@ Tree on each side (rates in kbit/s, the side's uplink capacity ``U``)::
       1:10  staff      rate U*s%     ceil U     <- staff grants' IPs (guaranteed share)
       1:20  community  rate U-U*s%   ceil U
         1:21  unclassified (pre-login walled garden)  rate 8     ceil U
-        1:<slot> one per device       rate FAIR  ceil plan     <- by the device's IPs
-    1:2   local        rate LOCAL    ceil LOCAL <- to/from the hub itself (portal, content)
+        1:<slot> one per device       rate FAIR  ceil plan     <- skb priority set by nft
+    1:2   local        rate LOCAL    ceil LOCAL <- from the hub itself (portal, content)
 
-Download is classified by u32 filters on the device's addresses. Upload is classified by
-the firewall: nft sets the packet's priority to the device's class (map ``prio_up``, by
-MAC) as it forwards it, and HTB on the WAN interface honours skb->priority before any
-filter. (An IFB fed from the LAN bridge's ingress was the first design; on the lab kernel
-packets re-injected by the IFB reach conntrack as INVALID, which breaks NAT and the
+Devices are classified by the firewall, not by tc filters: as nft forwards a packet it sets
+the packet's priority to the device's class (map ``prio_up`` by source MAC for uploads,
+``prio_dn`` by the connection's mark for downloads), and HTB honours skb->priority before
+any filter. So a device costs one class per side and no filter: per-device u32 filters sat
+in one list of priorities that every login and every unclassified packet walked, which
+made logins slower as devices accumulated. The only filters are fixed: the hub's own
+addresses (local class) and the staff devices' addresses.
+(An IFB fed from the LAN bridge's ingress was the first design for uploads; on the lab
+kernel packets re-injected by the IFB reach conntrack as INVALID, which breaks NAT and the
 per-device accounting, so upload is shaped where it leaves the hub instead.)
 
 Every device class has the same small rate and the same quantum, so when devices compete
 HTB shares the community's capacity equally among the active ones (up to each plan's
 ceiling) and an idle device's share is borrowed by the others. Leaves are fq_codel.
-Device classes and filters are keyed by the device's slot (tc minor and filter prio), so
-adding or removing one device touches only its own class, leaf and filter.
+Device classes are keyed by the device's slot (tc minor), so adding or removing one device
+touches only its own class and leaf.
 """
 
 from __future__ import annotations
@@ -45,7 +49,6 @@ QUANTUM = 3028  # same for every device class -> equal shares of borrowed capaci
 LOCAL_KBIT = 1_000_000  # hub <-> LAN traffic is not limited by the uplink
 PRIO_LOCAL = 1
 PRIO_STAFF = 2
-# Device filters use prio = slot (0x100..0xfffe): one classifier per device, deletable alone.
 
 ETH_P_ALL = 0x0003
 
@@ -117,15 +120,6 @@ def device_class(grant: Grant, slot: int, down: bool) -> TcClass:
     return TcClass(slot | ROOT, COMMUNITY, min(FAIR_RATE_KBIT, ceil), ceil, QUANTUM)
 
 
-def device_filters(grant: Grant, slot: int, down: bool) -> tuple[TcFilter, ...]:
-    """One u32 filter per address of the device, all in prio ``slot`` (download only)."""
-    if not down:
-        return ()
-    return tuple(
-        TcFilter(slot, ETH_P_ALL, ip_keys(a, dst=down), slot | ROOT) for a in grant_addrs(grant)
-    )
-
-
 def _side(
     config: HubConfig,
     state: DesiredState,
@@ -145,7 +139,7 @@ def _side(
     lan = config.network.lan
     hub_addrs = [str(lan.address.ip)] + ([str(lan.address6.ip)] if lan.address6 else [])
     filters: list[TcFilter] = []
-    if down:  # upload is classified by nft (skb priority), see the module docstring
+    if down:  # devices are classified by nft (skb priority), see the module docstring
         filters += [
             TcFilter(PRIO_LOCAL, ETH_P_ALL, ip_keys(a, dst=False), LOCAL) for a in hub_addrs
         ]
@@ -154,7 +148,6 @@ def _side(
                 filters.append(TcFilter(PRIO_STAFF, ETH_P_ALL, ip_keys(a, dst=True), STAFF))
     for g in sorted((g for g in state.grants if not g.staff), key=lambda g: slots[g.mac]):
         classes.append(device_class(g, slots[g.mac], down))
-        filters.extend(device_filters(g, slots[g.mac], down))
     return TcSide(dev, tuple(classes), tuple(filters))
 
 

@@ -60,8 +60,13 @@ def test_render_devices_and_static_sets(config) -> None:
     assert view.static_elems["blocked"] == frozenset({"02:00:00:00:00:cc"})
     assert view.static_elems["staff"] == frozenset({"02:00:5e:10:00:01"})
     assert view.static_elems["wgnet6"] == frozenset({"2001:db8:9::/48"})
-    counters = {c["name"] for c in _cmds(doc, "add", "counter")}
-    assert counters == {"u_0200000000aa", "d_0200000000aa", "u_0200000000bb", "d_0200000000bb"}
+    # counters are per-element (slot) in sets, never named objects: adding an element makes
+    # nft load every named object, so the only per-device object is the quota
+    assert not _cmds(doc, "add", "counter")
+    counted = [
+        e for el in _cmds(doc, "add", "element") if el["name"] == "cnt_up" for e in el["elem"]
+    ]
+    assert sorted(counted) == sorted(view.devices[m][0] for m in (A.mac, B.mac))
     (q,) = _cmds(doc, "add", "quota")
     assert q["bytes"] == 5_000_000 and q["inv"] is True
     timed = [e for el in _cmds(doc, "add", "element") if el["name"] == "auth4" for e in el["elem"]]
@@ -119,9 +124,14 @@ def test_device_remove_is_idempotent_by_construction() -> None:
     for i, c in enumerate(cmds):
         if "delete" in c:
             assert {"add": c["delete"]} in cmds[:i]
-    assert verbs[-1] == "delete" and "counter" in cmds[-1]["delete"]
+    assert verbs[-1] == "delete" and "quota" in cmds[-1]["delete"]
+    deleted = {c["delete"]["element"]["name"] for c in cmds if "element" in c.get("delete", {})}
+    assert {"cnt_up", "cnt_dn", "slot_of", "zslot_of", "quota_of"} <= deleted
     kept = nft_plan.device_remove(dev, keep_counters=True)
-    assert not any("counter" in c.get("delete", {}) for c in kept)
+    kept_deleted = {
+        c["delete"]["element"]["name"] for c in kept if "element" in c.get("delete", {})
+    }
+    assert not kept_deleted & {"cnt_up", "cnt_dn", "slot_of"}
 
 
 def test_tc_plan_shares_and_per_device_classes(config) -> None:
@@ -142,9 +152,12 @@ def test_tc_plan_shares_and_per_device_classes(config) -> None:
     assert up[slots[A.mac] | tc_plan.ROOT].ceil_kbit == 1000
     assert plan.up.dev == "wan0" and plan.down.dev == "lan0"
     assert plan.up.filters == ()  # upload is classified by nft (skb priority)
-    # one filter per device address, all in the device's own prio
-    fb = [f for f in plan.down.filters if f.prio == slots[B.mac]]
-    assert len(fb) == 1 and fb[0].keys[0].startswith("0x6")
+    # devices are classified by nft too: only the fixed local and staff filters exist, so a
+    # login adds classes and never lengthens tc's filter list
+    assert {f.prio for f in plan.down.filters} <= {tc_plan.PRIO_LOCAL, tc_plan.PRIO_STAFF}
+    rules = {(r.chain, r.comment): r.expr for r in nft_plan.rules(config)}
+    assert "@prio_dn" in str(rules[("to_lan", "download-class")])
+    assert "@zslot_of" in str(rules[("authed", "zero-net4")])  # zero-rated keeps its class
 
 
 def test_tc_ip_keys() -> None:
