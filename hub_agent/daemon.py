@@ -30,6 +30,7 @@ from hub_agent.content.state import CONTENT
 from hub_agent.enforce.dnsmasq import DnsmasqRunner
 from hub_agent.enforce.enforcer import Enforcer
 from hub_agent.handler import AgentHandler
+from hub_agent.lan_devices import LanDevices
 from hub_agent.neighbours import NeighbourTable
 from hub_agent.sessions import loop as sessions_loop
 from hub_agent.sessions.db import SESSIONS
@@ -42,6 +43,7 @@ from hub_agent.telemetry.outbox import OUTBOX
 log = logging.getLogger("hub_agent")
 
 ACCOUNT_EVERY_S = 2.0
+DISCOVER_EVERY_S = 10.0  # neighbours, sniffed DHCP/ARP and leases -> the dashboard's list
 FULL_SAMPLE_EVERY = 5
 T = TypeVar("T")
 
@@ -57,6 +59,7 @@ class Agent:
     _loop: asyncio.AbstractEventLoop | None = None
     content: ContentService | None = None
     run_dnsmasq: bool = True
+    sniff: bool = True  # scapy DHCP/ARP sniffer on the LAN (hostnames, real last-seen)
     dnsmasq: DnsmasqRunner | None = None
     _cache_stats: tuple[float, int, float | None] = (0.0, 0, None)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -83,6 +86,9 @@ class Agent:
         self.sessions = SessionService(self.config, self.db)
         self.enforcer = Enforcer(self.config, netns=self.netns)
         self.neighbours = NeighbourTable(self.config.network.lan.interface, netns=self.netns)
+        self.lan_devices = LanDevices(
+            self.config, self.sessions, netns=self.netns, sniff=self.sniff, clock=self.clock
+        )
 
     async def on_worker(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.worker, fn)
@@ -104,9 +110,13 @@ class Agent:
         return actions
 
     async def _account_loop(self) -> None:
+        next_discovery = 0.0
         while not self._stop.is_set():
             try:
                 await self.on_worker(self.account_once)
+                if time.monotonic() >= next_discovery:
+                    next_discovery = time.monotonic() + DISCOVER_EVERY_S
+                    await self.on_worker(self.lan_devices.poll)
                 await self._report_redemptions()
                 self._refresh_cache_stats()
             except Exception:  # a bad pass must not stop enforcement of the next one
@@ -160,6 +170,7 @@ class Agent:
         old_enforcer = self.enforcer
         self.config = new
         self.sessions.update_config(new)
+        self.lan_devices.config = new  # (a renamed LAN interface needs an agent restart)
         self.enforcer = Enforcer(new, netns=self.netns)
         self.handler.kernel = self.enforcer
         old_enforcer.close()
@@ -257,6 +268,8 @@ class Agent:
         await self.on_worker(self.restore)
         if self.run_dnsmasq:
             await self.on_worker(self.start_dnsmasq)
+        if self.sniff:
+            await self.on_worker(self.lan_devices.start)
         server = await start_server(self.config.portal.agent_socket, self.handler)
         if self.telemetry_enabled:
             from hub_agent.telemetry.service import Telemetry
@@ -293,6 +306,7 @@ class Agent:
             if self.telemetry is not None:
                 await self.telemetry.stop()
             await self.on_worker(self.neighbours.close)
+            await self.on_worker(self.lan_devices.stop)
             await self.on_worker(self.enforcer.close)
             if self.dnsmasq is not None:
                 # Stopping DHCP/DNS with the agent is deliberate: a restart starts it again.

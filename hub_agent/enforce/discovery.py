@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hub_agent.config import normalise_mac
+from hub_agent.enforce.dnsmasq import Lease
 from hub_agent.enforce.model import Counters
 
 
@@ -165,6 +166,24 @@ def read_neighbours(
     finally:
         ipr.close()
     return out
+
+
+def lease_observations(leases: Iterable[Lease], now: float) -> list[Observation]:
+    """dnsmasq's current leases (expired ones dropped): MAC, IPv4 and the DHCP hostname.
+
+    A lease says the address is the device's, not that the device is here now, so it is
+    stamped with the time the lease was granted at most (expiry - lease time is unknown:
+    the neighbour table and the sniffer give the real last-seen)."""
+    return [
+        Observation(ls.mac, 0.0, "lease", ip=ls.ip, hostname=ls.hostname)
+        for ls in leases
+        if ls.expires == 0 or ls.expires > now
+    ]
+
+
+def changed(before: Mapping[str, Device], after: Mapping[str, Device]) -> list[Device]:
+    """Records worth writing: new devices, a new address or name, or last-seen moved on."""
+    return [d for m, d in sorted(after.items()) if before.get(m) != d]
 
 
 def observations_from_packet(pkt: Any, now: float) -> list[Observation]:

@@ -35,6 +35,7 @@ import sqlite_utils
 
 from hub_agent.api.protocol import DeviceView, EndReason, SessionView
 from hub_agent.config import HubConfig, normalise_mac
+from hub_agent.enforce.discovery import Device
 from hub_agent.enforce.model import Counters, DesiredState, Grant
 from hub_agent.sessions import quota
 from hub_agent.sessions.accounting import DayDelta, fold, merge_days
@@ -246,6 +247,23 @@ class SessionService:
             "last_seen = excluded.last_seen",
             (normalise_mac(mac), ip, now),
         )
+
+    def record_devices(self, devices: Iterable[Device]) -> int:
+        """Store what discovery learnt (address, DHCP hostname, last seen), in one
+        transaction; a hostname or last-seen is never replaced by an empty or older one."""
+        rows = [(d.mac, d.ip, d.hostname, d.last_seen or None) for d in devices]
+        if not rows:
+            return 0
+        with transaction(self.db):
+            self.conn.executemany(
+                "INSERT INTO devices (mac, ip, hostname, last_seen) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(mac) DO UPDATE SET ip = coalesce(excluded.ip, ip), "
+                "hostname = coalesce(excluded.hostname, hostname), "
+                "last_seen = CASE WHEN excluded.last_seen IS NULL THEN last_seen "
+                "ELSE max(excluded.last_seen, coalesce(last_seen, 0)) END",
+                rows,
+            )
+        return len(rows)
 
     def block(self, mac: str, blocked: bool, now: float | None = None) -> None:
         now = time.time() if now is None else now

@@ -218,3 +218,30 @@ def test_hub_dns_opens_the_walled_garden_by_name(hub: Hub) -> None:
     # dnsmasq put the answer into the walled-garden set: reachable without logging in.
     assert "upstream internet" in c1.curl(f"http://{garden}/").stdout
     assert _get(c1, f"http://{DOMAINS['example.test']}/")[0] == "302"
+
+
+def test_dashboard_lists_lan_devices_with_dhcp_hostnames(hub: Hub) -> None:
+    # The agent's discovery (neighbour table + sniffed DHCP/ARP + leases) feeds the
+    # caretaker's device list: a phone that only asked for an address shows by name.
+    import asyncio
+
+    from hub_agent.api.client import call
+    from hub_agent.api.protocol import ListDevices
+    from tests.linux.test_enforce_discovery import DHCP_DISCOVER
+
+    c1, c2 = hub.lab.clients
+    r = c1.exec(sys.executable, "-c", DHCP_DISCOVER, timeout=20)
+    assert r.returncode == 0, r.stderr[-500:]
+    assert c2.exec("ping", "-c", "1", "-W", "1", HUB_LAN).returncode == 0  # never logged in
+    deadline = time.monotonic() + 25  # one discovery pass every 10 s
+    by_mac: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        resp = asyncio.run(call(hub.rundir / "agent.sock", ListDevices()))
+        by_mac = {d.mac: d for d in resp.devices or []}
+        if c1.mac in by_mac and by_mac[c1.mac].hostname and c2.mac in by_mac:
+            break
+        time.sleep(1)
+    assert by_mac.get(c1.mac) and by_mac[c1.mac].hostname == "phone-amy", by_mac
+    assert by_mac.get(c2.mac) and by_mac[c2.mac].ip == c2.ip, by_mac
+    assert (by_mac[c2.mac].last_seen or 0) > time.time() - 60
+    assert by_mac[c2.mac].session is None  # seen is not authorised

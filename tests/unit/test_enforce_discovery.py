@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hub_agent.enforce import discovery
 from hub_agent.enforce.discovery import (
     Activity,
     Device,
@@ -62,3 +63,22 @@ def test_idle_after_timeout_without_byte_movement() -> None:
     timeouts = {M: 150.0, "02:42:aa:bb:cc:02": 150.0}
     assert idle_macs(act, timeouts, now=210.0) == ["02:42:aa:bb:cc:02"]
     assert idle_macs(act, timeouts, now=400.0) == [M, "02:42:aa:bb:cc:02"]
+
+
+def test_leases_name_devices_and_changed_records_only() -> None:
+    from hub_agent.enforce.dnsmasq import Lease
+
+    now = 1_780_000_000.0
+    leases = [
+        Lease(int(now) + 600, "02:00:00:00:00:0a", "10.42.0.120", "phone-amy"),
+        Lease(int(now) - 1, "02:00:00:00:00:0b", "10.42.0.121", "gone"),  # expired
+    ]
+    obs = discovery.lease_observations(leases, now)
+    assert [(o.mac, o.hostname, o.seen_at) for o in obs] == [
+        ("02:00:00:00:00:0a", "phone-amy", 0.0)
+    ]
+    before = discovery.merge({}, [discovery.Observation("02:00:00:00:00:0a", now, "neigh")])
+    after = discovery.merge(before, obs)
+    assert after["02:00:00:00:00:0a"].last_seen == now  # a lease never claims presence
+    assert discovery.changed(before, after) == [after["02:00:00:00:00:0a"]]
+    assert discovery.changed(after, after) == []

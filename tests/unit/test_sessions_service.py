@@ -345,3 +345,15 @@ def test_service_is_what_the_agent_handler_expects(svc: SessionService) -> None:
         "seen",
     ):
         assert callable(getattr(sessions, name))
+
+
+def test_discovered_devices_keep_names_and_never_go_back_in_time(svc: SessionService) -> None:
+    from hub_agent.enforce.discovery import Device
+
+    mac = "02:00:00:00:00:0d"
+    svc.record_devices([Device(mac, ip="10.42.0.130", hostname="phone-amy", last_seen=T0)])
+    svc.record_devices([Device(mac, ip=None, hostname=None, last_seen=T0 - 50)])
+    (view,) = [d for d in svc.device_views(T0) if d.mac == mac]
+    assert (view.ip, view.hostname, view.last_seen) == ("10.42.0.130", "phone-amy", T0)
+    assert view.session is None
+    assert svc.record_devices([]) == 0
