@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from captive_portal.agent import Agent
 from captive_portal.hostcheck import ForeignHostRedirect
+from captive_portal.live_config import LiveConfig
 from captive_portal.ratelimit import Lockout
 from captive_portal.render import Renderer
 from captive_portal.routes import admin, captive_api, login, probes, splash, status
@@ -43,9 +46,11 @@ def create_app(
     secret_file: Path | None = None,
     settings: Settings | None = None,
     clock: Callable[[], float] = time.monotonic,
+    follow: tuple[Path, Callable[[HubConfig], Settings]] | None = None,
 ) -> FastAPI:
     """The portal app. ``secret`` (or ``secret_file``) signs CSRF tokens; without either a
-    fresh key is drawn for this run, never a default."""
+    fresh key is drawn for this run, never a default. ``follow`` = (the agent's config copy,
+    how to build settings from a config): the portal then follows pushed configs."""
     settings = settings or build_settings(config)
     key = secret if secret is not None else load_or_create_secret(secret_file)
     portal = Portal(
@@ -57,14 +62,28 @@ def create_app(
         admin_lockout=Lockout(config.portal.login_attempts, config.portal.lockout_seconds, clock),
         admin_sessions=AdminSessions(),
     )
+    live = LiveConfig(portal, *follow) if follow else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(live.run()) if live else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
     app = FastAPI(
         title="Relais captive portal",
         version="1",
         docs_url=None,  # no Swagger UI: it loads scripts from a CDN the LAN cannot reach
         redoc_url=None,
+        lifespan=lifespan,
     )
     app.state.portal = portal
-    app.state.config = config
+    app.state.live_config = live
     for module in (splash, login, status, probes, captive_api, admin):
         app.include_router(module.router)
     app.state.content_library = _content_router(app)

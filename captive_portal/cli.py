@@ -17,9 +17,11 @@ from pathlib import Path
 import uvicorn
 
 from captive_portal.app import create_app
-from captive_portal.settings import SettingsError, build_settings
+from captive_portal.live_config import read_view
+from captive_portal.settings import Settings, SettingsError, build_settings
 from hub_agent.clikit import fail, parser
 from hub_agent.config import ConfigError, HubConfig, load_config
+from hub_agent.portal_view import portal_view_path
 
 log = logging.getLogger("captive_portal")
 
@@ -79,11 +81,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         config = load_config(args.config)
+        # the agent's copy of what it enforces wins when it is as new (a pushed config)
+        view = portal_view_path(config)
+        found = read_view(view)
+        if found is not None and found[1].version >= config.version:
+            config = found[1]
         host = args.host or str(config.network.lan.address.ip)
         port = args.port or config.portal.http_port
         extra = (host,) if args.host else ()
-        settings = build_settings(config, extra_hosts=extra, listen_port=port)
-        app = create_app(config, settings=settings, secret_file=args.secret_file)
+
+        def rebuild(c: HubConfig) -> Settings:
+            return build_settings(c, extra_hosts=extra, listen_port=port)
+
+        app = create_app(
+            config,
+            settings=rebuild(config),
+            secret_file=args.secret_file,
+            follow=(view, rebuild),
+        )
     except (ConfigError, SettingsError, ValueError, OSError) as e:
         fail(str(e))
     configs = server_configs(config, app, host, port)

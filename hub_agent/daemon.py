@@ -32,6 +32,7 @@ from hub_agent.enforce.enforcer import Enforcer
 from hub_agent.handler import AgentHandler
 from hub_agent.lan_devices import LanDevices
 from hub_agent.neighbours import NeighbourTable
+from hub_agent.portal_view import write_portal_view
 from hub_agent.sessions import loop as sessions_loop
 from hub_agent.sessions.db import SESSIONS
 from hub_agent.sessions.service import Action, SessionService
@@ -171,12 +172,20 @@ class Agent:
         self.config = new
         self.sessions.update_config(new)
         self.lan_devices.config = new  # (a renamed LAN interface needs an agent restart)
+        self.publish_portal_view()
         self.enforcer = Enforcer(new, netns=self.netns)
         self.handler.kernel = self.enforcer
         old_enforcer.close()
         self.restore()
         if self.run_dnsmasq:
             self.start_dnsmasq()
+
+    def publish_portal_view(self) -> None:
+        """Let the portal show what is enforced (plans, prices, names) without a restart."""
+        try:
+            write_portal_view(self.config)
+        except OSError as e:
+            log.error("portal's config copy not written: %s", e)
 
     def config_healthy(self) -> bool:
         """After an apply: the kernel must be exactly what the new config renders."""
@@ -266,6 +275,7 @@ class Agent:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self.on_worker(self.restore)
+        await self.on_worker(self.publish_portal_view)
         if self.run_dnsmasq:
             await self.on_worker(self.start_dnsmasq)
         if self.sniff:

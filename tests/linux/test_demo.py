@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hub_agent.config import validate_config
 from provisioning.enroll import base_document
@@ -268,6 +269,24 @@ def test_demo_phone_caretaker_fleet_and_teardown(demo: Demo) -> None:
     assert (row["reported_version"], row["config_status"]) == (2, "applied"), row
     with urllib.request.urlopen(fleet_url, timeout=5) as r:
         assert HUB_ID in r.read().decode()
+
+    # A central push that renames the hub shows on the phone's splash page without any
+    # restart: the agent applies it and the portal follows the agent's copy.
+    layer = yaml.safe_load((d.state / "demo-push.yaml").read_text(encoding="utf-8"))
+    layer["hub"] = {"name": "Mairie de Démo (renommée)"}
+    renamed = d.state / "rename.yaml"
+    renamed.write_text(yaml.safe_dump(layer, allow_unicode=True), encoding="utf-8")
+    p = subprocess.run(
+        [str(Path(sys.executable).parent / "hubctl"), "--state", str(d.state / "central"),
+         "push", HUB_ID, str(renamed), "--timeout", "30"],
+        capture_output=True, text=True, timeout=60, env=d.env,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stdout + p.stderr
+    deadline, splash = time.monotonic() + 10, ""
+    while time.monotonic() < deadline and "(renommée)" not in splash:
+        _, _, splash = get(d, f"{PORTAL}/")
+        time.sleep(0.5)
+    assert "Mairie de Démo (renommée)" in splash, splash[:800] + d.log("portal")
 
     # demo-stop: nothing left.
     serve_pid = (d.state / "demo.pid").read_text().split()[0]

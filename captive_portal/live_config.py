@@ -1,0 +1,92 @@
+"""Follow the config the agent enforces (``hub_agent.portal_view``) while the portal runs.
+
+A config pushed by the centre changes plans, prices, the hub's name, terms or login
+methods; the splash page must show them as soon as the agent applies them, not at the
+next restart. A background task checks the agent's copy every few seconds (off the
+request path) and swaps the portal's settings; a copy that does not validate is logged
+and the current settings stay. Listen addresses and ports are fixed at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from captive_portal.services import Portal
+from captive_portal.settings import Settings, SettingsError
+from hub_agent.config import ConfigError, HubConfig, validate_config
+
+log = logging.getLogger(__name__)
+
+CHECK_EVERY_S = 3.0
+
+
+def read_view(path: Path) -> tuple[float, HubConfig] | None:
+    """(mtime, config) of the agent's copy; None when absent or unreadable (logged)."""
+    try:
+        mtime = os.stat(path).st_mtime
+        data = json.loads(path.read_bytes())
+        return mtime, validate_config(data, str(path))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, ConfigError) as e:
+        log.warning("agent's config copy %s not usable: %s", path, e)
+        return None
+
+
+def _fixed_at_start(a: HubConfig, b: HubConfig) -> bool:
+    return a.network.lan == b.network.lan and (a.portal.http_port, a.portal.https_port) == (
+        b.portal.http_port,
+        b.portal.https_port,
+    )
+
+
+class LiveConfig:
+    def __init__(
+        self,
+        portal: Portal,
+        path: Path,
+        rebuild: Callable[[HubConfig], Settings],
+        every_s: float = CHECK_EVERY_S,
+    ) -> None:
+        self.portal = portal
+        self.path = path
+        self.rebuild = rebuild
+        self.every_s = every_s
+        self._mtime: float | None = None
+
+    def adopt(self, found: tuple[float, HubConfig] | None) -> bool:
+        """Switch to the copy read; True when the portal's settings changed."""
+        if found is None or found[0] == self._mtime:
+            return False
+        mtime, config = found
+        current = self.portal.settings.config
+        if config == current:
+            self._mtime = mtime
+            return False
+        try:
+            settings = self.rebuild(config)
+        except SettingsError as e:
+            log.warning("agent's config copy refused by the portal: %s", e)
+            return False
+        if not _fixed_at_start(config, current):
+            log.warning("LAN address or portal ports changed: restart the portal to follow")
+        self.portal.settings = settings
+        self._mtime = mtime
+        log.info("portal follows config version %s", config.version)
+        return True
+
+    async def refresh(self) -> bool:
+        return self.adopt(await asyncio.to_thread(read_view, self.path))
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception:  # a bad pass must not end the follower
+                log.exception("following the agent's config failed")
+            await asyncio.sleep(self.every_s)
