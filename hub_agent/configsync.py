@@ -273,6 +273,7 @@ class ConfigSync:
         self.current = new
         if self.telemetry is not None:
             self.telemetry.reconfigure(new)
+            self.telemetry.link.refresh_state()  # the retained state names the new version
         self.applied_sig = None if envelope is None else envelope.get("sig")
         log.info("config v%d applied", new.version)
         return self._report(new.version, "applied", None)

@@ -350,6 +350,15 @@ class MqttLink:
                 task = asyncio.ensure_future(handler(msg))
                 task.add_done_callback(_log_failure)
 
+    def refresh_state(self) -> None:
+        """Re-publish the retained online state of this session (e.g. a new config version);
+        while disconnected there is nothing to do: the next connect publishes it."""
+        if not self.connected.is_set():
+            return
+        payload = state_payload(True, self.status.session, self._config_version())
+        fut = self.publish(topics.state(self.settings.hub_id), payload, retain=True)
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
     def publish(
         self, topic: str, payload: bytes | str | dict[str, Any], *, retain: bool = False
     ) -> asyncio.Future[None]:

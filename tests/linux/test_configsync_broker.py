@@ -81,7 +81,14 @@ def test_configs_are_applied_rejected_or_rolled_back_and_reported(
 ) -> None:
     require_mosquitto()
     secure_broker(broker)
-    col = Collector(broker, ["relais/hubs/hub-a/config/reported", "relais/hubs/hub-a/events"])
+    col = Collector(
+        broker,
+        [
+            "relais/hubs/hub-a/config/reported",
+            "relais/hubs/hub-a/events",
+            "relais/hubs/hub-a/state",
+        ],
+    )
     cfg = base(tmp_path, broker)
     box = Box()
     box.fail_on = 7
@@ -123,6 +130,10 @@ def test_configs_are_applied_rejected_or_rolled_back_and_reported(
     events = [e for e in col.on("/events") if e.get("type", "").startswith("config_")]
     assert [e["type"] for e in events].count("config_applied") == 2
     assert [e["type"] for e in events].count("config_rejected") == 5
+    # the retained online state followed each applied version within one session
+    online = [b for b in col.on("/state") if isinstance(b, dict) and b.get("online")]
+    assert [b["config_version"] for b in online] == [1, 2, 8], online
+    assert len({b["session"] for b in online}) == 1
     col.close()
 
 
