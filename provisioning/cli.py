@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--plan", required=True)
     issue.add_argument("--count", type=int, required=True)
     issue.add_argument("--out", type=Path, default=None)
+    findings = vsub.add_parser(
+        "findings", help="codes redeemed beyond their devices, or never issued (exit 1 if any)"
+    )
+    findings.add_argument("--json", action="store_true")
 
     content = sub.add_parser("content", help="content library catalogue")
     content_cli = _optional("provisioning.content_cli")
@@ -252,6 +256,8 @@ def cmd_vouchers(ctx: Ctx) -> int:
     if mod is None or not hasattr(mod, "issue_command"):
         return _not_built("hubctl vouchers issue")
     a = ctx.args
+    if a.vverb == "findings":
+        return int(mod.findings_command(ctx.db, as_json=a.json))
     result = mod.issue_command(state=ctx.state, db=ctx.db, plan=a.plan, count=a.count, out=a.out)
     return int(result or 0)
 

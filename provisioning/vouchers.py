@@ -195,8 +195,19 @@ def reconcile(db: sqlite_utils.Database, redemptions: Iterable[Redemption]) -> l
             "VALUES (?, ?, ?, ?, ?)",
             [(r.code, r.hub_id, r.mac, r.at, r.plan_id) for r in reports],
         )
+    return findings_for(db, sorted({r.code for r in reports}))
+
+
+def findings_for(db: sqlite_utils.Database, codes: Iterable[str] | None = None) -> list[Finding]:
+    """The problems recorded redemptions reveal, for ``codes`` (all redeemed codes when
+    None): ``hubctl vouchers findings`` shows them at any time, not only as logged."""
+    VOUCHERS.apply(db)
+    if codes is None:
+        codes = [str(c) for (c,) in db.execute(
+            "SELECT DISTINCT code FROM central_redemptions ORDER BY code"
+        ).fetchall()]  # fmt: skip
     findings = []
-    for code in sorted({r.code for r in reports}):
+    for code in codes:
         rows = db.execute(
             "SELECT hub_id, mac, at, plan_id FROM central_redemptions WHERE code = ? "
             "ORDER BY at, hub_id",
@@ -213,6 +224,30 @@ def reconcile(db: sqlite_utils.Database, redemptions: Iterable[Redemption]) -> l
         if len(devices) > int(issued[1]):
             findings.append(Finding("over_redeemed", code, str(issued[0]), int(issued[1]), uses))
     return findings
+
+
+def findings_command(db: sqlite_utils.Database, as_json: bool = False) -> int:
+    """``hubctl vouchers findings [--json]``: codes redeemed by more devices than they
+    allow (sold twice, or used on two offline hubs) and codes never issued. Exit 1 when
+    there are any, so a cron job can alert."""
+    found = findings_for(db)
+    if as_json:
+        rows = [
+            {"kind": f.kind, "code": format_code(f.code), "plan": f.plan_id,
+             "devices_max": f.devices_max, "hubs": f.hubs,
+             "redemptions": [{"hub": h, "device": m, "at": a} for h, m, a in f.redemptions]}
+            for f in found
+        ]  # fmt: skip
+        print(json.dumps(rows, indent=1))
+    elif not found:
+        print("no voucher findings")
+    for f in [] if as_json else found:
+        devices = len({m for _, m, _ in f.redemptions})
+        print(
+            f"{f.kind:13} {format_code(f.code)}  plan {f.plan_id}: {devices} device(s) of "
+            f"{f.devices_max} allowed, on {', '.join(f.hubs)}"
+        )
+    return 1 if found else 0
 
 
 # --- hubctl vouchers issue ---------------------------------------------------------------

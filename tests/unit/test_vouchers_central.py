@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import stat
@@ -51,7 +52,9 @@ def test_issued_codes_work_offline_on_any_hub(tmp_path: Path) -> None:
     assert err is None and view is not None and view.plan_id == "jour"
 
 
-def test_double_redemption_on_two_offline_hubs_is_reported(tmp_path: Path) -> None:
+def test_double_redemption_on_two_offline_hubs_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     state = StateDir(tmp_path / "central")
     db = open_registry(tmp_path / "central" / "registry.db")
     secret = vouchers.voucher_secret(state)
@@ -89,6 +92,15 @@ def test_double_redemption_on_two_offline_hubs_is_reported(tmp_path: Path) -> No
     assert vouchers.reconcile(db, report(b)) == findings
     n = db.execute("SELECT count(*) FROM central_redemptions").fetchone()[0]
     assert n == 5
+    # ops see the findings at any time, not only in the controller's log
+    assert vouchers.findings_for(db) == sorted(findings, key=lambda f: f.code)
+    assert vouchers.findings_command(db) == 1
+    shown = capsys.readouterr().out
+    assert f"over_redeemed {format_code(one_device)}" in shown and "tg-a, tg-b" in shown
+    assert f"never_issued  {format_code(forged)}" in shown
+    assert vouchers.findings_command(db, as_json=True) == 1
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["kind"] for r in rows} == {"over_redeemed", "never_issued"}
     with pytest.raises(ValueError, match=r"voucher_redeemed\.device"):
         Redemption.from_event("tg-a", {"code": "X", "at": 1.0, "plan_id": "heure"})
 
@@ -164,3 +176,9 @@ def test_hub_sheet_for_local_codes(tmp_path: Path) -> None:
                           check=True).stdout  # fmt: skip
     assert "Mairie de Démo" in text and "Pass journée" in text and "2 appareils" in text
     assert all(format_code(c) in text for c in codes)
+
+
+def test_no_findings_exit_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = open_registry(tmp_path / "central" / "registry.db")
+    assert vouchers.findings_command(db) == 0
+    assert "no voucher findings" in capsys.readouterr().out
