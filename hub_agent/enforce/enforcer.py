@@ -82,6 +82,15 @@ def _macs(values: Iterable[str], field: str) -> frozenset[str]:
     return frozenset(out)
 
 
+def sent_since(before: int | None, now: int) -> bool:
+    """Did a device send anything between two reads of its auth-set packet counters?
+    Unknown before (first read after a start): no claim. A smaller total means its
+    elements were re-created (a re-login): any packet since then is activity."""
+    if before is None:
+        return False
+    return now > before or (now < before and now > 0)
+
+
 class Enforcer:
     def __init__(
         self,
@@ -104,6 +113,7 @@ class Enforcer:
         # bytes counted before a full table reload reset the per-element counters, added
         # back by counters() so accounting sees one monotonic counter per device
         self._carried: dict[str, tuple[int, int]] = {}
+        self._sent: dict[str, int] = {}  # packets each device had sent at the last read
 
     def close(self) -> None:
         if self.tc is not None:
@@ -326,15 +336,19 @@ class Enforcer:
     def counters(self) -> dict[str, Counters]:
         """Counted bytes per authorised device (up and down separately) and quota state."""
         out: dict[str, Counters] = {}
+        sent: dict[str, int] = {}
         for mac, dev in live_devices(self.nft.list_table()).items():
             up, down = self._carried.get(mac, (0, 0))
             exhausted = dev.quota_bytes is not None and dev.quota_used >= dev.quota_bytes
+            sent[mac] = dev.sent_packets
             out[mac] = Counters(
                 mac=mac,
                 up_bytes=up + dev.up_bytes,
                 down_bytes=down + dev.down_bytes,
                 quota_exhausted=exhausted,
+                active=sent_since(self._sent.get(mac), dev.sent_packets),
             )
+        self._sent = sent
         return out
 
     def authorised_macs(self) -> set[str]:

@@ -39,3 +39,6 @@ class Counters:
     up_bytes: int
     down_bytes: int
     quota_exhausted: bool = False
+    # the device sent anything since the previous read, counted or not (the library and
+    # zero-rated sites included): what keeps a session from ending as idle
+    active: bool = False

@@ -138,11 +138,16 @@ def live_devices(listing: Json) -> dict[str, LiveDevice]:
     up, down = (_counted_bytes(elems.get(n, [])) for n in COUNTER_SETS)
     quota_by_slot = {int(p[0]): str(p[1]) for p in elems.get("quota_of", [])}
     auth: dict[str, dict[str, list[Any]]] = {}
+    sent: dict[str, int] = {}
     for name in DEVICE_SETS:
         for e in elems.get(name, []):
-            val = e["elem"]["val"] if isinstance(e, dict) and "elem" in e else e
+            timed = isinstance(e, dict) and "elem" in e
+            val = e["elem"]["val"] if timed else e
             mac = str(val["concat"][0] if isinstance(val, dict) else val)
             auth.setdefault(mac, {}).setdefault(name, []).append(val)
+            if timed:
+                packets = (e["elem"].get("counter") or {}).get("packets", 0)
+                sent[mac] = sent.get(mac, 0) + int(packets)
     out: dict[str, LiveDevice] = {}
     for pair in elems.get("slot_of", []):
         mac, slot = str(pair[0]), int(pair[1])
@@ -157,5 +162,6 @@ def live_devices(listing: Json) -> dict[str, LiveDevice]:
             quota_used=int(q.get("used", 0)) if q else 0,
             up_bytes=up.get(slot, 0),
             down_bytes=down.get(slot, 0),
+            sent_packets=sent.get(mac, 0),
         )
     return out

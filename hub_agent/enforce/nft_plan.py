@@ -508,6 +508,7 @@ class LiveDevice:
     quota_used: int = 0
     up_bytes: int = 0  # counted (not zero-rated) bytes, per-element counters of cnt_up/dn
     down_bytes: int = 0
+    sent_packets: int = 0  # every packet from the device (auth set counters), for idleness
 
 
 def device_remove(dev: LiveDevice, keep_counters: bool = False) -> list[Json]:

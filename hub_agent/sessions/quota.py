@@ -35,7 +35,7 @@ class Limits:
 class Usage:
     bytes_used: int  # counted bytes charged against quota_bytes
     first_use: float  # when the voucher (or free day) was first used: the time clock
-    last_activity: float  # last time counted bytes moved (or the login)
+    last_activity: float  # last time the device sent anything, counted or not (or the login)
     kernel_exhausted: bool = False  # the kernel's quota object tripped
 
 

@@ -590,8 +590,9 @@ class SessionService:
                     s.bytes_up += f.delta_up
                     s.bytes_down += f.delta_down
                     s.last_kernel_up, s.last_kernel_down = f.last_up, f.last_down
-                    if f.delta:
+                    if f.delta or c.active:
                         s.last_activity = now
+                    if f.delta:
                         free = f.delta if s.free else 0
                         days.append(DayDelta(s.mac, today, f.delta, free))
                         if s.free:

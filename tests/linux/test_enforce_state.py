@@ -102,6 +102,8 @@ def test_zero_rated_traffic_is_not_counted(nolab: Lab, enf: Enforcer) -> None:
     after = enf.counters()[c1.mac]
     assert (after.up_bytes, after.down_bytes) == (before.up_bytes, before.down_bytes)
     assert not after.quota_exhausted
+    assert after.active  # uncounted, yet the device is busy: not idle
+    assert not enf.counters()[c1.mac].active  # nothing sent since that read
     assert _download(c1, f"http://{UPSTREAM}/bytes/50000") == 50_000
     assert enf.counters()[c1.mac].down_bytes >= 50_000
 

@@ -201,6 +201,26 @@ def test_idle_session_ends_and_resumes_with_its_usage(svc: SessionService) -> No
     assert view is not None and view.bytes_used == 6030
 
 
+def test_library_only_use_is_not_idle(svc: SessionService) -> None:
+    # A phone reading the local library moves no counted byte but is busy all the same.
+    [code] = svc.issue_local_vouchers("heure", 1, T0)
+    svc.login(A, None, "voucher", code, T0)
+    busy = {A: Counters(A, 0, 0, active=True)}
+    for minute in range(1, 31):
+        assert svc.account(busy, T0 + minute * 60) == []
+    assert svc.account(ctr(A, 0, 0), T0 + 30 * 60 + 15 * 60) == [
+        Action("deauthorize", A, reason="idle")
+    ]
+
+
+def test_sent_since() -> None:
+    from hub_agent.enforce.enforcer import sent_since
+
+    assert not sent_since(None, 10)  # first read after a start: a baseline only
+    assert sent_since(10, 11) and not sent_since(10, 10)
+    assert sent_since(10, 3) and not sent_since(10, 0)  # re-created elements
+
+
 def test_counter_reset_is_not_lost_nor_double_counted(svc: SessionService) -> None:
     [code] = svc.issue_local_vouchers("heure", 1, T0)
     svc.login(A, None, "voucher", code, T0)
