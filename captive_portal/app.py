@@ -13,6 +13,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from captive_portal.agent import Agent
+from captive_portal.head import HeadAsGet
 from captive_portal.hostcheck import ForeignHostRedirect
 from captive_portal.live_config import LiveConfig
 from captive_portal.ratelimit import Lockout
@@ -87,6 +88,7 @@ def create_app(
     for module in (splash, login, status, probes, captive_api, admin):
         app.include_router(module.router)
     app.state.content_library = _content_router(app)
+    app.add_middleware(HeadAsGet)
     app.add_middleware(
         ForeignHostRedirect,
         is_own_host=settings.is_own_host,

@@ -362,6 +362,9 @@ class PortalClient:
     def post(self, url: str, **kw: Any) -> httpx.Response:
         return self._loop.run_until_complete(self._client.post(url, **kw))
 
+    def head(self, url: str, **kw: Any) -> httpx.Response:
+        return self._loop.run_until_complete(self._client.head(url, **kw))
+
     def close(self) -> None:
         self._loop.run_until_complete(self._client.aclose())
         self._loop.close()

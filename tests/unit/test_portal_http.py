@@ -447,3 +447,11 @@ def test_the_library_link_leads_somewhere(hub: Hub) -> None:
 def test_a_reloaded_login_url_goes_back_to_the_splash(hub: Hub) -> None:
     r = hub.client().get("/login")
     assert r.status_code == 303 and r.headers["location"] == "/"
+
+
+def test_head_is_answered_like_get(hub: Hub) -> None:
+    c = hub.client(DEV1, base_url=f"http://{PROBE_HOSTS['/generate_204']}")
+    r = c.head("/generate_204")
+    assert (r.status_code, r.headers["location"]) == (302, SPLASH)
+    r = hub.client().head("/")
+    assert r.status_code == 200 and r.content == b"" and int(r.headers["content-length"]) > 1000
