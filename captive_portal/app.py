@@ -88,11 +88,11 @@ def create_app(
     for module in (splash, login, status, probes, captive_api, admin):
         app.include_router(module.router)
     app.state.content_library = _content_router(app)
-    app.add_middleware(HeadAsGet)
     app.add_middleware(
         ForeignHostRedirect,
         is_own_host=settings.is_own_host,
         splash_url=settings.base_url,
         keep=probes.PROBE_PATHS,
     )
+    app.add_middleware(HeadAsGet)  # outermost: every layer below sees a GET
     return app

@@ -455,3 +455,6 @@ def test_head_is_answered_like_get(hub: Hub) -> None:
     assert (r.status_code, r.headers["location"]) == (302, SPLASH)
     r = hub.client().head("/")
     assert r.status_code == 200 and r.content == b"" and int(r.headers["content-length"]) > 1000
+    # a foreign site's page is redirected to the splash for HEAD too, without a body
+    r = hub.client(DEV1, base_url="http://example.org").head("/news")
+    assert (r.status_code, r.headers["location"], r.content) == (302, SPLASH, b"")
