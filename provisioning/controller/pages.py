@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
+from hub_agent.sessions.vouchers import format_code
 from provisioning.fleet import STATUSES, FleetRow, ago
 from provisioning.geo import REGIONS, Projection
 
@@ -139,7 +140,25 @@ def fleet_table(rows: Sequence[FleetRow], now: float) -> str:
     return "".join(out)
 
 
-def fleet_page(rows: Sequence[FleetRow], now: float) -> str:
+def findings_table(findings: Sequence[Any]) -> str:
+    """Voucher codes redeemed beyond their devices or never issued (provisioning.vouchers)."""
+    if not findings:
+        return ""
+    body = "".join(
+        f"<tr><td>{escape(f.kind)}</td><td>{escape(format_code(f.code))}</td>"
+        f"<td>{escape(f.plan_id)}</td>"
+        f"<td>{len({m for _, m, _ in f.redemptions})} / {f.devices_max}</td>"
+        f"<td>{escape(', '.join(f.hubs))}</td></tr>"
+        for f in findings
+    )
+    return (
+        "<h2>Voucher findings</h2><table><thead><tr><th>finding</th><th>code</th>"
+        "<th>plan</th><th>devices / allowed</th><th>hubs</th></tr></thead>"
+        f"<tbody>{body}</tbody></table>"
+    )
+
+
+def fleet_page(rows: Sequence[FleetRow], now: float, findings: Sequence[Any] = ()) -> str:
     counts = {s: sum(1 for r in rows if r.status == s) for s in STATUSES}
     cards = "".join(
         f"<div class='card' style='border-left:5px solid {COLOURS[s]}'><b>{n}</b>{s}</div>"
@@ -148,10 +167,11 @@ def fleet_page(rows: Sequence[FleetRow], now: float) -> str:
     rejected = sum(1 for r in rows if r.config_status in ("rejected", "rolled_back"))
     cards += f"<div class='card'><b>{len(rows)}</b>hubs</div>"
     cards += f"<div class='card'><b>{rejected}</b>config rejected</div>"
+    cards += f"<div class='card'><b>{len(findings)}</b>voucher findings</div>"
     body = (
         f"<main><div class='map'>{map_svg(rows)}</div><div class='side'>"
         f"<div class='cards'>{cards}</div><div class='wrap'>{fleet_table(rows, now)}</div>"
-        "</div></main>"
+        f"{findings_table(findings)}</div></main>"
     )
     return _page("Relais — fleet", body, _SORT_JS, refresh_s=30)
 

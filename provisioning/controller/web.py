@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import sqlite_utils
 
-from provisioning import fleet, registry
+from provisioning import fleet, registry, vouchers
 from provisioning.controller import pages
 
 HISTORY_S = 24 * 3600.0
@@ -58,7 +58,8 @@ def make_handler(db_path: Path | str) -> type[BaseHTTPRequestHandler]:
             try:
                 if path == "/":
                     rows = fleet.fleet_rows(registry.all_hubs(db), now)
-                    self._send(200, pages.fleet_page(rows, now))
+                    findings = vouchers.findings_for(db)
+                    self._send(200, pages.fleet_page(rows, now, findings))
                 elif path == "/api/fleet.json":
                     rows = fleet.fleet_rows(registry.all_hubs(db), now)
                     self._send(200, json.dumps([r.as_json() for r in rows]), "application/json")

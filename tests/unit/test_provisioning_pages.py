@@ -6,6 +6,7 @@ import json
 import re
 import threading
 import time
+from pathlib import Path
 
 from provisioning import fleet
 from provisioning.controller import pages
@@ -56,6 +57,33 @@ def test_fleet_page_has_map_dots_by_state_table_and_no_external_resources() -> N
     assert "École &lt;a-online&gt;" in html and "<a-online>" not in html  # escaped
     assert "55%" in html and "7 MB" in html
     assert not re.search(r"(src|href)=['\"]?(https?:)?//", html)  # nothing external
+
+
+def test_fleet_page_lists_voucher_findings_from_the_registry(tmp_path: Path) -> None:
+    from provisioning import registry as reg
+    from provisioning import vouchers
+    from provisioning.controller.web import serve
+
+    db = reg.open_registry(tmp_path / "registry.db")
+    vouchers.findings_for(db)  # creates the tables, as a controller does
+    db.conn.execute(
+        "INSERT INTO central_redemptions (code, hub_id, mac, at, plan_id) VALUES "
+        "('ABCDEFGHJKMN', 'tg-a', 'p1', 1.0, 'heure'), ('ABCDEFGHJKMN', 'tg-b', 'p2', 2.0, 'heure')"
+    )
+    db.conn.commit()
+    server = serve(tmp_path / "registry.db", "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        import urllib.request
+
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            html = r.read().decode()
+    finally:
+        server.shutdown()
+    assert "<b>1</b>voucher findings" in html
+    assert "never_issued" in html and "ABCD-EFGH-JKMN" in html and "tg-a, tg-b" in html
+    assert "<b>0</b>voucher findings" in pages.fleet_page([], NOW)
 
 
 def test_hub_page_draws_charts_and_events() -> None:
