@@ -45,7 +45,11 @@ import psutil
 
 MB = 1024 * 1024
 # Counters and levels that a fleet view needs at minutes' resolution, not every sample.
-SLOW_FIELDS = frozenset({"cv", "up", "dsk", "dfr", "tmp", "if", "srv", "cut", "cache", "hit"})
+# Sent on every full_every-th sample only (light samples carry cpu, mem and clients). The
+# uplink probe runs at the same pace while the broker link is up, so lat/loss go with them.
+SLOW_FIELDS = frozenset(
+    {"cv", "up", "ld", "dsk", "dfr", "tmp", "if", "lat", "loss", "srv", "cut", "cache", "hit"}
+)
 
 
 @dataclass(frozen=True)

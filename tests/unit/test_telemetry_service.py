@@ -56,3 +56,33 @@ def test_an_applied_config_changes_interval_budget_rate_and_probe_target(tmp_pat
     assert t.interval_s == 120 and t.flush_every_s == 300  # capped at 5 min
     assert t.outbox.budget_bytes == 8 * 1024 * 1024 and t.bucket.rate == 5
     assert t.config is new
+
+
+def test_uplink_probe_runs_every_fifth_interval_while_the_broker_link_is_up(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from hub_agent.telemetry.health import ProbeResult
+
+    cfg = tel(tmp_path).config
+    calls: list[bool] = []
+
+    async def run() -> None:
+        async def probe(host: str) -> ProbeResult:
+            calls.append(t.link.connected.is_set())
+            return ProbeResult(12.0, 0.0)
+
+        t = Telemetry(cfg, probe=probe, probe_every_s=0.01, full_every=5)
+        t.link.connected.set()  # stands for a live broker link
+        task = asyncio.create_task(t._probe_loop())
+        await asyncio.sleep(0.5)
+        up = len(calls)
+        t.link.connected.clear()  # the link drops: probe at every interval
+        await asyncio.sleep(0.5)
+        task.cancel()
+        down = len(calls) - up
+        assert up >= 2 and down >= 3 * up, (up, down)
+        assert t.last_probe is not None and t.last_probe.latency_ms == 12.0
+
+    asyncio.run(run())
