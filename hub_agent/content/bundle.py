@@ -47,6 +47,12 @@ def plan_entries(infos: list[zipfile.ZipInfo], archive_size: int) -> list[zipfil
     return files
 
 
+def unpacked_size(archive: Path) -> int:
+    """Bytes the bundle's pages take once unpacked (raises BundleError when unsafe)."""
+    with zipfile.ZipFile(archive) as z:
+        return sum(i.file_size for i in plan_entries(z.infolist(), archive.stat().st_size))
+
+
 def entry_page(names: list[str]) -> str | None:
     """The page to link: index.html at the top, or in the single top-level folder."""
     if "index.html" in names:

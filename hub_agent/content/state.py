@@ -44,8 +44,15 @@ def m001_content_state(db: sqlite_utils.Database) -> None:
     db.execute("CREATE TABLE content_counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
 
 
+@CONTENT
+def m002_site_bytes(db: sqlite_utils.Database) -> None:
+    # an HTML bundle's unpacked pages, counted in the disk budget beside the archive
+    db.execute("ALTER TABLE content_state ADD COLUMN site_bytes INTEGER NOT NULL DEFAULT 0")
+
+
 _FIELDS = (
     "state",
+    "site_bytes",
     "bytes_done",
     "bytes_fetched",
     "reason",
@@ -75,7 +82,7 @@ class ContentState:
         for r in self.rows():
             state: State = r["state"]
             # a failed download keeps its .part (resumed later): it counts against the budget
-            on_disk = r["size"] if state == "ready" else r["bytes_done"]
+            on_disk = r["size"] + r["site_bytes"] if state == "ready" else r["bytes_done"]
             out[r["id"]] = Held(
                 id=r["id"],
                 state=state,

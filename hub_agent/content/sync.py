@@ -297,13 +297,16 @@ class ContentSync:
                     EV_FAILED, item=item.id, refused="no_room", reason=reason, size=item.size
                 )
             return False
-        for victim in room.evict:
-            self.library.remove(victim)
-            self.state.update(victim, state="evicted", bytes_done=0, reason=f"room for {item.id}")
-            self._emit(EV_EVICTED, item=victim, for_item=item.id)
-        if room.evict:
-            self.write_index()
+        self._evict(room.evict, item.id)
         return True
+
+    def _evict(self, victims: tuple[str, ...], for_item: str) -> None:
+        for victim in victims:
+            self.library.remove(victim)
+            self.state.update(victim, state="evicted", bytes_done=0, reason=f"room for {for_item}")
+            self._emit(EV_EVICTED, item=victim, for_item=for_item)
+        if victims:
+            self.write_index()
 
     # --- download -----------------------------------------------------------------
     def _client_for_cap(self) -> httpx.AsyncClient:
@@ -390,14 +393,28 @@ class ContentSync:
         self._mark_ready(item, source)
 
     def _unpack(self, item: ContentItem, archive: Path) -> None:
-        """Make a bundle browsable; a bad archive stays a plain download (and says so)."""
+        """Make a bundle browsable; a bad archive, or one whose pages do not fit the disk
+        budget (pinned and more precious items stay), stays a plain download and says so.
+        The unpacked bytes count in the budget with the archive."""
         marker = archive.parent / "site.entry"
+        self.state.update(item.id, site_bytes=0)
         try:
+            need = bundle.unpacked_size(archive)
+            room = plan.plan_room(
+                item.model_copy(update={"size": item.size + need}),
+                self.state.held(),
+                self.budget,
+            )
+            if room.refused is not None:
+                raise bundle.BundleError(f"no room to unpack {need} bytes: {room.detail}")
+            self._evict(room.evict, item.id)
             entry = bundle.unpack(archive, archive.parent)
         except (bundle.BundleError, zipfile.BadZipFile, OSError) as e:
             log.warning("content %s: bundle not unpacked: %s", item.id, e)
+            self._emit(EV_FAILED, item=item.id, refused="not_browsable", reason=str(e))
             return
         marker.write_text(entry or "", encoding="utf-8")
+        self.state.update(item.id, site_bytes=need)
 
     def _mark_ready(self, item: ContentItem, source: str) -> None:
         self.state.update(

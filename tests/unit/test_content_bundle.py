@@ -8,6 +8,7 @@ import json
 import stat
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -85,3 +86,61 @@ def test_synced_bundle_is_unpacked_and_listed_browsable(tmp_path: Path) -> None:
     assert entry["href"] == "/files/cours-svt/cours-svt.zip"
     sync.library.remove(item.id)  # eviction takes the unpacked pages too
     assert not site.exists()
+
+
+def _sync_with(tmp_path: Path, data: bytes, budget_mb: int) -> tuple[ContentSync, ContentItem]:
+    item = ContentItem(
+        id="site",
+        title={"fr": "Site"},
+        kind="html",
+        url="http://cdn.example.test/site.zip",
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["data_dir"] = str(tmp_path)
+    doc["content"]["items"] = [item.model_dump(mode="json", exclude_none=True)]
+    doc["content"]["budget_mb"] = budget_mb
+    sync = ContentSync(validate_config(doc), open_db(tmp_path / "hub.db", CONTENT))
+    sync.reconcile()
+    sync.library.part_path(item.id).write_bytes(data)
+    return sync, item
+
+
+def _recorder(events: list[dict[str, object]]) -> Any:
+    def record(type: str, /, **fields: object) -> None:
+        events.append({"type": type, **fields})
+
+    return record
+
+
+def _stored_zip(n: int) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("index.html", bytes(range(256)) * (n // 256))
+    return buf.getvalue()
+
+
+def test_unpacked_pages_count_in_the_disk_budget(tmp_path: Path) -> None:
+    data = _stored_zip(300_000)  # 300 kB archive + 300 kB of pages in a 1 MB budget
+    sync, item = _sync_with(tmp_path, data, budget_mb=1)
+    events: list[dict[str, object]] = []
+    sync.on_event = _recorder(events)
+    sync._ready(item, sync.library.part_path(item.id), source="uplink")
+    held = sync.state.held()[item.id]
+    assert held.state == "ready" and held.bytes_on_disk == len(data) + 299_776
+    assert (tmp_path / "content" / "files" / "site" / "site" / "index.html").is_file()
+    assert not [e for e in events if e["type"] == "cache_sync_failed"]
+
+
+def test_a_bundle_whose_pages_do_not_fit_stays_a_download(tmp_path: Path) -> None:
+    data = _stored_zip(600_000)  # 600 kB archive + 600 kB of pages > a 1 MB budget
+    sync, item = _sync_with(tmp_path / "big", data, budget_mb=1)
+    events: list[dict[str, object]] = []
+    sync.on_event = _recorder(events)
+    sync._ready(item, sync.library.part_path(item.id), source="uplink")
+    held = sync.state.held()[item.id]
+    assert held.state == "ready" and held.bytes_on_disk == len(data)  # the zip only
+    assert not (tmp_path / "big" / "content" / "files" / "site" / "site").exists()
+    (failed,) = [e for e in events if e["type"] == "cache_sync_failed"]
+    assert failed["refused"] == "not_browsable" and "no room to unpack" in str(failed["reason"])
