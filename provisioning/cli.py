@@ -59,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--hub-mqtt-url", default=None, help="broker URL as the hub reaches it (central.yaml)"
     )
 
+    remove = sub.add_parser(
+        "remove", help="decommission a hub: revoke its broker user, forget it, clear its topics"
+    )
+    remove.add_argument("hub_id")
+    remove.add_argument(
+        "--offline", action="store_true", help="skip clearing its retained topics on the broker"
+    )
+
     push = sub.add_parser("push", help="push a config to a hub or a group")
     target = push.add_mutually_exclusive_group(required=True)
     target.add_argument("hub_id", nargs="?")
@@ -183,6 +191,37 @@ def cmd_enroll(ctx: Ctx) -> int:
     return 0
 
 
+def cmd_remove(ctx: Ctx) -> int:
+    """Revoke first (local files, no broker needed), then clear the retained topics that
+    held its signed config and state. Exit 1 when the broker part failed: run it again."""
+    from provisioning import topics
+    from provisioning.enroll import EnrollError, remove
+    from provisioning.mqttclient import Client, MqttError
+
+    hub_id = ctx.args.hub_id
+    try:
+        done = remove(ctx.state, ctx.db, hub_id)
+    except EnrollError as e:
+        fail(f"remove {hub_id}: {e}")
+    what = "removed" if done.was_enrolled else "not in the registry (already removed)"
+    revoked = "broker user revoked" if done.credentials_revoked else "no broker user left"
+    print(f"{hub_id} {what}; {revoked}; ACL rewritten")
+    if ctx.args.offline:
+        return 0
+    client = Client(ctx.broker_url())
+    try:
+        client.connect()
+        for stream in ("config/desired", "config/reported", "state"):
+            client.publish(topics.topic(hub_id, stream), b"", retain=True)  # clears it
+    except MqttError as e:
+        print(f"retained topics of {hub_id} not cleared: {e} (run again)", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(f"retained config and state of {hub_id} cleared on the broker")
+    return 0
+
+
 def cmd_push(ctx: Ctx) -> int:
     from provisioning import push, pushplan, topics
     from provisioning.mqttclient import Client, MqttError
@@ -300,6 +339,7 @@ def cmd_simulate(ctx: Ctx) -> int:
 
 VERBS = {
     "enroll": cmd_enroll,
+    "remove": cmd_remove,
     "push": cmd_push,
     "fleet": cmd_fleet,
     "vouchers": cmd_vouchers,

@@ -155,21 +155,35 @@ class Enrolled:
     rotated: bool
 
 
-def write_password(passwd: Path, user: str, password: str) -> None:
-    if not passwd.exists():
-        write_private(passwd, "")
+def _mosquitto_passwd(*args: str) -> None:
     try:
-        subprocess.run(
-            ["mosquitto_passwd", "-b", str(passwd), user, password],
-            check=True,
-            capture_output=True,
-        )
+        subprocess.run(["mosquitto_passwd", *args], check=True, capture_output=True)
     except FileNotFoundError:
         raise EnrollError("mosquitto_passwd not found (install mosquitto)") from None
     except subprocess.CalledProcessError as e:
         # stderr of mosquitto_passwd never contains the password; stdout is not shown
         raise EnrollError(f"mosquitto_passwd failed: {e.stderr.decode(errors='replace')}") from None
+
+
+def write_password(passwd: Path, user: str, password: str) -> None:
+    if not passwd.exists():
+        write_private(passwd, "")
+    _mosquitto_passwd("-b", str(passwd), user, password)
     os.chmod(passwd, 0o600)
+
+
+def delete_password(passwd: Path, user: str) -> bool:
+    """Remove ``user`` from the broker's password file; False when it was not there."""
+    if not passwd.exists():
+        return False
+    try:
+        _mosquitto_passwd("-D", str(passwd), user)
+    except EnrollError as e:
+        if "not found in password file" in str(e):
+            return False
+        raise
+    os.chmod(passwd, 0o600)
+    return True
 
 
 def reload_broker(command: Sequence[str] | None) -> bool:
@@ -222,3 +236,26 @@ def enroll(
     )
     reload_broker(settings.broker_reload)
     return Enrolled(hub.id, version, caretaker, hv_path, existing is not None)
+
+
+@dataclass(frozen=True)
+class Removed:
+    hub_id: str
+    was_enrolled: bool
+    credentials_revoked: bool
+
+
+def remove(state: StateDir, db: sqlite_utils.Database, hub_id: str) -> Removed:
+    """Decommission a hub (replaced, retired or stolen): its broker user goes first, so a
+    box in the wrong hands cannot connect again; then the ACL, its secrets and host_vars,
+    and its registry row and history. Safe to run again (each step tolerates "gone")."""
+    state.ensure()
+    ctl_user, _ = state.controller_credentials()
+    revoked = delete_password(state.passwd_path, hub_id)
+    was = registry.delete_hub(db, hub_id)
+    hub_ids = [r["id"] for r in registry.all_hubs(db) if r.get("cred_fingerprint")]
+    write_private(state.acl_path, render_acl(hub_ids, ctl_user))
+    state.secret_path(hub_id).unlink(missing_ok=True)
+    state.host_vars_path(hub_id).unlink(missing_ok=True)
+    reload_broker(state.settings().broker_reload)
+    return Removed(hub_id, was, revoked)

@@ -136,6 +136,15 @@ def upsert_hub(db: sqlite_utils.Database, hub: HubRecord, fingerprint: str | Non
         db.table("hubs").update(hub.id, row)
 
 
+def delete_hub(db: sqlite_utils.Database, hub_id: str) -> bool:
+    """Forget a hub and its history (samples, events, gaps, configs) in one transaction;
+    central voucher redemptions stay (they are the deployment's, not the hub's)."""
+    with transaction(db):
+        for table in ("health", "events", "gaps", "configs"):
+            db.execute(f"DELETE FROM {table} WHERE hub_id = ?", [hub_id])  # fixed names
+        return bool(db.execute("DELETE FROM hubs WHERE id = ?", [hub_id]).rowcount)
+
+
 def get_hub(db: sqlite_utils.Database, hub_id: str) -> dict[str, Any] | None:
     rows = list(db.table("hubs").rows_where("id = ?", [hub_id]))
     return rows[0] if rows else None

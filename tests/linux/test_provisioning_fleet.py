@@ -30,7 +30,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from hub_agent.config import validate_config
 from hub_agent.signing import EnvelopeError, verify_envelope
-from provisioning import registry
+from provisioning import registry, topics
 from provisioning.controller.service import Ingest
 from provisioning.controller.web import serve
 from provisioning.enroll import enroll
@@ -519,3 +519,66 @@ def test_shared_member_ingests_through_the_enrolled_acl(central: Central, tmp_pa
         )
     finally:
         member.stop()
+
+
+def _connect_as(central: Central, user: str, password: str) -> ReasonCode:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.username_pw_set(user, password)
+    result: list[ReasonCode] = []
+    done = threading.Event()
+
+    def on_connect(cl: Any, u: Any, f: Any, rc: ReasonCode, p: Any) -> None:
+        result.append(rc)
+        done.set()
+
+    c.on_connect = on_connect
+    c.connect(central.broker.host, central.broker.port)
+    c.loop_start()
+    assert done.wait(5)
+    c.disconnect()
+    c.loop_stop()
+    return result[0]
+
+
+def _retained(central: Central, topic: str) -> list[bytes]:
+    user, password = central.state.controller_credentials()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.username_pw_set(user, password)
+    got: list[bytes] = []
+    c.on_message = lambda cl, u, msg: got.append(bytes(msg.payload)) if msg.retain else None
+    c.connect(central.broker.host, central.broker.port)
+    c.subscribe(topic, qos=1)
+    c.loop_start()
+    time.sleep(1.0)
+    c.disconnect()
+    c.loop_stop()
+    return got
+
+
+def test_remove_revokes_a_hub_forgets_it_and_clears_its_topics(
+    central: Central, tmp_path: Path
+) -> None:
+    gone, kept = central.hubs["tg-kara-ecole-01"], central.hubs["tg-lome-ecole-02"]
+    f = tmp_path / "layer.yaml"
+    f.write_text("defaults: {free_tier: {daily_mb: 150}}\n")
+    central.hubctl("push", gone.hub_id, str(f), "--timeout", "3")  # leaves a retained config
+    assert _retained(central, topics.desired(gone.hub_id)), "a retained config to clear"
+    password = gone.vars["relais_mqtt_password"]
+    gone.close()
+
+    r = central.hubctl("remove", gone.hub_id)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "broker user revoked" in r.stdout and "cleared" in r.stdout
+    assert registry.get_hub(central.db, gone.hub_id) is None
+    assert registry.get_hub(central.db, kept.hub_id) is not None
+    assert not central.state.host_vars_path(gone.hub_id).exists()
+    acl = central.state.acl_path.read_text()
+    assert f"user {gone.hub_id}" not in acl and f"user {kept.hub_id}" in acl
+    assert _retained(central, topics.desired(gone.hub_id)) == []
+    # the broker with the new files (what central.yaml's broker_reload does in production)
+    use_enrolled_files(central.broker, central.state)
+    central.broker.restart()
+    assert _connect_as(central, gone.hub_id, password).is_failure
+    assert not _connect_as(central, kept.hub_id, kept.vars["relais_mqtt_password"]).is_failure
+    again = central.hubctl("remove", gone.hub_id, "--offline")
+    assert again.returncode == 0 and "already removed" in again.stdout
