@@ -247,9 +247,9 @@ def test_enrolled_hubs_appear_online_with_health(central: Central) -> None:
     assert fleet["tg-kara-ecole-01"]["cpu"] == 23
 
 
-def test_wrong_password_is_refused(central: Central) -> None:
+def _connect_as(central: Central, user: str, password: str) -> ReasonCode:
     c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    c.username_pw_set("tg-kara-ecole-01", "not-the-password")
+    c.username_pw_set(user, password)
     result: list[ReasonCode] = []
     done = threading.Event()
 
@@ -261,8 +261,13 @@ def test_wrong_password_is_refused(central: Central) -> None:
     c.connect(central.broker.host, central.broker.port)
     c.loop_start()
     assert done.wait(5)
+    c.disconnect()
     c.loop_stop()
-    assert result[0].is_failure
+    return result[0]
+
+
+def test_wrong_password_is_refused(central: Central) -> None:
+    assert _connect_as(central, "tg-kara-ecole-01", "not-the-password").is_failure
 
 
 def test_a_hub_cannot_publish_for_another(central: Central) -> None:
@@ -519,25 +524,6 @@ def test_shared_member_ingests_through_the_enrolled_acl(central: Central, tmp_pa
         )
     finally:
         member.stop()
-
-
-def _connect_as(central: Central, user: str, password: str) -> ReasonCode:
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    c.username_pw_set(user, password)
-    result: list[ReasonCode] = []
-    done = threading.Event()
-
-    def on_connect(cl: Any, u: Any, f: Any, rc: ReasonCode, p: Any) -> None:
-        result.append(rc)
-        done.set()
-
-    c.on_connect = on_connect
-    c.connect(central.broker.host, central.broker.port)
-    c.loop_start()
-    assert done.wait(5)
-    c.disconnect()
-    c.loop_stop()
-    return result[0]
 
 
 def _retained(central: Central, topic: str) -> list[bytes]:

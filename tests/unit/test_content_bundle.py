@@ -61,39 +61,15 @@ def test_entry_page_at_top_or_in_one_folder() -> None:
     assert bundle.entry_page(["a/index.html", "b/index.html"]) is None
 
 
-def test_synced_bundle_is_unpacked_and_listed_browsable(tmp_path: Path) -> None:
-    data = _zip({"cours/index.html": b"<h1>Le\xc3\xa7on 1</h1>", "cours/img/a.png": b"png"})
+def _sync_with(
+    tmp_path: Path, data: bytes, budget_mb: int, item_id: str = "site"
+) -> tuple[ContentSync, ContentItem]:
+    """A library with one HTML bundle whose verified download lies in its .part file."""
     item = ContentItem(
-        id="cours-svt",
-        title={"fr": "SVT"},
+        id=item_id,
+        title={"fr": item_id},
         kind="html",
-        url="http://cdn.example.test/cours-svt.zip",
-        size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-    )
-    doc = yaml.safe_load(EXAMPLE.read_text())
-    doc["data_dir"] = str(tmp_path)
-    doc["content"]["items"] = [item.model_dump(mode="json", exclude_none=True)]
-    sync = ContentSync(validate_config(doc), open_db(tmp_path / "hub.db", CONTENT))
-    sync.reconcile()
-    part = sync.library.part_path(item.id)
-    part.write_bytes(data)  # as the downloader leaves it, verified
-    sync._ready(item, part, source="uplink")
-    site = tmp_path / "content" / "files" / "cours-svt" / "site"
-    assert (site / "cours" / "index.html").read_text() == "<h1>Leçon 1</h1>"
-    (entry,) = json.loads(sync.library.index_path.read_text())["items"]
-    assert entry["browse"] == "/files/cours-svt/site/cours/index.html"
-    assert entry["href"] == "/files/cours-svt/cours-svt.zip"
-    sync.library.remove(item.id)  # eviction takes the unpacked pages too
-    assert not site.exists()
-
-
-def _sync_with(tmp_path: Path, data: bytes, budget_mb: int) -> tuple[ContentSync, ContentItem]:
-    item = ContentItem(
-        id="site",
-        title={"fr": "Site"},
-        kind="html",
-        url="http://cdn.example.test/site.zip",
+        url=f"http://cdn.example.test/{item_id}.zip",
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
     )
@@ -119,6 +95,19 @@ def _stored_zip(n: int) -> bytes:
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
         z.writestr("index.html", bytes(range(256)) * (n // 256))
     return buf.getvalue()
+
+
+def test_synced_bundle_is_unpacked_and_listed_browsable(tmp_path: Path) -> None:
+    data = _zip({"cours/index.html": b"<h1>Le\xc3\xa7on 1</h1>", "cours/img/a.png": b"png"})
+    sync, item = _sync_with(tmp_path, data, budget_mb=20_000, item_id="cours-svt")
+    sync._ready(item, sync.library.part_path(item.id), source="uplink")
+    site = tmp_path / "content" / "files" / "cours-svt" / "site"
+    assert (site / "cours" / "index.html").read_text() == "<h1>Leçon 1</h1>"
+    (entry,) = json.loads(sync.library.index_path.read_text())["items"]
+    assert entry["browse"] == "/files/cours-svt/site/cours/index.html"
+    assert entry["href"] == "/files/cours-svt/cours-svt.zip"
+    sync.library.remove(item.id)  # eviction takes the unpacked pages too
+    assert not site.exists()
 
 
 def test_unpacked_pages_count_in_the_disk_budget(tmp_path: Path) -> None:
