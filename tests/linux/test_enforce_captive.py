@@ -9,15 +9,14 @@ import pytest
 
 from hub_agent.enforce.enforcer import Enforcer
 from hub_agent.enforce.model import DesiredState
-from tests.conftest import require_lab
 from tests.lab.netns import HUB_LAN, UPSTREAM, UPSTREAM6, Lab
 from tests.linux.test_enforce_helpers import (
     PORTAL_MARK,
     WALLED_CIDR_IP,
     grant,
     lab_config,
+    lab_with_portal,
     reaches,
-    start_portal,
 )
 
 pytestmark = pytest.mark.root
@@ -25,9 +24,7 @@ pytestmark = pytest.mark.root
 
 @pytest.fixture(scope="module")
 def nolab() -> Iterator[Lab]:
-    require_lab()
-    with Lab.create(clients=3, nat=False) as built:
-        start_portal(built)
+    with lab_with_portal(3) as built:
         yield built
 
 

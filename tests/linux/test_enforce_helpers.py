@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from hub_agent.config import HubConfig, load_config, validate_config
 from hub_agent.enforce.model import Grant
+from tests.conftest import require_lab
 from tests.lab.netns import DOMAINS, HUB_LAN, Client, Lab
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +61,15 @@ def start_portal(lab: Lab, port: int = 8080) -> None:
     """A stand-in portal in the hub namespace, to see where redirected HTTP lands."""
     lab.spawn(lab.hub_ns, sys.executable, "-c", _PORTAL, str(port), log="portal.log")
     lab.wait_port(lab.hub_ns, HUB_LAN, port)
+
+
+@contextmanager
+def lab_with_portal(clients: int) -> Iterator[Lab]:
+    """A lab without NAT (the enforcer's own table must do it) and the stand-in portal."""
+    require_lab()
+    with Lab.create(clients=clients, nat=False) as built:
+        start_portal(built)
+        yield built
 
 
 def reaches(c: Client, url: str, timeout: float = 2) -> bool:

@@ -15,15 +15,14 @@ import pytest
 
 from hub_agent.enforce.enforcer import Enforcer
 from hub_agent.enforce.model import DesiredState, Grant
-from tests.conftest import require_lab
 from tests.lab.netns import UPSTREAM, UPSTREAM6, Lab
 from tests.linux.test_enforce_helpers import (
     PORTAL_MARK,
     ZERO_RATED_IP,
     grant,
     lab_config,
+    lab_with_portal,
     reaches,
-    start_portal,
 )
 
 pytestmark = pytest.mark.root
@@ -33,9 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def nolab() -> Iterator[Lab]:
-    require_lab()
-    with Lab.create(clients=3, nat=False) as built:
-        start_portal(built)
+    with lab_with_portal(3) as built:
         yield built
 
 

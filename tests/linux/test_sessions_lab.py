@@ -23,13 +23,12 @@ from hub_agent.enforce.model import DesiredState
 from hub_agent.sessions import loop
 from hub_agent.sessions.db import open_sessions_db
 from hub_agent.sessions.service import Action, SessionService
-from tests.conftest import require_lab
 from tests.lab.netns import UPSTREAM, Client, Lab
 from tests.linux.test_enforce_helpers import (
     ZERO_RATED_IP,
     lab_config,
+    lab_with_portal,
     reaches,
-    start_portal,
     wait_until,
 )
 
@@ -44,9 +43,7 @@ TICK_S = 0.1
 
 @pytest.fixture(scope="module")
 def nolab() -> Iterator[Lab]:
-    require_lab()
-    with Lab.create(clients=2, nat=False) as built:
-        start_portal(built)
+    with lab_with_portal(2) as built:
         yield built
 
 
