@@ -6,9 +6,10 @@ The centre publishes a signed envelope (``hub_agent.signing``) retained on
 1. decides (pure, ``decide``): JSON, signature by ``trust.central_public_key``, for this hub,
    version strictly above the applied one, schema-valid (``validate_config``, errors name
    the field path); an exact re-delivery of the applied envelope (reconnect, retained
-   message) is ignored silently;
+   message), or of one this process already rolled back, is ignored silently;
 2. applies it as one step through the integrator's ``apply(new)`` (firewall, shaping,
-   portal, cache), then runs ``health_check()``;
+   portal, cache), then runs ``health_check()``; a new broker address or credentials
+   must then be accepted by that broker (the link moves; the old one comes back if not);
 3. on success stores it as the active config (the old one kept as previous), on failure
    re-applies the previous config (rollback) and keeps it active;
 4. publishes retained ``config/reported`` ``{"version", "status", "reason", "ts"}`` and an
@@ -78,6 +79,7 @@ def decide(
     public_key: str | None,
     applied_version: int,
     applied_sig: str | None,
+    rolled_back_sigs: frozenset[str] = frozenset(),
 ) -> Decision:
     """What to do with one ``config/desired`` payload; never raises."""
     try:
@@ -95,6 +97,9 @@ def decide(
     assert isinstance(version, int)  # verify_envelope checked it
     if version == applied_version and envelope.get("sig") == applied_sig:
         return Decision("ignore", version)  # the applied envelope delivered again
+    if envelope.get("sig") in rolled_back_sigs:
+        # Already tried and undone; the retained copy comes again with every reconnect.
+        return Decision("ignore", version)
     if version <= applied_version:
         return Decision(
             "reject", version, f"version: {version} is not above the applied {applied_version}"
@@ -210,8 +215,10 @@ class ConfigSync:
         health_check: HealthCheck = lambda: True,
         telemetry: Telemetry | None = None,
         data_dir: Path | None = None,
+        broker_timeout_s: float = 30.0,
     ) -> None:
         self.current = current
+        self.broker_timeout_s = broker_timeout_s
         self.apply_fn = apply
         self.health_check = health_check
         self.telemetry = telemetry
@@ -220,6 +227,10 @@ class ConfigSync:
         self.applied_sig: str | None = (
             stored.get("sig") if stored and stored.get("version") == current.version else None
         )
+        # Envelopes this process applied and undid: not retried until the agent restarts
+        # (or the centre pushes a new version), so a config that fails, e.g. a broker
+        # that refuses the hub, does not loop on each reconnect.
+        self.rolled_back_sigs: set[str] = set()
         self._lock = asyncio.Lock()
         self.reports: list[Report] = []
         if telemetry is not None:
@@ -239,6 +250,7 @@ class ConfigSync:
                 public_key=self.current.trust.central_public_key,
                 applied_version=self.current.version,
                 applied_sig=self.applied_sig,
+                rolled_back_sigs=frozenset(self.rolled_back_sigs),
             )
             if d.action == "ignore":
                 return None
@@ -262,12 +274,18 @@ class ConfigSync:
                 healthy, problem = False, f"health check failed: {e}"
             if not healthy and problem is None:
                 problem = "health check failed after apply"
+        if problem is None and self.telemetry is not None:
+            # Last, so a refused new broker only has the kernel part to undo; the report
+            # then goes out over whichever link stands.
+            problem = await self.telemetry.switch_broker(new, self.broker_timeout_s)
         if problem is not None:
             log.error("config v%d: %s; rolling back to v%d", new.version, problem, old.version)
             try:
                 await asyncio.to_thread(self.apply_fn, old)
             except Exception as e:
                 problem += f"; rollback to v{old.version} also failed: {e}"
+            if envelope is not None and isinstance(envelope.get("sig"), str):
+                self.rolled_back_sigs.add(envelope["sig"])
             return self._report(new.version, "rolled_back", problem)
         self.store.commit(new, envelope)
         self.current = new

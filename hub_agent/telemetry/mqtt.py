@@ -139,6 +139,7 @@ class LinkStatus:
     connected_since: float | None = None
     last_error: str | None = None
     connects: int = 0
+    failures: int = 0  # connect attempts that ended without the broker accepting us
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -195,6 +196,13 @@ class MqttLink:
         """Register before ``start()``; (re)subscribed with QoS 1 on every connect."""
         self._handlers[topic] = handler
 
+    def moved_to(self, settings: LinkSettings) -> MqttLink:
+        """A new, unstarted link to ``settings`` with this one's subscriptions, session
+        counter and config version (a broker or credentials change)."""
+        link = MqttLink(settings, self._next_session, self._config_version)
+        link._handlers = dict(self._handlers)
+        return link
+
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -246,6 +254,7 @@ class MqttLink:
                 )
             except (OSError, ssl.SSLError) as e:
                 self.status.last_error = f"connect to {s.host}:{s.port}: {e}"
+                self.status.failures += 1
                 log.info("MQTT %s", self.status.last_error)
             else:
                 while not self._stop.is_set():
@@ -255,6 +264,8 @@ class MqttLink:
                 if self._accepted:
                     attempt = 0  # the broker accepted us: back off from the floor next time
                     self._accepted = False
+                elif not self._stop.is_set():
+                    self.status.failures += 1
                 self._set_connected(False)
             if self._stop.is_set():
                 break

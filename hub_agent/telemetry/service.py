@@ -15,6 +15,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ PROBE_WINDOW = 10  # probes over which loss is computed
 FLUSH_SAMPLES = 5  # health samples sent together
 FLUSH_MAX_S = 300.0
 COALESCE_MAX = 64  # a backlog this long drains at once, uncorked
+# What of a config makes a different broker connection (keepalive follows the interval).
+BROKER_FIELDS = ("host", "port", "tls", "ca_file", "username", "password", "keepalive_s")
 
 
 def status_path(data_dir: Path) -> Path:
@@ -107,6 +110,7 @@ class Telemetry:
         self._acked: list[int] = []
         self._acked_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._drain_task: asyncio.Task[None] | None = None
         self._producers: list[asyncio.Task[None]] = []
         self.published = 0
         self.refused = 0
@@ -120,8 +124,9 @@ class Telemetry:
         if self._probe is not None:
             producers.append(self._probe_loop())
         self._producers = [asyncio.create_task(j) for j in producers]
-        workers = [self._drain_loop(), self._ack_loop(), self._status_loop()]
-        self._tasks = [asyncio.create_task(j) for j in workers]
+        self._drain_task = asyncio.create_task(self._drain_loop())
+        workers = [self._ack_loop(), self._status_loop()]
+        self._tasks = [self._drain_task, *(asyncio.create_task(j) for j in workers)]
 
     async def stop(self, flush_timeout_s: float = 2.0) -> None:
         """Stop sampling, emit ``agent_stop``, give the drain a moment to send what is
@@ -156,13 +161,64 @@ class Telemetry:
 
     def reconfigure(self, cfg: HubConfig) -> None:
         """Take a newly applied config's telemetry settings (interval, budget, drain rate,
-        probe target). Broker address and credentials need a new ``Telemetry``."""
+        probe target); ``switch_broker`` takes its broker address and credentials."""
         self.config = cfg
         self.interval_s = float(cfg.mqtt.telemetry_interval_s)
         self.flush_every_s = self._flush_for(self.interval_s)
         self.outbox.budget_bytes = cfg.mqtt.outbox_budget_mb * 1024 * 1024
         if self.bucket.rate is not None:
             self.bucket.rate = cfg.mqtt.drain_rate_per_s
+
+    # -- moving to another broker ----------------------------------------------------------
+
+    def broker_settings(self, cfg: HubConfig) -> LinkSettings:
+        """The link ``cfg`` asks for (this link's other settings, e.g. backoff, kept)."""
+        want = LinkSettings.from_config(cfg)
+        return replace(self.link.settings, **{f: getattr(want, f) for f in BROKER_FIELDS})
+
+    async def switch_broker(self, cfg: HubConfig, timeout_s: float = 30.0) -> str | None:
+        """Take a config's broker address and credentials. Returns None when nothing
+        changes or the new broker accepted us; otherwise the reason, with the previous link
+        back in place. Nothing queued is lost either way: what the old link had not got
+        acknowledged is sent again over the new one (repeats are removable by seq)."""
+        target = self.broker_settings(cfg)
+        previous = self.link.settings
+        if target == previous:
+            return None
+        await self._swap_link(target)
+        reason = await self._accepted_within(timeout_s)
+        if reason is None:
+            log.info("MQTT moved to %s:%d", target.host, target.port)
+            return None
+        log.warning("MQTT %s:%d: %s; back to the previous broker", target.host, target.port, reason)
+        await self._swap_link(previous)
+        return f"broker {target.host}:{target.port}: {reason}"
+
+    async def _accepted_within(self, timeout_s: float) -> str | None:
+        link = self.link
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if link.connected.is_set():
+                return None
+            if link.status.failures >= 2:  # refused or unreachable twice: not a blip
+                return link.status.last_error or "connection failed"
+            await asyncio.sleep(0.05)
+        return link.status.last_error or f"no CONNACK within {timeout_s:g} s"
+
+    async def _swap_link(self, settings: LinkSettings) -> None:
+        drain = self._drain_task
+        if drain is not None:
+            drain.cancel()
+            await asyncio.gather(drain, return_exceptions=True)
+        await self.link.stop()
+        self._flush_acks()
+        self._inflight.clear()
+        self._cursor = 0  # rows still queued go again, oldest first, over the new link
+        self.link = self.link.moved_to(settings)
+        await self.link.start()
+        if drain is not None:
+            self._drain_task = asyncio.create_task(self._drain_loop())
+            self._tasks = [self._drain_task if t is drain else t for t in self._tasks]
 
     async def __aenter__(self) -> Telemetry:
         await self.start()
@@ -283,7 +339,8 @@ class Telemetry:
         return max(0.0, rows[0].ts + self.flush_every_s - time.time())
 
     def _on_ack(self, row_id: int, fut: asyncio.Future[None]) -> None:
-        self._inflight.pop(row_id, None)
+        if self._inflight.get(row_id) is fut:  # not a stale ack of a link since replaced
+            del self._inflight[row_id]
         self._wake.set()
         if fut.cancelled():
             return

@@ -189,3 +189,58 @@ def test_acl_hub_a_cannot_publish_under_hub_b(broker: Broker, tmp_path: Path) ->
     forged = [m for m in col.messages if m[0].startswith("relais/hubs/hub-b/")]
     assert forged == [], forged
     col.close()
+
+
+def _seqs_on(col: Collector) -> set[int]:
+    return {b["seq"] for b in col.on("/health") if isinstance(b, dict)}
+
+
+def test_a_pushed_broker_change_moves_the_link_or_is_rolled_back(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """Credentials and broker address are config too: a hub must follow a pushed change
+    without a restart, and must not strand itself on a broker that refuses it."""
+    require_mosquitto()
+    secure_broker(broker)
+    topics = ["relais/hubs/hub-a/config/reported", "relais/hubs/hub-a/health"]
+    with Broker() as second:
+        secure_broker(second)
+        old_col, new_col = Collector(broker, topics), Collector(second, topics)
+        cfg = base(tmp_path, broker)
+        mqtt_wire = cfg.to_wire()["mqtt"]
+        box = Box()
+
+        async def run() -> int:
+            tel = Telemetry(cfg, probe=None, interval_s=0.1)
+            sync = ConfigSync(cfg, apply=box.apply, telemetry=tel, broker_timeout_s=10)
+            await tel.start()
+            assert await until(tel.link.connected.is_set, 10)
+            # A wrong password: the broker refuses it, so the hub goes back and says why.
+            wrong = envelope(cfg, 2, mqtt={**mqtt_wire, "password": "not-the-password"})
+            await asyncio.to_thread(central_publish, broker, DESIRED, wrong)
+            assert await until(partial(_more_than, old_col, 0), 20), "no report for v2"
+            got = reported(old_col)[0]
+            assert got["status"] == "rolled_back", got
+            assert "refused" in got["reason"] and "not-the-password" not in got["reason"]
+            assert sync.current.version == 1 and box.applied == [2, 1]
+            assert tel.link.connected.is_set() and tel.link.settings.port == broker.port
+            # Another broker: the link moves and reports there; samples follow it.
+            moved = envelope(cfg, 3, mqtt={**mqtt_wire, "url": second.url})
+            await asyncio.to_thread(central_publish, broker, DESIRED, moved)
+            assert await until(partial(_more_than, new_col, 0), 20), "no report for v3"
+            got = reported(new_col)[0]
+            assert got["status"] == "applied" and got["version"] == 3, got
+            assert sync.current.version == 3 and tel.link.settings.port == second.port
+            n = len(new_col.on("/health"))
+            assert await until(lambda: len(new_col.on("/health")) > n + 5, 10)
+            await tel.stop()
+            return tel.outbox.last_seq("health")
+
+        last = asyncio.run(run())
+        # Not a sample lost across the moves: each seq reached one broker or the other.
+        seen = _seqs_on(old_col) | _seqs_on(new_col)
+        assert new_col.wait_for(
+            lambda: _seqs_on(old_col) | _seqs_on(new_col) >= set(range(1, last + 1)), 10
+        ), sorted(set(range(1, last + 1)) - seen)[:20]
+        old_col.close()
+        new_col.close()

@@ -145,6 +145,20 @@ def test_a_failing_health_check_is_rolled_back(tmp_path: Path) -> None:
     assert box.applied == [2, 1] and sync.current.version == 1
 
 
+def test_a_rolled_back_envelope_delivered_again_is_not_retried(tmp_path: Path) -> None:
+    # The retained copy comes back with every reconnect; retrying it each time would loop
+    # (a broker that refuses the hub makes the link reconnect, which delivers it again).
+    sync, box = start(tmp_path)
+    box.healthy = False
+    payload = signed(2, tmp_path)
+    assert (r := asyncio.run(sync.handle(payload))) is not None and r.status == "rolled_back"
+    assert asyncio.run(sync.handle(payload)) is None
+    assert box.applied == [2, 1]
+    box.healthy = True  # the centre fixes the cause and pushes a new version
+    assert (r := asyncio.run(sync.handle(signed(3, tmp_path)))) is not None
+    assert r.status == "applied" and box.applied == [2, 1, 3]
+
+
 def test_a_rejected_config_leaves_the_running_one(tmp_path: Path) -> None:
     sync, box = start(tmp_path)
     r = asyncio.run(sync.handle(signed(2, tmp_path, key=OTHER)))
