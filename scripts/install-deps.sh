@@ -15,6 +15,7 @@ PKGS=(
   zim-tools                                      # zimwriterfs: tiny ZIMs for the kiwix tests
   python3-venv
   debootstrap                                    # throwaway Debian roots: Ansible role tests
+  systemd-container                              # systemd-nspawn: boot such a root, units start
 )
 
 missing=()

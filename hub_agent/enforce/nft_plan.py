@@ -95,6 +95,11 @@ def tc_classid(slot: int) -> str:
 
 STAFF_CLASS = "1:10"  # tc_plan.STAFF
 
+# IP protocol numbers, not names: nft resolves names through /etc/protocols, which a
+# minimal Debian (no netbase) lacks ("Could not resolve protocol name"; found by booting
+# the deployed box). Listings print names back; rules are compared by comment.
+IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_ICMPV6 = 1, 6, 58
+
 ACCEPT: Expr = {"accept": None}
 DROP: Expr = {"drop": None}
 RETURN: Expr = {"return": None}
@@ -325,7 +330,11 @@ def rules(config: HubConfig) -> list[RuleSpec]:
         # input: what the LAN may reach on the hub itself.
         ("input", "lan", [iif_lan, _jump("lan_in")]),
         ("lan_in", "established", [est, ACCEPT]),
-        ("lan_in", "icmp", [_match(_meta("l4proto"), {"set": ["icmp", "ipv6-icmp"]}), ACCEPT]),
+        (
+            "lan_in",
+            "icmp",
+            [_match(_meta("l4proto"), {"set": [IPPROTO_ICMP, IPPROTO_ICMPV6]}), ACCEPT],
+        ),
         (
             "lan_in",
             "dhcp-dns-udp",
@@ -337,7 +346,7 @@ def rules(config: HubConfig) -> list[RuleSpec]:
             "portal",
             [_match(_payload("tcp", "dport"), {"set": portal_ports(config)}), ACCEPT],
         ),
-        ("lan_in", "tcp-reset", [_match(_meta("l4proto"), "tcp"), TCP_RESET]),
+        ("lan_in", "tcp-reset", [_match(_meta("l4proto"), IPPROTO_TCP), TCP_RESET]),
         ("lan_in", "drop", [DROP]),
         # forward
         ("forward", "from-lan", [iif_lan, _jump("from_lan")]),
@@ -356,7 +365,7 @@ def rules(config: HubConfig) -> list[RuleSpec]:
         ("from_lan", "walled-dns4", [_match(_payload("ip", "daddr"), "@wg4"), ACCEPT]),
         ("from_lan", "walled-net6", [_match(_payload("ip6", "daddr"), "@wgnet6"), ACCEPT]),
         ("from_lan", "walled-dns6", [_match(_payload("ip6", "daddr"), "@wg6"), ACCEPT]),
-        ("from_lan", "tcp-reset", [_match(_meta("l4proto"), "tcp"), TCP_RESET]),
+        ("from_lan", "tcp-reset", [_match(_meta("l4proto"), IPPROTO_TCP), TCP_RESET]),
         ("from_lan", "drop", [DROP]),
         # upload shaping: the WAN's HTB honours the priority (tc_plan's device class)
         (
