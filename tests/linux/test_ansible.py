@@ -709,17 +709,19 @@ def _leader(nspawn: subprocess.Popen[bytes], timeout: float = 30) -> int:
 
 
 @contextlib.contextmanager
-def booted(root: Path, netns: str, data: Path, log: Path) -> Iterator[Booted]:
+def booted(root: Path, netns: str, log: Path, *binds: str) -> Iterator[Booted]:
     cmd = ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "-D", str(root)]
     cmd += ["--volatile=overlay", f"--network-namespace-path=/run/netns/{netns}"]
     cmd += ["--capability=CAP_NET_ADMIN"]  # a box's root has it; nspawn drops it by default
-    # The data partition: a copy of what the role left there, mounted where the unit
-    # expects it (systemd then finds relais_data_dir mounted).
-    cmd += [f"--bind={data}:/var/lib/relais", "--boot"]
+    cmd += [f"--bind={b}" for b in binds]
+    cmd += ["--boot"]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     try:
-        yield Booted(proc, _leader(proc), log)
+        box = Booted(proc, _leader(proc), log)
+        state = box.sh("systemctl", "is-system-running", "--wait", timeout=120).stdout.strip()
+        assert state in ("running", "degraded"), log.read_text()[-3000:]
+        yield box
     finally:
         proc.terminate()  # nspawn asks the container's systemd for a clean poweroff
         try:
@@ -729,6 +731,17 @@ def booted(root: Path, netns: str, data: Path, log: Path) -> Iterator[Booted]:
             proc.wait(10)
 
 
+def _running(box: Booted, *units: str) -> None:
+    """Each unit active and never restarted (a crash loop would show as NRestarts > 0)."""
+    for unit in units:
+        shown = box.sh("systemctl", "show", "-p", "ActiveState,NRestarts", unit).stdout
+        assert "ActiveState=active" in shown and "NRestarts=0" in shown, (
+            unit,
+            shown,
+            box.journal(unit),
+        )
+
+
 def test_hub_services_run_under_systemd(hub: Deployment, tmp_path: Path) -> None:
     """systemd-analyze cannot tell whether the sandboxing lets the agent drive nftables and
     tc, or the unprivileged portal reach the agent's socket: boot the box and use it."""
@@ -736,14 +749,15 @@ def test_hub_services_run_under_systemd(hub: Deployment, tmp_path: Path) -> None
         pytest.skip("boot test skipped: systemd-nspawn missing (make test installs it)")
     from tests.lab.netns import HUB_LAN, UPSTREAM, Lab
 
+    # The data partition: a copy of what the role left there, mounted where the unit
+    # expects it (systemd then finds relais_data_dir mounted).
     data = tmp_path / "data"
     subprocess.run(["cp", "-a", str(hub.root / "var/lib/relais"), str(data)], check=True)
+    log = tmp_path / "boot.log"
     with (
         Lab.create(clients=1) as lab,
-        booted(hub.root, lab.hub_ns, data, tmp_path / "boot.log") as box,
+        booted(hub.root, lab.hub_ns, log, f"{data}:/var/lib/relais") as box,
     ):
-        state = box.sh("systemctl", "is-system-running", "--wait", timeout=120).stdout.strip()
-        assert state in ("running", "degraded"), box.log.read_text()[-3000:]
         started = box.sh("systemctl", "start", "relais-agent.service", "relais-portal.service")
         assert started.returncode == 0, started.stderr
         phone = lab.clients[0]
@@ -794,10 +808,7 @@ def test_hub_services_run_under_systemd(hub: Deployment, tmp_path: Path) -> None
         )
         assert login.stdout == "200", why
         assert "upstream internet" in phone.curl(f"http://{UPSTREAM}/", timeout=5).stdout, why
-        # Neither unit restarted along the way.
-        for unit in units:
-            shown = box.sh("systemctl", "show", "-p", "ActiveState,NRestarts", unit).stdout
-            assert "ActiveState=active" in shown and "NRestarts=0" in shown, (unit, shown, why)
+        _running(box, *units)  # neither restarted along the way
 
 
 # --------------------------------------------------------------------------------------
@@ -971,3 +982,64 @@ def test_registry_backup_is_consistent_and_keeps_the_newest(controller: Deployme
     assert "tg-backup" in ids
     tar = in_root(root, "tar", "tzf", f"{made[-1]}/state.tar.gz").stdout.split()
     assert "./central.yaml" in tar and not any("registry.db" in t for t in tar)
+
+
+def test_controller_services_run_under_systemd(controller: Deployment, tmp_path: Path) -> None:
+    """The controller booted: an enrollment made on the box reaches the broker through the
+    path unit and a reload, a hub's reports come in over TLS, the fleet shows it online."""
+    if not shutil.which("systemd-nspawn") or not shutil.which("mosquitto_pub"):
+        pytest.skip("boot test skipped: systemd-nspawn or mosquitto_pub missing (make test)")
+    tls = int(controller.extra["relais_mosquitto_listeners"][0]["port"])
+    netns = f"relais-ctl-{os.getpid()}-{time.monotonic_ns() % 10_000}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+        with booted(controller.root, netns, tmp_path / "boot.log") as box:
+            units = ("mosquitto.service", "relais-controller.service")
+            started = box.sh("systemctl", "start", *units, "relais-broker-sync.path")
+            assert started.returncode == 0, started.stderr
+            hubctl = ["runuser", "-u", "relais-central", "--", "/opt/relais/venv/bin/hubctl"]
+            hubctl += ["--state", "/var/lib/relais-central"]
+            enrolled = box.sh(*hubctl, "enroll", "tg-boot", "--kind", "school", "--name", "É")
+            assert enrolled.returncode == 0, enrolled.stderr
+            host_vars = "/var/lib/relais-central/ansible/host_vars/tg-boot.yml"
+            hv = yaml.safe_load(box.sh("cat", host_vars).stdout)
+            user, password = hv["relais_mqtt_username"], hv["relais_mqtt_password"]
+            cafile = controller.root / "etc/mosquitto/relais/server.crt"
+
+            def publish(topic: str, doc: dict[str, Any], *flags: str) -> int:
+                cmd = ["ip", "netns", "exec", netns, "mosquitto_pub", "-h", "127.0.0.1"]
+                cmd += ["-p", str(tls), "--cafile", str(cafile), "-u", user, "-P", password]
+                cmd += ["-t", f"relais/hubs/tg-boot/{topic}", "-m", json.dumps(doc)]
+                cmd += ["-q", "1", "-V", "5", *flags]
+                return subprocess.run(cmd, capture_output=True, timeout=10).returncode
+
+            now = time.time()
+            state = {"online": True, "ts": now, "agent_version": "t", "config_version": 1}
+            # The path unit syncs the broker's files and reloads it: no manual step.
+            deadline = time.monotonic() + 30
+            while publish("state", {**state, "session": 1}, "-r") != 0:
+                why = box.journal("relais-broker-sync.service") + box.journal("mosquitto.service")
+                assert time.monotonic() < deadline, why
+                time.sleep(0.5)
+            assert publish("health", {"hub_id": "tg-boot", "seq": 1, "ts": round(now)}) == 0
+            row: dict[str, Any] = {}
+            deadline = time.monotonic() + 30
+            while row.get("status") != "online" and time.monotonic() < deadline:
+                time.sleep(0.5)
+                fleet = box.sh(*hubctl, "fleet", "--json")
+                rows = json.loads(fleet.stdout or "[]")
+                row = next((r for r in rows if r["id"] == "tg-boot"), {})
+            assert row.get("status") == "online", (
+                f"{row}\n{box.journal('relais-controller.service')}"
+            )
+
+            page = subprocess.run(
+                ["ip", "netns", "exec", netns, "curl", "-sS", "--max-time", "5",
+                 "http://127.0.0.1:8090/"],  # the role's default fleet page
+                capture_output=True, text=True, timeout=15,
+            )  # fmt: skip
+            assert "tg-boot" in page.stdout, page.stderr
+            _running(box, *units)
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], check=False)
