@@ -747,7 +747,8 @@ def test_hub_services_run_under_systemd(hub: Deployment, tmp_path: Path) -> None
     tc, or the unprivileged portal reach the agent's socket: boot the box and use it."""
     if not shutil.which("systemd-nspawn"):
         pytest.skip("boot test skipped: systemd-nspawn missing (make test installs it)")
-    from tests.lab.netns import HUB_LAN, UPSTREAM, Lab
+    from tests.lab.netns import UPSTREAM, Lab
+    from tests.linux.test_agent_e2e import PORTAL, _get, _login
 
     # The data partition: a copy of what the role left there, mounted where the unit
     # expects it (systemd then finds relais_data_dir mounted).
@@ -761,52 +762,22 @@ def test_hub_services_run_under_systemd(hub: Deployment, tmp_path: Path) -> None
         started = box.sh("systemctl", "start", "relais-agent.service", "relais-portal.service")
         assert started.returncode == 0, started.stderr
         phone = lab.clients[0]
-        portal = f"http://{HUB_LAN}:8080"
-
-        def answer(url: str, *args: str) -> tuple[str, str]:
-            r = phone.curl(url, "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", *args)
-            code, _, location = r.stdout.partition(" ")
-            return code, location
-
         deadline = time.monotonic() + 90
-        while answer(portal + "/")[0] != "200" and time.monotonic() < deadline:
+        while _get(phone, PORTAL + "/")[0] != "200" and time.monotonic() < deadline:
             time.sleep(1)
         units = "relais-agent.service", "relais-portal.service"
         why = "\n".join(box.journal(u) for u in units)
-        assert answer(portal + "/")[0] == "200", why
+        assert _get(phone, PORTAL + "/")[0] == "200", why
         # The agent's firewall, from inside its sandbox: the phone is sent to the portal.
-        assert answer(f"http://{UPSTREAM}/") == ("302", portal + "/"), why
+        assert _get(phone, f"http://{UPSTREAM}/")[:2] == ("302", PORTAL + "/"), why
         # A voucher from the box's own CLI; the login goes portal -> socket -> agent -> nft.
+        plan = str(hub.extra["relais_hub_config"]["plans"][0]["id"])
         issued = box.sh(
-            "/opt/relais/venv/bin/hub-agent",
-            "vouchers",
-            "issue",
-            "--config",
-            "/etc/relais/hub.yaml",
-            "--plan",
-            str(hub.extra["relais_hub_config"]["plans"][0]["id"]),
-            "--count",
-            "1",
-        )
+            "/opt/relais/venv/bin/hub-agent", "vouchers", "issue",
+            "--config", "/etc/relais/hub.yaml", "--plan", plan, "--count", "1",
+        )  # fmt: skip
         assert issued.returncode == 0, issued.stderr
-        code = issued.stdout.split()[0]
-        page = phone.curl(portal + "/").stdout
-        token = re.search(r'name="csrf" value="([^"]+)"', page)
-        assert token, page[:500]
-        login = phone.curl(
-            portal + "/login",
-            "--data-urlencode",
-            "method=voucher",
-            "--data-urlencode",
-            f"code={code}",
-            "--data-urlencode",
-            f"csrf={token.group(1)}",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        )
-        assert login.stdout == "200", why
+        _login(phone, issued.stdout.split()[0])
         assert "upstream internet" in phone.curl(f"http://{UPSTREAM}/", timeout=5).stdout, why
         _running(box, *units)  # neither restarted along the way
 
