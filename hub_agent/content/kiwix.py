@@ -6,12 +6,12 @@ zero-rated port as the files. It is restarted whenever the set of ready ZIMs cha
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+
+from hub_agent.children import stop_child
 
 URL_ROOT = "/wiki"
 
@@ -70,11 +70,5 @@ class KiwixServer:
     def stop(self) -> None:
         if self.proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        stop_child(self.proc)
         self.proc = None

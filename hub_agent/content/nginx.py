@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hub_agent.children import stop_child
 from hub_agent.content.state import ContentState
 
 LOG_FORMAT = "$msec $status $body_bytes_sent $request_method $uri"
@@ -295,11 +296,5 @@ class NginxServer:
 
     def stop(self) -> None:
         if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGQUIT)  # graceful: finish transfers in flight
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+            stop_child(self.proc, signal.SIGQUIT)  # graceful: finish transfers in flight
             self.proc = None

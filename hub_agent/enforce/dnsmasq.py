@@ -8,16 +8,15 @@ DHCP hands out the RFC 8910 option 114 with the RFC 8908 API URL of the portal.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hub_agent.children import stop_child
 from hub_agent.config import HubConfig
 from hub_agent.enforce.nft_plan import FAMILY, TABLE
 
@@ -192,11 +191,5 @@ class DnsmasqRunner:
     def stop(self) -> None:
         if self.proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
+        stop_child(self.proc, group=True)
         self.proc = None
