@@ -55,7 +55,7 @@ from hub_agent.config import validate_config
 from provisioning.pushplan import deep_merge
 from tests.lab.broker import mosquitto_path
 from tests.lab.netns import Lab, LabError, delete_netns, list_netns
-from tests.lab.users import portal_gid
+from tests.lab.users import portal_gid, portal_setpriv
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("RELAIS_DEMO_STATE") or ROOT / "demo-state").resolve()
@@ -67,7 +67,6 @@ BIN = Path(sys.executable).parent
 HUB_ID = "tg-demo-mairie-01"
 HUB_NAME = "Mairie de Démo"
 CARETAKER_PASSWORD = "gardien-demo"  # demo only: printed for the person trying the demo
-NOBODY = 65534
 PORTAL = "http://10.42.0.1:8080"
 CONTENT_PORT = 8081  # content.serve_port: the hub's nginx for the library's files
 FLEET_PORT = int(os.environ.get("RELAIS_DEMO_FLEET_PORT") or 8090)
@@ -617,10 +616,7 @@ def bring_up(sup: Supervisor) -> tuple[Lab, dict[str, Any]]:
         sup.spawn(
             "portal",
             [
-                "setpriv",
-                f"--reuid={NOBODY}",
-                f"--regid={portal_gid()}",
-                "--clear-groups",
+                *portal_setpriv(),
                 str(BIN / "captive-portal"),
                 "--config",
                 str(config),

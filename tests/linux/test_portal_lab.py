@@ -22,6 +22,7 @@ import yaml
 
 from hub_agent.config import validate_config
 from tests.lab.netns import HUB_LAN, Client, Lab
+from tests.lab.users import NOBODY, portal_setpriv
 from tests.unit.portal_agent import ADMIN_HASH, ADMIN_PASSWORD, AgentThread, MemoryAgent
 from tests.unit.portal_agent import config_dict as make_config
 
@@ -31,7 +32,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "portal"
 PORTAL = f"http://{HUB_LAN}:8080"
 CHROMIUM = Path("/usr/bin/chromium")
-NOBODY = 65534
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -73,10 +73,7 @@ def portal_lab(lab: Lab) -> Iterator[PortalLab]:
         bin_ = Path(sys.executable).parent / "captive-portal"
         proc = lab.spawn(
             lab.hub_ns,
-            "setpriv",
-            f"--reuid={NOBODY}",
-            f"--regid={NOBODY}",
-            "--clear-groups",
+            *portal_setpriv(gid=NOBODY),  # nogroup: the socket's group here
             str(bin_),
             "--config",
             str(cfg),
