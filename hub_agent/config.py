@@ -354,6 +354,44 @@ class TrustSettings(_Strict):
     )
 
 
+class RadiusServer(_Strict):
+    """One AAA server: authentication, accounting and the source of CoA/Disconnect."""
+
+    address: str = Field(description="an IP address: no DNS lookup at login time")
+    auth_port: int = Field(default=1812, ge=1, le=65535)
+    acct_port: int = Field(default=1813, ge=1, le=65535)
+    secret: SecretStr = Field(min_length=8, description="shared secret")
+    timeout_s: float = Field(default=3.0, gt=0, le=30, description="per try")
+    retries: int = Field(default=2, ge=0, le=10, description="tries after the first")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        return str(ipaddress.ip_address(v))  # ValueError names the field
+
+
+class RadiusSettings(_Strict):
+    """Accounts through RADIUS (login method ``account``); see hub_agent/radius."""
+
+    primary: RadiusServer
+    secondary: RadiusServer | None = Field(default=None, description="tried on timeout")
+    nas_identifier: str | None = Field(default=None, max_length=253, description="None: hub id")
+    called_station_id: str | None = Field(default=None, max_length=253, description="None: hub id")
+    location_id: str | None = Field(default=None, max_length=253, description="WISPr-Location-ID")
+    location_name: str | None = Field(default=None, max_length=253, description="None: hub name")
+    down_kbit: int = Field(default=2_000, gt=0, le=1_000_000, description="when Accept says none")
+    up_kbit: int = Field(default=1_000, gt=0, le=1_000_000)
+    idle_timeout_min: int = Field(default=15, gt=0, le=24 * 60)
+    interim_interval_s: int = Field(default=300, ge=60, le=86_400)
+    coa_listen: str = Field(default="0.0.0.0", description="address for CoA/Disconnect")
+    coa_port: int | None = Field(default=3799, ge=1, le=65535, description="None: no CoA")
+
+    @field_validator("coa_listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        return str(ipaddress.ip_address(v))
+
+
 class HubConfig(_Strict):
     version: int = Field(ge=1, description="strictly increasing")
     hub: HubIdentity
@@ -368,6 +406,7 @@ class HubConfig(_Strict):
     content: ContentSettings = ContentSettings()
     mqtt: MqttSettings = MqttSettings()
     trust: TrustSettings = TrustSettings()
+    radius: RadiusSettings | None = None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> HubConfig:
@@ -399,6 +438,11 @@ class HubConfig(_Strict):
             data["mqtt"]["password"] = self.mqtt.password.get_secret_value()
         if self.trust.voucher_secret is not None:
             data["trust"]["voucher_secret"] = self.trust.voucher_secret.get_secret_value()
+        if self.radius is not None:
+            for name in ("primary", "secondary"):
+                server = getattr(self.radius, name)
+                if server is not None:
+                    data["radius"][name]["secret"] = server.secret.get_secret_value()
         return data
 
 
