@@ -16,6 +16,7 @@ PKGS=(
   python3-venv
   debootstrap                                    # throwaway Debian roots: Ansible role tests
   systemd-container                              # systemd-nspawn: boot such a root, units start
+  freeradius freeradius-utils                    # RADIUS accounts tests: a real server, radclient
 )
 
 missing=()
