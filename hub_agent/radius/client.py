@@ -23,6 +23,7 @@ from pyrad import packet as rp
 
 from hub_agent.config import HubConfig, RadiusServer
 from hub_agent.radius import packets
+from hub_agent.radius.accounting import SessionStart
 from hub_agent.radius.params import Defaults, SessionParams, session_params
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,12 @@ class Accepted:
     classes: tuple[bytes, ...]  # Class values, echoed in accounting (RFC 2865 5.25)
     attrs: dict[str, list[Any]]  # the whole Access-Accept, for logs and later use
     server: str
+
+    def start(self, mac: str, ip: str | None) -> SessionStart:
+        """What ``Journal.start`` needs once the device is authorised."""
+        return SessionStart(
+            self.session_id, self.username, mac, ip, self.classes, self.params.interim_interval_s
+        )
 
 
 @dataclass(frozen=True)
