@@ -104,6 +104,7 @@ class Agent:
         actions = sessions_loop.tick(
             self.sessions, self.enforcer, now=self.clock(), on_event=self.emit
         )
+        self.enforcer.rebalance()
         for a in actions:
             if a.reason in ("data_quota", "time_quota"):
                 self.cutoffs_today += 1

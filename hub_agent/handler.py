@@ -1,9 +1,11 @@
 """Answers the portal's requests: sessions decide, enforcement applies, in that order.
 
 The handler is the only place where a login turns into kernel state, so the rule "the
-database says authorised => the kernel lets it through" has one home: a session is written
-first (crash-safe), then the device is authorised in the kernel; a crash between the two
-is repaired by the reconcile on start.
+database says authorised <=> the kernel lets it through" has one home: the session is
+written and the device authorised in the kernel inside one database transaction, committed
+only once the kernel said yes. A kernel refusal rolls the login back (the code is not
+consumed) and puts the device's kernel state back as the database has it; a crash before
+the commit leaves an extra kernel device that the reconcile on start removes.
 """
 
 from __future__ import annotations
@@ -38,7 +40,13 @@ log = logging.getLogger(__name__)
 
 class Sessions(Protocol):
     def login(
-        self, mac: str, ip: str, method: str, code: str | None, now: float
+        self,
+        mac: str,
+        ip: str,
+        method: str,
+        code: str | None,
+        now: float,
+        enforce: Callable[[Grant], None] | None = None,
     ) -> tuple[SessionView | None, str | None]: ...
     def logout(self, mac: str, now: float) -> None: ...
     def end(self, mac: str, reason: str, now: float) -> None: ...
@@ -123,6 +131,16 @@ class AgentHandler:
                 return Response(ok=True, vouchers=codes)
         return Response(ok=False, error="bad_request")  # pragma: no cover - exhaustive
 
+    def _restore(self, mac: str, grant: Grant | None) -> None:
+        """After a failed login, the kernel as the (rolled back) database says."""
+        try:
+            if grant is None:
+                self.kernel.deauthorize(mac)
+            else:
+                self.kernel.authorize(grant)
+        except Exception:  # the next reconcile repairs what this could not
+            log.exception("restoring %s after a failed login", mac)
+
     def _whoami(self, ip: str, now: float) -> Response:
         mac = self.mac_for_ip(ip)
         up = self.uplink_up()
@@ -142,12 +160,16 @@ class AgentHandler:
         if mac is None:
             return Response(ok=False, error="unknown_device", uplink_up=self.uplink_up())
         self.sessions.seen(mac, req.ip, now)
-        view, error = self.sessions.login(mac, req.ip, req.method, req.code, now)
+        before = self.sessions.grant_for(mac, now)  # what the kernel holds for it now
+        try:
+            view, error = self.sessions.login(
+                mac, req.ip, req.method, req.code, now, enforce=self.kernel.authorize
+            )
+        except Exception:
+            self._restore(mac, before)
+            raise
         if error is not None or view is None:
             return Response(ok=False, error=error or "internal", uplink_up=self.uplink_up())
-        grant = self.sessions.grant_for(mac, now)
-        if grant is not None:
-            self.kernel.authorize(grant)
         self.on_event("device_authorised", mac=mac, plan=view.plan_id, method=req.method)
         device = DeviceView(mac=mac, ip=req.ip, session=view)
         return Response(ok=True, device=device, uplink_up=self.uplink_up())

@@ -37,11 +37,24 @@ def leases_path(config: HubConfig) -> Path:
     return config.data_dir / "dnsmasq.leases"
 
 
-def _nftset(domains: Sequence[str], v4: str, v6: str) -> str | None:
-    if not domains:
-        return None
-    names = "/".join(sorted(set(domains)))
-    return f"nftset=/{names}/4#{FAMILY}#{TABLE}#{v4},6#{FAMILY}#{TABLE}#{v6}"
+def nftset_lines(walled: Sequence[str], zero_rated: Sequence[str]) -> list[str]:
+    """One ``nftset=`` line per group of domains, naming every set each belongs to.
+
+    dnsmasq uses the first ``nftset=`` line that matches a name and ignores the rest, so a
+    domain both walled-garden and zero-rated on two lines only ever reached the walled
+    garden's set: its downloads were counted against quotas."""
+    sets_of: dict[str, list[tuple[str, str]]] = {}
+    for domains, pair in ((walled, ("wg4", "wg6")), (zero_rated, ("zr4", "zr6"))):
+        for d in sorted(set(domains)):
+            sets_of.setdefault(d, []).append(pair)
+    groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
+    for d, in_sets in sets_of.items():
+        groups.setdefault(tuple(in_sets), []).append(d)
+    lines = []
+    for pairs, names in sorted(groups.items()):
+        targets = ",".join(f"4#{FAMILY}#{TABLE}#{v4},6#{FAMILY}#{TABLE}#{v6}" for v4, v6 in pairs)
+        lines.append(f"nftset=/{'/'.join(names)}/{targets}")
+    return lines
 
 
 def render_dnsmasq(
@@ -74,12 +87,7 @@ def render_dnsmasq(
     if lan.address6 is not None:
         lines.append(f"dhcp-range={lan.address6.network.network_address},ra-stateless")
         lines.append("enable-ra")
-    for line in (
-        _nftset(config.walled_garden.domains, "wg4", "wg6"),
-        _nftset(config.zero_rated.domains, "zr4", "zr6"),
-    ):
-        if line:
-            lines.append(line)
+    lines += nftset_lines(config.walled_garden.domains, config.zero_rated.domains)
     if pid_file is not None:
         lines.append(f"pid-file={pid_file}")
     if user is not None:

@@ -16,6 +16,7 @@ import ipaddress
 import json
 import logging
 import subprocess
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 MAX_KBIT = 10_000_000
 MAX_TIMEOUT_S = 366 * 86_400
+ACTIVE_WINDOW_S = 10.0  # a device that sent within this long shares the capacity now
+REBALANCE_DRIFT = 0.2  # device guarantees are re-set when the fair share moved this much
 
 
 def validate_grant(grant: Grant) -> Grant:
@@ -114,6 +117,8 @@ class Enforcer:
         # back by counters() so accounting sees one monotonic counter per device
         self._carried: dict[str, tuple[int, int]] = {}
         self._sent: dict[str, int] = {}  # packets each device had sent at the last read
+        self._last_active: dict[str, float] = {}  # mac -> monotonic time it last sent
+        self._active = 1  # devices sharing the community's capacity as the tc plan has it
 
     def close(self) -> None:
         if self.tc is not None:
@@ -188,6 +193,8 @@ class Enforcer:
         self._grants = {g.mac: g for g in state.grants}
         self._slots = dict(slots)
         self._blocked = state.blocked_macs
+        if not self._last_active:  # before any activity is measured: assume all are busy
+            self._active = max(1, len(counted))
         self._reconcile_tc(state)
         self.isolate_lan_ports()
         return diff
@@ -195,7 +202,7 @@ class Enforcer:
     def _reconcile_tc(self, state: DesiredState) -> None:
         if self.tc is None:
             return
-        plan = tc_plan.render_tc(self.config, state, self._slots)
+        plan = tc_plan.render_tc(self.config, state, self._slots, self._active)
         self._tc_plan = plan
         self._tc_stale = False
         if self.tc_equal():
@@ -208,7 +215,7 @@ class Enforcer:
         if self.tc is None or self._tc_plan is None:
             return True
         if self._tc_stale:
-            self._tc_plan = tc_plan.render_tc(self.config, self._state(), self._slots)
+            self._tc_plan = tc_plan.render_tc(self.config, self._state(), self._slots, self._active)
             self._tc_stale = False
         try:
             return all(
@@ -258,6 +265,7 @@ class Enforcer:
             self._carried.pop(grant.mac, None)
         self._slots[grant.mac] = slot
         self._grants[grant.mac] = grant
+        self._last_active[grant.mac] = time.monotonic()  # counted at the next rebalance
         self._tc_device(grant, slot)
 
     def _tc_device(self, grant: Grant, slot: int) -> None:
@@ -266,9 +274,34 @@ class Enforcer:
         if self._tc_plan is None:
             self._reconcile_tc(self._state())
             return
-        down, up = (tc_plan.device_class(grant, slot, d) for d in (True, False))
+        down, up = (tc_plan.device_class(grant, slot, d, self._fair(d)) for d in (True, False))
         self.tc.add_device(self._tc_plan, down, up)
         self._tc_stale = True  # re-rendered only when compared (keeps a login O(1))
+
+    def _fair(self, down: bool) -> int:
+        return tc_plan.fair_kbit(tc_plan.community_kbit(self.config, down), self._active)
+
+    def rebalance(self, now: float | None = None) -> bool:
+        """Re-set every device's guarantee when the number of active devices moved the
+        fair share by more than REBALANCE_DRIFT (accounting pass; logins stay O(1))."""
+        now = time.monotonic() if now is None else now
+        active = max(1, sum(1 for t in self._last_active.values() if now - t <= ACTIVE_WINDOW_S))
+        if self.tc is None or self._tc_plan is None or active == self._active:
+            return False
+        old, new = self._active, active
+        if abs(old - new) / max(old, new) < REBALANCE_DRIFT and min(old, new) > 1:
+            return False
+        self._active = active
+        plan = tc_plan.render_tc(self.config, self._state(), self._slots, active)
+        for side in (plan.down, plan.up):
+            idx = self.tc.index(side.dev)
+            for cls in side.classes:
+                if cls.parent == tc_plan.COMMUNITY and cls.classid != tc_plan.UNCLASSIFIED:
+                    self.tc.set_class(idx, cls)
+        self._tc_plan = plan
+        self._tc_stale = False
+        log.info("device guarantees re-set for %d active device(s)", active)
+        return True
 
     def deauthorize(self, mac: str) -> None:
         """Cut one device off; a device that is already gone is success."""
@@ -294,6 +327,7 @@ class Enforcer:
             self._tc_stale = True
 
     def _set_staff(self, mac: str, on: bool) -> None:
+        # nft classifies staff by MAC both ways (tc_plan's docstring): no tc change
         elem = {
             "element": {
                 "family": nft_plan.FAMILY,
@@ -304,27 +338,6 @@ class Enforcer:
         }
         cmds: list[Any] = [{"add": elem}] + ([] if on else [{"delete": elem}])
         self.nft.apply(cmds)
-        if self.tc is not None and self._tc_plan is not None:
-            # staff filters share one prio: rebuild that prio on both sides
-            state = self._state()
-            if on:
-                state = DesiredState(
-                    grants=(*state.grants, Grant(mac, None, 1, 1, staff=True)),
-                    blocked_macs=self._blocked,
-                )
-            else:
-                state = DesiredState(
-                    grants=tuple(g for g in state.grants if g.mac != mac),
-                    blocked_macs=self._blocked,
-                )
-            plan = tc_plan.render_tc(self.config, state, self._slots)
-            for side in (plan.down, plan.up):
-                idx = self.tc.index(side.dev)
-                self.tc.del_filter_prio(idx, tc_plan.PRIO_STAFF)
-                for f in side.filters:
-                    if f.prio == tc_plan.PRIO_STAFF:
-                        self.tc.add_filter(idx, f)
-            self._tc_plan = plan
 
     def set_blocked(self, macs: Iterable[str]) -> None:
         """Replace the set of blocked devices (dropped at the door, logged in or not)."""
@@ -349,6 +362,12 @@ class Enforcer:
                 active=sent_since(self._sent.get(mac), dev.sent_packets),
             )
         self._sent = sent
+        now = time.monotonic()
+        for mac, c in out.items():
+            if c.active:
+                self._last_active[mac] = now
+        for mac in set(self._last_active) - set(out):
+            del self._last_active[mac]
         return out
 
     def authorised_macs(self) -> set[str]:

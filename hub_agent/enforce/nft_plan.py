@@ -48,6 +48,7 @@ MARK_STAFF = 2
 SLOT_MIN = 0x100  # slots double as tc class minors (1:slot) and conntrack marks
 SLOT_MAX = 0xFFFE
 ZR_FLAG = 0x10000  # conntrack mark bit: a zero-rated connection of the slot in the low bits
+STAFF_CT = 0x20000  # conntrack mark of a staff device's connection: its downloads' class
 
 # Sets dnsmasq fills (nftset=) as the hub's resolver answers listed domains; their contents
 # are learned at run time, so reloads carry them over and comparisons ignore them.
@@ -358,7 +359,12 @@ def rules(config: HubConfig) -> list[RuleSpec]:
         (
             "from_lan",
             "staff",
-            [_match(_meta("mark"), MARK_STAFF), _set_priority(STAFF_CLASS), ACCEPT],
+            [
+                _match(_meta("mark"), MARK_STAFF),
+                _set_priority(STAFF_CLASS),
+                {"mangle": {"key": _ct("mark"), "value": STAFF_CT}},
+                ACCEPT,
+            ],
         ),
         ("from_lan", "authorised", [_match(_meta("mark"), MARK_AUTH), _jump("authed")]),
         ("from_lan", "walled-net4", [_match(_payload("ip", "daddr"), "@wgnet4"), ACCEPT]),
@@ -394,6 +400,13 @@ def rules(config: HubConfig) -> list[RuleSpec]:
             "to_lan",
             "answers-only",
             [_match(_ct("state"), {"set": ["established", "related"]}, "!="), DROP],
+        ),
+        # staff: class by the connection's mark, so a staff device's downloads get the
+        # guarantee whatever address it has (learnt by MAC, no per-address tc filter)
+        (
+            "to_lan",
+            "staff",
+            [_match(_ct("mark"), STAFF_CT), _set_priority(STAFF_CLASS), ACCEPT],
         ),
         # download class by the connection's mark (slot, or slot | ZR_FLAG): covers IPv6
         # privacy addresses and unknown IPs, and keeps tc free of per-device filters

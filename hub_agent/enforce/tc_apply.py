@@ -3,14 +3,19 @@
 Only the HTB root qdiscs of the LAN and WAN interfaces are replaced; nothing else.
 
 The leaf qdisc is fq_codel; a kernel built without it (some lab VMs) gets pfifo instead and
-the substitution is logged once. "Already there" on add and "already gone" on delete count
-as success, so every operation can be repeated.
+the substitution is logged once. A leaf of another kind already in place (left by an
+earlier process, which may have fallen back differently) is swapped, not refused: the
+kernel answers EINVAL to a "replace" that changes a qdisc's kind. "Already there" on add
+and "already gone" on delete count as success, so every operation can be repeated.
+``RELAIS_TC_LEAF`` (comma list, e.g. ``pfifo``) overrides the preference: the lab forces
+the fallback with it.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
 from collections.abc import Callable
 from socket import htons
 from typing import Any
@@ -31,6 +36,13 @@ from hub_agent.enforce.tc_plan import (
 log = logging.getLogger(__name__)
 
 LEAF_KINDS = ("fq_codel", "pfifo")
+# "no such kind" comes back as ENOENT or EOPNOTSUPP, or EINVAL when a leaf is in place
+_NO_KIND = (errno.ENOENT, errno.EOPNOTSUPP, errno.EINVAL)
+
+
+def leaf_kinds() -> tuple[str, ...]:
+    forced = os.environ.get("RELAIS_TC_LEAF", "")
+    return tuple(k.strip() for k in forced.split(",") if k.strip()) or LEAF_KINDS
 
 
 class TcApplier:
@@ -44,6 +56,7 @@ class TcApplier:
         self.dry_run = dry_run
         self.tracer = tracer
         self.leaf_kind: str | None = None
+        self.leaf_kinds = leaf_kinds()
         self.applied: list[tuple[str, dict[str, Any]]] = []
         self._ipr: Any = None if dry_run else (NetNS(netns) if netns else IPRoute())
 
@@ -78,21 +91,35 @@ class TcApplier:
 
     # --- pieces --------------------------------------------------------------------------
     def _leaf(self, idx: int, cls: TcClass) -> None:
-        handle = (cls.classid & 0xFFFF) << 16
-        kinds = (self.leaf_kind,) if self.leaf_kind else LEAF_KINDS
+        kinds = (self.leaf_kind,) if self.leaf_kind else self.leaf_kinds
         for kind in kinds:
             try:
-                extra: dict[str, Any] = {"limit": 1000} if kind == "pfifo" else {}
-                self._call("replace", kind, idx, handle=handle, parent=cls.classid, **extra)
-                if self.leaf_kind is None and kind != LEAF_KINDS[0]:
-                    log.warning("kernel has no %s; shaping leaves use %s", LEAF_KINDS[0], kind)
+                self._set_leaf(idx, cls, kind)
+                if self.leaf_kind is None and kind != self.leaf_kinds[0]:
+                    log.warning("kernel has no %s; shaping leaves use %s", self.leaf_kinds[0], kind)
                 self.leaf_kind = kind
                 return
             except NetlinkError as e:
-                if e.code not in (errno.ENOENT, errno.EOPNOTSUPP) or kind == kinds[-1]:
+                if e.code not in _NO_KIND or kind == kinds[-1]:
                     raise
 
-    def add_class(self, idx: int, cls: TcClass) -> None:
+    def _set_leaf(self, idx: int, cls: TcClass, kind: str) -> None:
+        handle = (cls.classid & 0xFFFF) << 16
+        extra: dict[str, Any] = {"limit": cls.leaf_limit} if kind == "pfifo" else {}
+        try:
+            self._call("replace", kind, idx, handle=handle, parent=cls.classid, **extra)
+        except NetlinkError as e:
+            if e.code != errno.EINVAL:
+                raise
+            # another kind holds the leaf (an earlier process's choice): swap it
+            self._call("del", index=idx, handle=handle, parent=cls.classid, ok=(errno.ENOENT,))
+            self._call("add", kind, idx, handle=handle, parent=cls.classid, **extra)
+
+    def set_class(self, idx: int, cls: TcClass) -> None:
+        """Change a class's rates in place (its leaf and queued packets stay)."""
+        self._call("replace-class", "htb", idx, **self._class_kw(cls))
+
+    def _class_kw(self, cls: TcClass) -> dict[str, Any]:
         kw: dict[str, Any] = {
             "handle": cls.classid,
             "parent": cls.parent,
@@ -101,7 +128,10 @@ class TcApplier:
         }
         if cls.quantum:
             kw["quantum"] = cls.quantum
-        self._call("replace-class", "htb", idx, **kw)
+        return kw
+
+    def add_class(self, idx: int, cls: TcClass) -> None:
+        self._call("replace-class", "htb", idx, **self._class_kw(cls))
         if cls.leaf:
             self._leaf(idx, cls)
 

@@ -21,11 +21,18 @@ addresses (local class) and the staff devices' addresses.
 kernel packets re-injected by the IFB reach conntrack as INVALID, which breaks NAT and the
 per-device accounting, so upload is shaped where it leaves the hub instead.)
 
-Every device class has the same small rate and the same quantum, so when devices compete
-HTB shares the community's capacity equally among the active ones (up to each plan's
-ceiling) and an idle device's share is borrowed by the others. Leaves are fq_codel.
+Each device class is guaranteed an equal part of the community's capacity: its rate is the
+community rate divided among the devices active now (``fair_kbit``), its quantum one
+Ethernet frame, so a busy device gets its share from HTB's guarantee and not from the
+order in which borrowers happen to be served. (A tiny rate for every class left the whole
+share to borrowing; over deep 1,000-packet leaves one of three equal downloads regularly
+starved at a tenth of its share.) The rate follows the number of active devices in the
+accounting pass (``Enforcer.rebalance``), not at each login, so a login stays O(1); what a
+device does not use is borrowed by the others up to each plan's ceiling. Leaves are
+fq_codel, or a pfifo holding about 100 ms at the plan's ceiling where the kernel lacks it.
 Device classes are keyed by the device's slot (tc minor), so adding or removing one device
-touches only its own class and leaf.
+touches only its own class and leaf. Staff devices are classified by nftables too (by MAC,
+through their connections' mark), so they need no per-address filter.
 """
 
 from __future__ import annotations
@@ -44,11 +51,12 @@ COMMUNITY = 0x10020  # 1:20
 UNCLASSIFIED = 0x10021  # 1:21 (HTB default)
 DEFAULT_MINOR = 0x21
 
-FAIR_RATE_KBIT = 16  # tiny guarantee per device: nearly all is borrowed, equally
-QUANTUM = 3028  # same for every device class -> equal shares of borrowed capacity
+MIN_RATE_KBIT = 8  # HTB's floor for a class's guarantee
+QUANTUM = 1514  # one Ethernet frame, the same for every class -> equal rounds when borrowing
+LEAF_QUEUE_S = 0.1  # a pfifo leaf holds about this long at the class's ceiling
+LEAF_MIN_PKTS, LEAF_MAX_PKTS = 10, 1000
 LOCAL_KBIT = 1_000_000  # hub <-> LAN traffic is not limited by the uplink
 PRIO_LOCAL = 1
-PRIO_STAFF = 2
 
 ETH_P_ALL = 0x0003
 
@@ -61,6 +69,13 @@ class TcClass:
     ceil_kbit: int
     quantum: int | None = None
     leaf: bool = True  # gets an fq_codel leaf qdisc with handle (minor << 16)
+
+    @property
+    def leaf_limit(self) -> int:
+        """Packets a pfifo leaf holds: ~LEAF_QUEUE_S at the ceiling (short queues keep a
+        device's TCP loop tight; 1,000 packets at 1 Mbit/s is 12 s of queue)."""
+        pkts = int(self.ceil_kbit * 1000 / 8 * LEAF_QUEUE_S / 1514)
+        return max(LEAF_MIN_PKTS, min(LEAF_MAX_PKTS, pkts))
 
 
 @dataclass(frozen=True)
@@ -107,17 +122,24 @@ def ip_keys(addr: str, dst: bool) -> tuple[str, ...]:
     return tuple(keys)
 
 
-def grant_addrs(grant: Grant) -> list[str]:
-    return ([grant.ip] if grant.ip else []) + list(grant.ip6)
-
-
 def staff_kbit(config: HubConfig, total: int) -> int:
     return max(8, total * config.staff_share_pct // 100)
 
 
-def device_class(grant: Grant, slot: int, down: bool) -> TcClass:
+def community_kbit(config: HubConfig, down: bool) -> int:
+    wan = config.network.wan
+    total = wan.down_kbit if down else wan.up_kbit
+    return max(8, total - staff_kbit(config, total))
+
+
+def fair_kbit(community: int, active: int) -> int:
+    """Each active device's guarantee: an equal part of the community's capacity."""
+    return max(MIN_RATE_KBIT, community // max(1, active))
+
+
+def device_class(grant: Grant, slot: int, down: bool, fair: int) -> TcClass:
     ceil = grant.down_kbit if down else grant.up_kbit
-    return TcClass(slot | ROOT, COMMUNITY, min(FAIR_RATE_KBIT, ceil), ceil, QUANTUM)
+    return TcClass(slot | ROOT, COMMUNITY, min(fair, ceil), ceil, QUANTUM)
 
 
 def _side(
@@ -127,8 +149,10 @@ def _side(
     dev: str,
     total: int,
     down: bool,
+    active: int,
 ) -> TcSide:
     staff = staff_kbit(config, total)
+    fair = fair_kbit(max(8, total - staff), active)
     classes = [
         TcClass(UPLINK, ROOT, total, total, leaf=False),
         TcClass(LOCAL, ROOT, LOCAL_KBIT, LOCAL_KBIT),
@@ -139,25 +163,25 @@ def _side(
     lan = config.network.lan
     hub_addrs = [str(lan.address.ip)] + ([str(lan.address6.ip)] if lan.address6 else [])
     filters: list[TcFilter] = []
-    if down:  # devices are classified by nft (skb priority), see the module docstring
+    if down:  # devices and staff are classified by nft (skb priority): module docstring
         filters += [
             TcFilter(PRIO_LOCAL, ETH_P_ALL, ip_keys(a, dst=False), LOCAL) for a in hub_addrs
         ]
-        for g in sorted((g for g in state.grants if g.staff), key=lambda g: g.mac):
-            for a in grant_addrs(g):
-                filters.append(TcFilter(PRIO_STAFF, ETH_P_ALL, ip_keys(a, dst=True), STAFF))
     for g in sorted((g for g in state.grants if not g.staff), key=lambda g: slots[g.mac]):
-        classes.append(device_class(g, slots[g.mac], down))
+        classes.append(device_class(g, slots[g.mac], down, fair))
     return TcSide(dev, tuple(classes), tuple(filters))
 
 
-def render_tc(config: HubConfig, state: DesiredState, slots: dict[str, int]) -> TcPlan:
-    """The whole shaping plan; ``slots`` come from nft_plan.assign_slots (shared with nft)."""
+def render_tc(
+    config: HubConfig, state: DesiredState, slots: dict[str, int], active: int = 1
+) -> TcPlan:
+    """The whole shaping plan; ``slots`` come from nft_plan.assign_slots (shared with nft),
+    ``active`` is how many devices share the community's capacity now."""
     lan = config.network.lan.interface
     wan = config.network.wan
     return TcPlan(
-        down=_side(config, state, slots, lan, wan.down_kbit, down=True),
-        up=_side(config, state, slots, wan.interface, wan.up_kbit, down=False),
+        down=_side(config, state, slots, lan, wan.down_kbit, down=True, active=active),
+        up=_side(config, state, slots, wan.interface, wan.up_kbit, down=False, active=active),
         lan=lan,
         wan=wan.interface,
     )

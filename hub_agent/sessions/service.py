@@ -27,7 +27,7 @@ import hashlib
 import hmac
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -279,10 +279,22 @@ class SessionService:
 
     # --- login / logout -------------------------------------------------------------------
     def login(
-        self, mac: str, ip: str | None, method: str, code: str | None, now: float | None = None
+        self,
+        mac: str,
+        ip: str | None,
+        method: str,
+        code: str | None,
+        now: float | None = None,
+        enforce: Callable[[Grant], None] | None = None,
     ) -> LoginResult:
         """Start (or resume) the device's session; ``(view, None)`` or ``(None, error)``
-        where error is a ``protocol.LoginError`` code."""
+        where error is a ``protocol.LoginError`` code.
+
+        ``enforce(grant)`` puts the new session in the kernel *inside* the transaction: if
+        it raises, nothing of the login is kept (the code stays unused). A crash after the
+        kernel change but before the commit leaves a kernel device the database does not
+        know, which the reconcile on start removes; so code, session and kernel agree
+        after a crash at any instruction."""
         now = time.time() if now is None else now
         mac = normalise_mac(mac)
         methods = self.config.portal.login_methods
@@ -293,8 +305,14 @@ class SessionService:
             if self.is_blocked(mac):
                 return None, "blocked"
             if method == FREE:
-                return self._login_free(mac, now)
-            return self._login_voucher(mac, code or "", now)
+                result = self._login_free(mac, now)
+            else:
+                result = self._login_voucher(mac, code or "", now)
+            if result[0] is not None and enforce is not None:
+                grant = self.grant_for(mac, now)
+                if grant is not None:
+                    enforce(grant)
+            return result
 
     def _login_free(self, mac: str, now: float) -> LoginResult:
         live = self._live(mac)

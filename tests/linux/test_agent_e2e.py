@@ -50,9 +50,11 @@ class Hub:
     portal: subprocess.Popen[bytes]
     voucher: str
 
-    def start_agent(self) -> None:
+    def start_agent(self, *env: str) -> None:
+        """Start `hub-agent run`; ``env``: NAME=VALUE pairs for this process only."""
         self.agent = self.lab.spawn(
             self.lab.hub_ns,
+            *(("env", *env) if env else ()),
             str(BIN / "hub-agent"),
             "run",
             "--config",
@@ -65,6 +67,12 @@ class Hub:
             assert self.agent.poll() is None, self.log("agent.log")
             time.sleep(0.05)
         assert sock.exists(), self.log("agent.log")
+
+    def kill_agent(self) -> None:
+        """kill -9, as a power cut does to the process (the kernel state stays)."""
+        self.agent.send_signal(signal.SIGKILL)
+        self.agent.wait(5)
+        (self.rundir / "agent.sock").unlink(missing_ok=True)
 
     def log(self, name: str) -> str:
         p = self.lab.workdir / name
@@ -193,6 +201,37 @@ def test_phone_logs_in_and_survives_agent_kill(hub: Hub) -> None:
     second = issue_voucher(hub)
     assert "Vous êtes connecté" in _login(c2, second)
     assert _reaches_upstream(c2)
+
+
+@pytest.mark.parametrize("earlier_leaf", ["", "pfifo_fast"], ids=["same-leaf", "other-leaf"])
+def test_online_device_logs_in_again_after_agent_kill(hub: Hub, earlier_leaf: str) -> None:
+    """Regression (issue 14): a device online before a kill -9 could not log in again
+    (the new process tried to replace the old process's leaf qdisc with another kind:
+    EINVAL, 503, and the code was consumed without access). ``other-leaf``: the earlier
+    process built its leaves of another kind, as a kernel with fq_codel and one without
+    would (this lab kernel has only the fifos, so pfifo_fast stands in for fq_codel)."""
+    c1, c2 = hub.lab.clients
+    if earlier_leaf:
+        hub.kill_agent()
+        hub.start_agent(f"RELAIS_TC_LEAF={earlier_leaf}")
+    _login(c1, hub.voucher)
+    assert _reaches_upstream(c1)
+    hub.kill_agent()
+    hub.start_agent()
+    # the same code again on the same device is the same login
+    try:
+        page = _login(c1, hub.voucher)
+    except AssertionError:
+        raise AssertionError(hub.log("agent.log")) from None
+    assert "Vous êtes connecté" in page
+    assert _reaches_upstream(c1)
+    # another code on the same device, and a new device
+    assert "Vous êtes connecté" in _login(c1, issue_voucher(hub)), hub.log("agent.log")
+    assert "Vous êtes connecté" in _login(c2, issue_voucher(hub)), hub.log("agent.log")
+    assert _reaches_upstream(c1) and _reaches_upstream(c2)
+    assert "api handler failed" not in hub.log("agent.log")
+    leaves = hub.lab.hub_exec("tc", "qdisc", "show", "dev", "lan0").stdout
+    assert "pfifo_fast" not in leaves and "pfifo" in leaves, leaves
 
 
 def test_status_and_logout_end_access(hub: Hub) -> None:

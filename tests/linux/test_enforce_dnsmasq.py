@@ -16,6 +16,7 @@ from tests.lab.netns import DOMAINS, HUB_LAN, UPSTREAM, Lab
 from tests.linux.test_enforce_helpers import (
     PORTAL_MARK,
     WALLED_DOMAIN,
+    grant,
     lab_config,
     reaches,
     start_portal,
@@ -74,6 +75,9 @@ def hub() -> Iterator[tuple[Lab, Enforcer, DnsmasqRunner]]:
     with Lab.create(clients=1, nat=False) as built:
         start_portal(built)
         cfg = lab_config(built)
+        # as examples/hub.yaml: the government site is walled garden AND zero-rated
+        zero = cfg.zero_rated.model_dump(mode="json")
+        cfg = lab_config(built, zero_rated={**zero, "domains": [WALLED_DOMAIN]})
         enf = Enforcer(cfg, netns=built.hub_ns, shaping=False)
         enf.reconcile(DesiredState())
         dns = DnsmasqRunner(cfg, [UPSTREAM], netns=built.hub_ns, user="root")
@@ -130,3 +134,29 @@ def test_reload_keeps_dynamic_sets(hub: tuple[Lab, Enforcer, DnsmasqRunner]) -> 
     dns.reload()
     r = c1.exec("python3", "-c", DNS_QUERY, WALLED_DOMAIN, HUB_LAN)
     assert r.stdout.strip() == DOMAINS[WALLED_DOMAIN]
+
+
+def test_zero_rated_domain_resolved_by_the_hub_is_not_counted(
+    hub: tuple[Lab, Enforcer, DnsmasqRunner],
+) -> None:
+    """Issue 21: a domain both walled garden and zero-rated, resolved through the hub's
+    dnsmasq, then downloaded after login: (almost) nothing off the quota."""
+    lab, enf, _ = hub
+    c1 = lab.clients[0]
+    enf.authorize(grant(c1, quota_bytes=50_000_000))
+    try:
+        r = c1.exec("python3", "-c", DNS_QUERY, WALLED_DOMAIN, HUB_LAN)
+        target = r.stdout.strip()
+        assert target == DOMAINS[WALLED_DOMAIN], r.stderr
+        listing = lab.hub_exec("nft", "-j", "list", "set", "inet", "relais", "zr4").stdout
+        assert target in listing  # the zero-rated set got the answer too
+        before = enf.counters()[c1.mac]
+        size = 2_000_000
+        got = c1.curl(f"http://{target}/bytes/{size}", "-o", "/dev/null", "-w",
+                      "%{size_download}", timeout=30)  # fmt: skip
+        assert int(float(got.stdout.strip() or 0)) == size
+        after = enf.counters()[c1.mac]
+        charged = (after.up_bytes + after.down_bytes) - (before.up_bytes + before.down_bytes)
+        assert charged < size // 100, charged
+    finally:
+        enf.deauthorize(c1.mac)

@@ -51,3 +51,18 @@ def test_parse_leases() -> None:
         ("02:42:aa:bb:cc:01", "10.42.0.150", "phone-amy"),
         ("02:42:aa:bb:cc:02", "10.42.0.151", None),
     ]
+
+
+def test_a_domain_in_both_lists_is_one_nftset_line_naming_every_set() -> None:
+    # dnsmasq takes the first matching nftset= line only: two lines for one domain left
+    # the zero-rated set empty and the government site counted against quotas (issue 21)
+    garden = {"domains": ["service-public.gouv.tg", "a.tg"], "cidrs": []}
+    zero = {"domains": ["service-public.gouv.tg", "b.tg"], "cidrs": []}
+    lines = render_dnsmasq(_config(walled_garden=garden, zero_rated=zero), []).splitlines()
+    sets = [ln for ln in lines if ln.startswith("nftset=")]
+    both = "4#inet#relais#wg4,6#inet#relais#wg6,4#inet#relais#zr4,6#inet#relais#zr6"
+    assert f"nftset=/service-public.gouv.tg/{both}" in sets
+    assert "nftset=/a.tg/4#inet#relais#wg4,6#inet#relais#wg6" in sets
+    assert "nftset=/b.tg/4#inet#relais#zr4,6#inet#relais#zr6" in sets
+    for domain in ("service-public.gouv.tg", "a.tg", "b.tg"):
+        assert sum(f"/{domain}/" in ln for ln in sets) == 1
