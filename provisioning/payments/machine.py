@@ -84,12 +84,12 @@ def allowed(state: State, event: Event) -> bool:
     return (state, event) in TRANSITIONS
 
 
-def next_check_delay(age_s: float, checks: int) -> float:
+def next_check_delay(age_s: float, checks: int, fast_every_s: float = FAST_EVERY_S) -> float:
     """Seconds until the next status check of a payment ``age_s`` old that was checked
     ``checks`` times: every 3 s in the first minute, then doubling up to 2 minutes."""
     if age_s < FAST_PHASE_S:
-        return FAST_EVERY_S
-    slow = max(0, checks - int(FAST_PHASE_S / FAST_EVERY_S))
+        return fast_every_s
+    slow = max(0, checks - int(FAST_PHASE_S / fast_every_s))
     return float(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** min(slow, 10)))
 
 

@@ -78,6 +78,8 @@ class Settings:
     start_window_s: float = machine.START_WINDOW_S
     grant_resend_s: float = machine.GRANT_RESEND_S
     lease_s: float = 30.0  # no step holds a payment longer (provider timeouts are 10 s)
+    poll_fast_s: float = machine.FAST_EVERY_S
+    start_retry_scale: float = 1.0  # tests shrink the start back-off
     workers: int = 8
 
 
@@ -333,13 +335,17 @@ class PaymentService:
         except ProviderUnavailable as e:
             attempts = p.start_attempts + 1
             with self.lock:
-                retry_at = self.clock() + machine.start_retry_delay(attempts)
+                retry_at = self.clock() + machine.start_retry_delay(attempts) * (
+                    self.settings.start_retry_scale
+                )
                 store.set_fields(
                     self.db, p.ref, start_attempts=attempts, reason=str(e), next_check_at=retry_at
                 )
             return
         now = self.clock()
-        fields: dict[str, Any] = {"next_check_at": now + machine.next_check_delay(age, 0)}
+        fields: dict[str, Any] = {
+            "next_check_at": now + machine.next_check_delay(age, 0, self.settings.poll_fast_s)
+        }
         if result.provider_ref:
             fields["provider_ref"] = result.provider_ref
         with self.lock:
@@ -364,7 +370,7 @@ class PaymentService:
                 self._publish_status(final)
             return
         with self.lock:
-            delay = machine.next_check_delay(age, fresh.checks)
+            delay = machine.next_check_delay(age, fresh.checks, self.settings.poll_fast_s)
             store.set_fields(self.db, p.ref, next_check_at=now + delay)
 
     def run_due(self) -> int:
