@@ -19,7 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
+from hub_agent.config import HubConfig, validate_config
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hub.yaml"
 SECRET = "testing123-relais"
 FREERADIUS = shutil.which("freeradius") or "/usr/sbin/freeradius"
 RADCLIENT = shutil.which("radclient") or "/usr/bin/radclient"
@@ -236,3 +240,35 @@ def radclient(
         text=True,
         timeout=timeout * 3 + 5,
     )
+
+
+def hub_config(
+    primary: tuple[str, int, int],
+    secondary: tuple[str, int, int] | None = None,
+    secret: str = SECRET,
+    timeout_s: float = 0.3,
+    retries: int = 1,
+    **radius: object,
+) -> HubConfig:
+    """The example hub config with a radius section: (address, auth port, acct port)."""
+
+    def server(addr: tuple[str, int, int]) -> dict[str, object]:
+        host, auth, acct = addr
+        return {
+            "address": host,
+            "auth_port": auth,
+            "acct_port": acct,
+            "secret": secret,
+            "timeout_s": timeout_s,
+            "retries": retries,
+        }
+
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["radius"] = {
+        "primary": server(primary),
+        "location_id": "isocc=tg,cc=228,ac=0,network=Relais",
+        **radius,
+    }
+    if secondary is not None:
+        data["radius"]["secondary"] = server(secondary)
+    return validate_config(data)
