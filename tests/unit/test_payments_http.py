@@ -20,6 +20,7 @@ from hub_agent.config import Plan
 from hub_agent.payments import GrantError, verify_grant
 from hub_agent.signing import SigningKey
 from provisioning.payments import store
+from provisioning.payments.base import Provider
 from provisioning.payments.fedapay import FedaPay
 from provisioning.payments.paygate import PayGate
 from provisioning.payments.service import PaymentService, Settings
@@ -72,7 +73,7 @@ class Centre:
 
     def start(self, routes: dict[str, str]) -> PaymentService:
         sim = self.sim
-        providers = {
+        providers: dict[str, Provider] = {
             "paygate": PayGate(sim.config.paygate_token, base_url=sim.url, timeout_s=3),
             "fedapay": FedaPay(
                 sim.config.fedapay_secret_key,
