@@ -231,15 +231,20 @@ class FreeRadius:
 def radclient(
     port: int, code: str, attrs: dict[str, str], secret: str, timeout: float = 1.0
 ) -> subprocess.CompletedProcess[str]:
-    """FreeRADIUS' radclient sending one request (``disconnect`` or ``coa``) to 127.0.0.1."""
-    text = "\n".join(f'{k} = "{v}"' for k, v in attrs.items()) + "\n"
-    return subprocess.run(
-        [RADCLIENT, "-x", "-r", "1", "-t", str(timeout), f"127.0.0.1:{port}", code, secret],
-        input=text,
-        capture_output=True,
-        text=True,
-        timeout=timeout * 3 + 5,
-    )
+    """FreeRADIUS' radclient sending one request (``disconnect`` or ``coa``) to 127.0.0.1.
+
+    Values are written as given (quote strings yourself)."""
+    text = "\n".join(f"{k} = {v}" for k, v in attrs.items()) + "\n"
+    target = (f"127.0.0.1:{port}", code)
+    with tempfile.TemporaryDirectory(prefix="relais-radclient-") as raddb:
+        (Path(raddb) / "dictionary").write_text("")  # not /etc's (readable by freerad only)
+        return subprocess.run(
+            [RADCLIENT, "-x", "-r", "1", "-t", str(timeout), "-d", raddb, *target, secret],
+            input=text,
+            capture_output=True,
+            text=True,
+            timeout=timeout * 3 + 5,
+        )
 
 
 def hub_config(
