@@ -95,6 +95,7 @@ class PaymentService:
         price_of: PriceOf,
         settings: Settings = Settings(),
         clock: Callable[[], float] = time.time,
+        lock: threading.RLock | None = None,
     ) -> None:
         self.db = db
         self.key = key
@@ -105,7 +106,7 @@ class PaymentService:
         self.price_of = price_of
         self.settings = settings
         self.clock = clock
-        self.lock = threading.RLock()  # one sqlite connection, shared by our threads
+        self.lock = lock or threading.RLock()  # one connection, shared by our threads
         self._wake = threading.Event()
         self._inflight: set[str] = set()
         self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="payments")
@@ -210,7 +211,7 @@ class PaymentService:
         if cb.status is None:
             self.check_now(p.ref)
         else:
-            self._apply_status(p, cb.status, f"{provider_name} callback")
+            self.apply_status(p, cb.status, f"{provider_name} callback")
         return 200, "ok"
 
     # --- stepping ---------------------------------------------------------------------------
@@ -225,9 +226,9 @@ class PaymentService:
         except (ProviderUnavailable, ProviderRefused) as e:
             log.info("status of %s unavailable: %s", ref, e)
             return p
-        return self._apply_status(p, status, "status check")
+        return self.apply_status(p, status, "status check")
 
-    def _apply_status(self, p: Payment, status: ProviderStatus, source: str) -> Payment:
+    def apply_status(self, p: Payment, status: ProviderStatus, source: str) -> Payment:
         """Apply what the provider says; if another decider moved the payment meanwhile,
         decide again from its new state (a callback racing the start, say)."""
         for _ in range(3):
