@@ -63,3 +63,11 @@ def test_secrets_travel_in_pushes_not_to_the_portal() -> None:
     view = portal_view(config)
     assert "primary-secret" not in str(view) and "secondary-secret" not in str(view)
     assert validate_config(view).radius is not None  # the portal still validates its copy
+
+
+def test_the_commented_example_section_is_valid() -> None:
+    text = EXAMPLE.read_text()
+    block = text[text.index("# radius:") :]
+    uncommented = "\n".join(line.removeprefix("# ") for line in block.splitlines())
+    config = validate_config({**yaml.safe_load(text), **yaml.safe_load(uncommented)})
+    assert config.radius is not None and config.radius.secondary is not None
