@@ -34,8 +34,9 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hub_agent.mqtt.client import Client  # noqa: E402
+from hub_agent.mqtt.core import BrokerUrl  # noqa: E402
 from provisioning import registry, simulate, topics  # noqa: E402
-from provisioning.mqttclient import BrokerUrl, Client  # noqa: E402
 from tests.lab.broker import Broker  # noqa: E402
 
 PY = sys.executable

@@ -46,7 +46,7 @@ from hub_agent.telemetry import topics
 from hub_agent.telemetry.files import read_json, write_json
 
 if TYPE_CHECKING:
-    from hub_agent.telemetry.mqtt import Message
+    from hub_agent.mqtt.link import Message
     from hub_agent.telemetry.service import Telemetry
 
 log = logging.getLogger(__name__)

@@ -9,21 +9,18 @@ without credentials in the URL the controller's own broker user is used).
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 import sqlite_utils
 
-from hub_agent.clikit import EXIT_NOT_BUILT, fail, parser
-from provisioning import fleet, registry
+from hub_agent.clikit import fail, parser
+from hub_agent.mqtt.core import BrokerUrl, MqttError
+from provisioning import content_cli, fleet, registry
 from provisioning.statedir import StateDir
 
 
@@ -96,13 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     findings.add_argument("--json", action="store_true")
 
     content = sub.add_parser("content", help="content library catalogue")
-    content_cli = _optional("provisioning.content_cli")
-    if content_cli is not None and hasattr(content_cli, "register"):
-        content_cli.register(content.add_subparsers(dest="cverb", required=True, metavar="VERB"))
-    else:
-        csub = content.add_subparsers(dest="cverb", required=True, metavar="VERB")
-        for verb in ("add", "list", "assign"):
-            csub.add_parser(verb)
+    content_cli.register(content.add_subparsers(dest="cverb", required=True, metavar="VERB"))
 
     controller = sub.add_parser("controller", help="central controller")
     ctsub = controller.add_subparsers(dest="ctverb", required=True, metavar="VERB")
@@ -124,18 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _optional(module: str) -> ModuleType | None:
-    """Import another helper's module if it exists; None if it has not landed yet."""
-    if importlib.util.find_spec(module) is None:
-        return None
-    return importlib.import_module(module)
-
-
-def _not_built(what: str) -> int:
-    print(f"{what}: not built yet.", file=sys.stderr)
-    return EXIT_NOT_BUILT
-
-
 class Ctx:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -153,9 +132,7 @@ class Ctx:
             self._db = registry.open_registry(path)
         return self._db
 
-    def broker_url(self) -> Any:
-        from provisioning.mqttclient import BrokerUrl
-
+    def broker_url(self) -> BrokerUrl:
         text = (
             self.args.mqtt
             or os.environ.get("RELAIS_MQTT_URL")
@@ -194,9 +171,9 @@ def cmd_enroll(ctx: Ctx) -> int:
 def cmd_remove(ctx: Ctx) -> int:
     """Revoke first (local files, no broker needed), then clear the retained topics that
     held its signed config and state. Exit 1 when the broker part failed: run it again."""
+    from hub_agent.mqtt.client import Client
     from provisioning import topics
     from provisioning.enroll import EnrollError, remove
-    from provisioning.mqttclient import Client, MqttError
 
     hub_id = ctx.args.hub_id
     try:
@@ -223,8 +200,8 @@ def cmd_remove(ctx: Ctx) -> int:
 
 
 def cmd_push(ctx: Ctx) -> int:
+    from hub_agent.mqtt.client import Client
     from provisioning import push, pushplan, topics
-    from provisioning.mqttclient import Client, MqttError
 
     a = ctx.args
     try:
@@ -291,20 +268,15 @@ def cmd_fleet(ctx: Ctx) -> int:
 
 
 def cmd_vouchers(ctx: Ctx) -> int:
-    mod = _optional("provisioning.vouchers")
-    if mod is None or not hasattr(mod, "issue_command"):
-        return _not_built("hubctl vouchers issue")
+    from provisioning import vouchers
+
     a = ctx.args
     if a.vverb == "findings":
-        return int(mod.findings_command(ctx.db, as_json=a.json))
-    result = mod.issue_command(state=ctx.state, db=ctx.db, plan=a.plan, count=a.count, out=a.out)
-    return int(result or 0)
+        return vouchers.findings_command(ctx.db, as_json=a.json)
+    return vouchers.issue_command(state=ctx.state, db=ctx.db, plan=a.plan, count=a.count, out=a.out)
 
 
 def cmd_content(ctx: Ctx) -> int:
-    mod = _optional("provisioning.content_cli")
-    if mod is None or not hasattr(ctx.args, "func"):
-        return _not_built(f"hubctl content {ctx.args.cverb}")
     return int(ctx.args.func(ctx.args) or 0)
 
 

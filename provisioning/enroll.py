@@ -1,8 +1,9 @@
 """`hubctl enroll`: a hub's identity, broker credentials, ACL, first config, host_vars.
 
-Planning is pure (``render_acl``, ``first_config``, ``host_vars``); ``enroll`` applies:
-registry row, password file entry (``mosquitto_passwd -b``), ACL file, per-hub secret,
-host_vars for Ansible, and the first config recorded as the hub's desired version.
+Planning is pure (``render_acl``, ``host_vars``; the config document comes from
+``provisioning.hubdoc``); ``enroll`` applies: registry row, password file entry
+(``mosquitto_passwd -b``), ACL file, per-hub secret, host_vars for Ansible, and the first
+config recorded as the hub's desired version.
 Re-enrolling a hub rotates its broker password and caretaker password and bumps the
 config version, so the freshly installed config wins over anything the hub had.
 """
@@ -16,16 +17,16 @@ import secrets
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 import yaml
 
-from hub_agent.config import HubConfig, validate_config
+from hub_agent.config import HubConfig
 from provisioning import registry, topics
 from provisioning.geo import default_position
+from provisioning.hubdoc import Identity, Trust, first_config, redacted
 from provisioning.statedir import StateDir, write_private
 from provisioning.vouchers import voucher_secret
 
@@ -70,62 +71,6 @@ def render_acl(hub_ids: Iterable[str], controller_user: str) -> str:
         lines.append(f"topic read {topics.desired(hub_id)}")
         lines.append("")
     return "\n".join(lines)
-
-
-def base_document() -> dict[str, Any]:
-    text = resources.files("provisioning").joinpath("base_config.yaml").read_text("utf-8")
-    data = yaml.safe_load(text)
-    assert isinstance(data, dict)
-    return data
-
-
-def forced_fields(
-    hub: registry.HubRecord,
-    mqtt_url: str,
-    username: str,
-    password: str,
-    public_key: str,
-    voucher_key: str,
-) -> dict[str, Any]:
-    """What no push may change: identity, the hub's own broker credentials, trust (the
-    config-signing public key and the deployment's voucher secret, without which central
-    vouchers cannot be verified offline on the hub)."""
-    return {
-        "hub": {
-            "id": hub.id,
-            "kind": hub.kind,
-            "name": hub.name,
-            "region": hub.region,
-            "prefecture": hub.prefecture,
-        },
-        "mqtt": {"url": mqtt_url, "username": username, "password": password},
-        "trust": {"central_public_key": public_key, "voucher_secret": voucher_key},
-    }
-
-
-def first_config(
-    hub: registry.HubRecord,
-    version: int,
-    mqtt_url: str,
-    password: str,
-    public_key: str,
-    admin_hash: str,
-    voucher_key: str,
-) -> HubConfig:
-    doc = base_document()
-    doc.update(forced_fields(hub, mqtt_url, hub.id, password, public_key, voucher_key))
-    doc["version"] = version
-    doc.setdefault("portal", {})["admin_password_hash"] = admin_hash
-    return validate_config(doc, source=f"hub {hub.id} first config")
-
-
-def redacted(wire: dict[str, Any]) -> dict[str, Any]:
-    """The config as the registry keeps it: the broker password and the voucher secret
-    stay in secrets/."""
-    out = dict(wire)
-    out["mqtt"] = {**out.get("mqtt", {}), "password": None}
-    out["trust"] = {**out.get("trust", {}), "voucher_secret": None}
-    return out
 
 
 def host_vars(
@@ -213,9 +158,9 @@ def enroll(
     caretaker = secrets.token_urlsafe(9)
     admin_hash = hash_password(caretaker)
     version = registry.next_version(existing) if existing else 1
-    config = first_config(
-        hub, version, url, password, key.public_b64, admin_hash, voucher_secret(state)
-    )
+    identity = Identity(hub.id, hub.kind, hub.name, hub.region, hub.prefecture)
+    trust = Trust(key.public_b64, voucher_secret(state))
+    config = first_config(identity, version, url, password, trust, admin_hash)
 
     # Credentials first: if anything below fails, re-running enroll rotates again.
     write_password(state.passwd_path, ctl_user, ctl_password)

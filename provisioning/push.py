@@ -20,10 +20,10 @@ import sqlite_utils
 
 from hub_agent.config import ConfigError, parse_yaml
 from hub_agent.content.catalogue import manifest_for
+from hub_agent.mqtt.client import Client
 from hub_agent.signing import SigningKey, sign_envelope
 from provisioning import pushplan, registry, topics
-from provisioning.enroll import base_document, redacted
-from provisioning.mqttclient import Client
+from provisioning.hubdoc import Identity, Trust, base_document, forced_fields, redacted
 from provisioning.pushplan import HubView, PushError, Rendered
 from provisioning.statedir import StateDir
 from provisioning.vouchers import voucher_secret
@@ -69,8 +69,7 @@ def prepare(
         targets = pushplan.select_targets([view_of(r) for r in rows.values()], group or "")
         if not targets:
             raise PushError(f"--group {group}: no enrolled hub matches")
-    public = state.public_key()
-    voucher_key = voucher_secret(state)
+    trust = Trust(state.public_key(), voucher_secret(state))
     bases, versions, forced = {}, {}, {}
     for hub in targets:
         secret = state.read_secret(hub.id) or {}
@@ -78,17 +77,13 @@ def prepare(
             raise PushError(f"hub {hub.id}: no broker credentials in the state dir (re-enroll)")
         bases[hub.id] = registry.latest_config(db, hub.id) or base_document()
         versions[hub.id] = registry.next_version(rows[hub.id])
-        forced[hub.id] = {
-            "hub": {"id": hub.id, "kind": hub.kind},
-            "mqtt": {"username": hub.id, "password": secret["mqtt_password"]},
-            "trust": {"central_public_key": public, "voucher_secret": voucher_key},
-            # Each hub gets its library manifest with its config (hubctl content assign).
-            "content": {
-                "items": [
-                    i.model_dump(mode="json", exclude_none=True) for i in manifest_for(db, hub.id)
-                ]
-            },
-        }
+        # Each hub gets its library manifest with its config (hubctl content assign).
+        forced[hub.id] = forced_fields(
+            Identity(hub.id, hub.kind),
+            secret["mqtt_password"],
+            trust,
+            content=manifest_for(db, hub.id),
+        )
     return pushplan.render_all(targets, bases, pf, versions, forced)
 
 

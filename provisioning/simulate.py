@@ -26,9 +26,10 @@ from typing import Any
 
 import sqlite_utils
 
+from hub_agent.mqtt.client import Client
+from hub_agent.mqtt.core import BrokerUrl
 from provisioning import registry, topics
 from provisioning.geo import REGIONS, default_position
-from provisioning.mqttclient import BrokerUrl, Client
 
 KINDS = (("school", 1488), ("mairie", 136), ("clinic", 253))  # Togo's fleet mix
 PEAK_HOURS = {"school": (7.5, 17.0), "mairie": (8.0, 17.5), "clinic": (0.0, 24.0)}

@@ -36,6 +36,7 @@ from hub_agent.sessions.vouchers import (
     month_index,
 )
 from hub_agent.store import Migrations, transaction
+from provisioning.hubdoc import base_document
 from provisioning.statedir import StateDir
 from provisioning.voucher_sheet import Card, default_portal_url, render_sheet
 
@@ -99,8 +100,6 @@ def voucher_secret(state: StateDir) -> str:
 # --- issuing -----------------------------------------------------------------------------
 def catalogue() -> dict[str, Plan]:
     """The plans sold everywhere: those of the base config every hub starts from."""
-    from provisioning.enroll import base_document
-
     return {p["id"]: Plan.model_validate(p) for p in base_document().get("plans", [])}
 
 

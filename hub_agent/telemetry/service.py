@@ -23,12 +23,13 @@ from typing import Any
 import sqlite_utils
 
 from hub_agent.config import HubConfig
+from hub_agent.mqtt.core import LinkStopped, PublishFailed
+from hub_agent.mqtt.link import LinkSettings, MqttLink
 from hub_agent.store import open_db
 from hub_agent.telemetry import db_path, telemetry_dir, topics
 from hub_agent.telemetry.events import Events, UplinkState, disk_step, uplink_step
 from hub_agent.telemetry.files import Counter, write_json
 from hub_agent.telemetry.health import AgentStats, ProbeResult, compact_sample, system_stats
-from hub_agent.telemetry.mqtt import LinkSettings, LinkStopped, MqttLink, PublishFailed
 from hub_agent.telemetry.outbox import OUTBOX, Outbox, Queued, TokenBucket
 
 log = logging.getLogger(__name__)

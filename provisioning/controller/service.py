@@ -10,12 +10,10 @@ parses, decides (``Ingestor``) and commits a batch per round.
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import logging
 import os
 import queue
-import select
 import signal
 import socket
 import sqlite3
@@ -23,18 +21,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.client as mqtt
 import sqlite_utils
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
+from hub_agent.mqtt.core import BrokerUrl, ConnectFailed, MqttError
+from hub_agent.mqtt.pumped import PumpedClient
 from hub_agent.sessions.service import Redemption
 from provisioning import registry, topics, vouchers
 from provisioning.controller.ingest import Ingestor
-from provisioning.mqttclient import BrokerUrl, MqttError
 from provisioning.registry import Batch
 from provisioning.statedir import StateDir
 from provisioning.vouchers import Finding
@@ -120,39 +114,34 @@ class Ingest:
         self.persistent = client_id is not None or not shared
         if not self.persistent:
             cid += f"-{os.getpid()}"
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5, manual_ack=True
+        self.client = PumpedClient(
+            url,
+            cid,
+            on_message=self._on_message,
+            on_connect=self._on_connect,
+            on_disconnect=self._on_disconnect,
+            on_refused=self._on_refused,
+            session_expiry_s=SESSION_EXPIRY_S if self.persistent else 0,
         )
-        self.client.max_inflight_messages_set(1000)
-        if url.username:
-            self.client.username_pw_set(url.username, url.password)
-        if url.tls:
-            self.client.tls_set()
-        self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
-        self.client.on_disconnect = self._on_disconnect
-        # Queued packets (acks) are written by our loop when select says the socket is
-        # writable, not one by one as they are queued.
-        self.client.on_socket_register_write = lambda *a: None
 
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        now = time.time()
-        self.ingestor.add(msg.topic, msg.payload, now)
+    def _on_message(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
+        self.ingestor.add(topic, payload, time.time())
         if not self.pending:
             self.first_pending = time.monotonic()
-        self.pending.append((msg.mid, msg.qos))
+        self.pending.append((mid, qos))
 
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
-        if rc.is_failure:
-            log.error("broker %s refused the controller: %s", self.url, rc)
-            return
+    def _on_refused(self, reason: str) -> None:
+        log.error("broker %s refused the controller: %s", self.url, reason)
+
+    def _on_connect(self) -> None:
         # Subscribing again on every connect is harmless with a kept session, and needed
         # when the broker lost it.
-        client.subscribe([(f, 1) for f in topics.ingest_filters(self.shared)])
+        self.client.subscribe(topics.ingest_filters(self.shared))
+        self.client.backoff.reset()
         self._connected.set()
         log.info("controller connected to %s (shared=%s)", self.url, self.shared)
 
-    def _on_disconnect(self, *args: Any) -> None:
+    def _on_disconnect(self) -> None:
         self._connected.clear()
         # Messages not acked come again on the next connection: forget them, let the
         # writer finish what it has, and take the cursors back from what is on disk.
@@ -162,23 +151,12 @@ class Ingest:
         self.ingestor = Ingestor(registry.load_cursors(self.db), registry.open_gaps(self.db))
 
     def start(self, timeout: float = 10) -> None:
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = SESSION_EXPIRY_S if self.persistent else 0
-        try:
-            self.client.connect(
-                self.url.host,
-                self.url.port,
-                keepalive=30,
-                clean_start=not self.persistent,
-                properties=props,
-            )
-        except OSError as e:
-            raise MqttError(f"cannot reach {self.url}: {e.strerror or e}") from None
+        self.client.connect()
         self._writer.start()
         self._thread.start()
         if not self._connected.wait(timeout):
             self.stop()
-            raise MqttError(f"controller could not connect to {self.url}")
+            raise ConnectFailed(f"controller could not connect to {self.url}")
 
     def hand_over(self) -> int:
         """Give what was read to the writer (blocks only if it is 4 batches behind)."""
@@ -249,42 +227,17 @@ class Ingest:
     def _ack_committed(self) -> None:
         while self.to_ack:
             for mid, qos in self.to_ack.popleft():
-                if qos > 0:
-                    self.client.ack(mid, qos)
-
-    def _pump(self, timeout: float) -> int:
-        """One pass of paho's external-loop API: select, read, write what is queued.
-
-        Not ``loop()``: it wakes itself through a socket pair, one byte written and read
-        per queued packet, i.e. per ack here; with our own select the acks of a batch
-        just queue up and go out together when the socket is writable.
-        """
-        c = self.client
-        sock = c.socket()
-        if sock is None:
-            return int(mqtt.MQTT_ERR_NO_CONN)
-        wlist = [sock] if c.want_write() else []
-        try:
-            readable, _w, _x = select.select([sock], wlist, [], timeout)
-        except (OSError, ValueError):
-            return int(mqtt.MQTT_ERR_CONN_LOST)
-        rc = c.loop_read() if readable else mqtt.MQTT_ERR_SUCCESS
-        if rc == mqtt.MQTT_ERR_SUCCESS and c.want_write():
-            rc = c.loop_write()
-        if rc == mqtt.MQTT_ERR_SUCCESS:
-            rc = c.loop_misc()  # keepalive
-        return int(rc)
+                self.client.ack(mid, qos)
 
     def _run(self) -> None:
         c = self.client
         while not self._stop.is_set():
-            rc = self._pump(self.flush_interval_s / 2)
-            if rc != mqtt.MQTT_ERR_SUCCESS or self.write_failed.is_set():
+            up = c.pump(self.flush_interval_s / 2)
+            if not up or self.write_failed.is_set():
                 self.stats.reconnects += 1
-                self._stop.wait(1)
+                self._stop.wait(c.backoff.next())  # the wrapper's one reconnect policy
                 self.write_failed.clear()
-                with contextlib.suppress(OSError):
-                    c.reconnect()  # on_disconnect forgets what was not acked
+                c.reconnect()  # on_disconnect forgets what was not acked
                 continue
             self._ack_committed()
             due = time.monotonic() - self.first_pending >= self.flush_interval_s
@@ -300,8 +253,7 @@ class Ingest:
         self.hand_over()
         self.to_write.join()
         self._ack_committed()
-        with contextlib.suppress(OSError, ValueError):
-            self._pump(0)  # the last acks
+        c.flush()  # the last acks
 
     def stop(self) -> None:
         self._stop.set()
@@ -310,9 +262,7 @@ class Ingest:
         if self._writer.is_alive():
             self.to_write.put(None)
             self._writer.join(timeout=30)
-        self.client.disconnect()
-        with contextlib.suppress(OSError, ValueError):
-            self.client.loop_write()  # our loop is gone: send the DISCONNECT ourselves
+        self.client.close()
 
 
 def run_controller(

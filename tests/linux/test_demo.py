@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from hub_agent.config import validate_config
-from provisioning.enroll import base_document
+from provisioning.hubdoc import base_document
 from provisioning.pushplan import deep_merge
 from scripts.demo import (
     CARETAKER_PASSWORD,

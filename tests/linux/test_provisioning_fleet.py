@@ -29,12 +29,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from hub_agent.config import validate_config
+from hub_agent.mqtt.core import BrokerUrl
 from hub_agent.signing import EnvelopeError, verify_envelope
 from provisioning import registry, topics
 from provisioning.controller.service import Ingest
 from provisioning.controller.web import serve
 from provisioning.enroll import enroll
-from provisioning.mqttclient import BrokerUrl
 from provisioning.registry import HubRecord
 from provisioning.statedir import StateDir
 from tests.conftest import require_mosquitto

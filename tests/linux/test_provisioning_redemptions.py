@@ -11,10 +11,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from hub_agent.mqtt.core import BrokerUrl
 from hub_agent.sessions.service import Redemption
 from provisioning import registry, vouchers
 from provisioning.controller.service import Ingest
-from provisioning.mqttclient import BrokerUrl
 from provisioning.statedir import StateDir
 from tests.lab.broker import Broker
 

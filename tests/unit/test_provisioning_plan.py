@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from provisioning import pushplan
-from provisioning.enroll import base_document
+from provisioning.hubdoc import base_document
 from provisioning.pushplan import HubView, PushError, PushFile
 
 SCHOOL = HubView("tg-kara-ecole-01", "school", "EPP Kara", "Kara", "Kozah", ("pilot",))

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from hub_agent.config import validate_config
+from hub_agent.mqtt.core import RECONNECT_MAX_S, Backoff, BrokerUrl, backoff_delay
+from hub_agent.mqtt.link import LinkSettings, state_payload
 from hub_agent.telemetry import topics
-from hub_agent.telemetry.mqtt import LinkSettings, backoff_delay, state_payload
 
 
 def cfg(**mqtt: Any) -> Any:
@@ -28,6 +29,19 @@ def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
     assert lo == [0.5, 1, 2, 4, 8, 16, 30, 30]
     assert hi == [1, 2, 4, 8, 16, 32, 60, 60]
     assert backoff_delay(10_000, 1.0, 60.0) <= 60  # no overflow on a long outage
+
+
+def test_the_default_policy_retries_within_seconds_after_an_outage() -> None:
+    # Issue 14: once the broker is back, a hub's next try is at most RECONNECT_MAX_S away,
+    # however long the outage was, so the backlog starts within 10 s.
+    assert RECONNECT_MAX_S <= 5
+    assert max(backoff_delay(a) for a in range(40)) <= RECONNECT_MAX_S
+    assert LinkSettings.from_config(cfg()).max_backoff_s == RECONNECT_MAX_S
+    policy = Backoff()
+    delays = [policy.next() for _ in range(10)]
+    assert delays[0] <= 0.5 and max(delays) <= RECONNECT_MAX_S
+    policy.reset()
+    assert policy.next() <= 0.5  # the broker accepted us: from the floor again
 
 
 def test_jitter_spreads_a_fleet_reconnecting_together() -> None:
@@ -65,3 +79,16 @@ def test_state_payload_and_topics_follow_the_contract() -> None:
     assert topics.config_reported("h") == "relais/hubs/h/config/reported"
     assert topics.for_kind("h", "event") == "relais/hubs/h/events"
     assert topics.for_kind("h", "health") == "relais/hubs/h/health"
+
+
+def test_broker_url_parses_credentials_tls_and_hides_the_password() -> None:
+    u = BrokerUrl.parse("mqtts://ctl:p%40ss@broker.example")
+    assert (u.host, u.port, u.tls, u.username) == ("broker.example", 8883, True, "ctl")
+    assert u.password is not None and u.password.get_secret_value() == "p@ss"
+    assert str(u) == "mqtts://ctl@broker.example:8883" and "p@ss" not in repr(u)
+    plain = BrokerUrl.parse("mqtt://10.0.0.1")
+    assert plain.port == 1883 and plain.with_credentials("a", "b").username == "a"
+    assert u.with_credentials("a", "b") is u  # the URL's own credentials win
+    for bad in ("http://x", "mqtt://", "mqtt://h:99999"):
+        with pytest.raises(ValueError):
+            BrokerUrl.parse(bad)

@@ -1,4 +1,4 @@
-"""The one wrapper around paho-mqtt: connection, session, will, acks as futures.
+"""The hub's face of the MQTT wrapper: one link, session, will, acks as futures.
 
 paho runs its network loop in one thread we own (``relais-mqtt``); everything it reports
 (connect, disconnect, PUBACK, incoming message) is handed to the asyncio loop with
@@ -7,15 +7,13 @@ paho runs its network loop in one thread we own (``relais-mqtt``); everything it
 - MQTT v5, ``clean_start=False`` and a long session expiry: the broker keeps the hub's
   subscription and queues QoS 1 messages (a config pushed while the hub was offline).
   paho keeps unacknowledged publishes in memory and re-sends them after a reconnect.
-- Reconnection is ours (not paho's fixed doubling): exponential backoff with jitter, so
-  1,900 hubs coming back after a broker restart do not reconnect in lock-step.
+- Reconnection is ours (not paho's fixed doubling), with the wrapper's one policy
+  (``core.Backoff``: jittered, capped at a few seconds).
 - Every connect attempt takes a new, persisted ``session`` number. The Last Will (retained
   ``state`` ``{"online": false, ..., "session": N}``) and the retained online ``state``
   sent after CONNACK carry it, so the centre can tell a late will of an old session from
   the state of the current one. The will's ``ts`` is the time of its connect attempt.
-- Throughput: paho allows 20 QoS 1 messages in flight and leaves Nagle on; a PUBACK
-  stream then waits on delayed ACKs (~30 msgs/s). We raise the window and set TCP_NODELAY.
-- The password is a ``SecretStr`` and is only unwrapped for paho; nothing here logs it.
+- Throughput: a 1,000-message in-flight window and TCP_NODELAY (``core.new_client``).
 """
 
 from __future__ import annotations
@@ -24,9 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -34,33 +30,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
 from hub_agent import __version__
 from hub_agent.config import HubConfig
+from hub_agent.mqtt.core import (
+    INFLIGHT_WINDOW,
+    NO_CONN,
+    OK,
+    RECONNECT_MAX_S,
+    RECONNECT_MIN_S,
+    Backoff,
+    BrokerUrl,
+    ConnectFailed,
+    LinkStopped,
+    MqttError,
+    PahoClient,
+    PahoMessage,
+    Properties,
+    PublishFailed,
+    ReasonCode,
+    error_string,
+    new_client,
+    open_connection,
+    topic_matches,
+)
 from hub_agent.telemetry import topics
 
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 30 * 86_400  # the broker keeps our session through month-long outages
-INFLIGHT_WINDOW = 1000
-
-
-class MqttError(Exception):
-    """Base of the errors this wrapper raises (paho's codes are translated here)."""
-
-
-class PublishFailed(MqttError):
-    """paho refused a publish, or the broker answered with a failure reason code."""
-
-
-class LinkStopped(MqttError):
-    """The link was stopped while a publish was waiting for its acknowledgement."""
 
 
 @dataclass(frozen=True)
@@ -73,14 +72,18 @@ class LinkSettings:
     username: str | None = None
     password: SecretStr | None = None
     keepalive_s: int = 60
-    min_backoff_s: float = 0.5
-    max_backoff_s: float = 60.0
+    min_backoff_s: float = RECONNECT_MIN_S
+    max_backoff_s: float = RECONNECT_MAX_S
     inflight: int = INFLIGHT_WINDOW
 
     @property
     def client_id(self) -> str:
         # Stable per hub: the persistent session is keyed on it.
         return f"relais-hub-{self.hub_id}"
+
+    @property
+    def broker(self) -> BrokerUrl:
+        return BrokerUrl(self.host, self.port, self.tls, self.username, self.password, self.ca_file)
 
     @classmethod
     def from_config(cls, cfg: HubConfig, **overrides: Any) -> LinkSettings:
@@ -100,14 +103,6 @@ class LinkSettings:
         }
         values.update(overrides)
         return cls(**values)
-
-
-def backoff_delay(
-    attempt: int, base: float, cap: float, rnd: Callable[[], float] = random.random
-) -> float:
-    """Exponential backoff with "equal jitter": in [d/2, d], d = min(cap, base * 2**attempt)."""
-    d = min(cap, base * (2 ** min(attempt, 30)))
-    return float(d / 2 + d / 2 * rnd())
 
 
 def state_payload(
@@ -167,29 +162,13 @@ class MqttLink:
 
     # -- set-up --------------------------------------------------------------------------
 
-    def _make_client(self) -> paho.Client:
+    def _make_client(self) -> PahoClient:
         s = self.settings
-        c = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=s.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-        )
-        if s.username is not None:
-            c.username_pw_set(
-                s.username, s.password.get_secret_value() if s.password is not None else None
-            )
-        if s.tls:
-            ctx = ssl.create_default_context(
-                cafile=str(s.ca_file) if s.ca_file is not None else None
-            )
-            c.tls_set_context(ctx)
-        c.max_inflight_messages_set(s.inflight)
-        c.max_queued_messages_set(0)  # the outbox bounds what we hand to paho
+        c = new_client(s.broker, s.client_id, nodelay=True, inflight=s.inflight)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
         c.on_message = self._on_message
-        c.on_socket_open = self._on_socket_open
         return c
 
     def subscribe(self, topic: str, handler: Handler) -> None:
@@ -236,7 +215,7 @@ class MqttLink:
     def _run(self) -> None:
         """Network thread: connect, run paho's loop until the link drops, back off, repeat."""
         s = self.settings
-        attempt = 0
+        backoff = Backoff(s.min_backoff_s, s.max_backoff_s)
         while not self._stop.is_set():
             session = self._next_session()
             self.status.session = session
@@ -246,44 +225,39 @@ class MqttLink:
                 qos=1,
                 retain=True,
             )
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = SESSION_EXPIRY_S
             try:
-                self._client.connect(
-                    s.host, s.port, keepalive=s.keepalive_s, clean_start=False, properties=props
+                open_connection(
+                    self._client,
+                    s.broker,
+                    keepalive=s.keepalive_s,
+                    clean_start=False,
+                    session_expiry_s=SESSION_EXPIRY_S,
                 )
-            except (OSError, ssl.SSLError) as e:
-                self.status.last_error = f"connect to {s.host}:{s.port}: {e}"
+            except ConnectFailed as e:
+                self.status.last_error = str(e)
                 self.status.failures += 1
                 log.info("MQTT %s", self.status.last_error)
             else:
                 while not self._stop.is_set():
-                    rc = self._client.loop(timeout=1.0)
-                    if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    if self._client.loop(timeout=1.0) != OK:
                         break
                 if self._accepted:
-                    attempt = 0  # the broker accepted us: back off from the floor next time
+                    backoff.reset()
                     self._accepted = False
                 elif not self._stop.is_set():
                     self.status.failures += 1
                 self._set_connected(False)
             if self._stop.is_set():
                 break
-            delay = backoff_delay(attempt, s.min_backoff_s, s.max_backoff_s)
-            attempt += 1
-            self._stop.wait(delay)
+            self._stop.wait(backoff.next())
         with contextlib.suppress(Exception):
             self._client.loop(timeout=0.1)  # flush the DISCONNECT
 
     # -- paho callbacks (network thread) --------------------------------------------------
 
-    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        with contextlib.suppress(OSError, AttributeError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
     def _on_connect(
         self,
-        client: paho.Client,
+        client: PahoClient,
         userdata: Any,
         flags: Any,
         reason: ReasonCode,
@@ -306,7 +280,7 @@ class MqttLink:
 
     def _on_disconnect(
         self,
-        client: paho.Client,
+        client: PahoClient,
         userdata: Any,
         flags: Any,
         reason: ReasonCode,
@@ -319,7 +293,7 @@ class MqttLink:
 
     def _on_publish(
         self,
-        client: paho.Client,
+        client: PahoClient,
         userdata: Any,
         mid: int,
         reason: ReasonCode,
@@ -327,7 +301,7 @@ class MqttLink:
     ) -> None:
         self._post(self._resolve, mid, reason.is_failure, str(reason))
 
-    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+    def _on_message(self, client: PahoClient, userdata: Any, msg: PahoMessage) -> None:
         self._post(self._dispatch, Message(msg.topic, bytes(msg.payload), bool(msg.retain)))
 
     # -- event-loop side ------------------------------------------------------------------
@@ -357,7 +331,7 @@ class MqttLink:
 
     def _dispatch(self, msg: Message) -> None:
         for topic, handler in self._handlers.items():
-            if paho.topic_matches_sub(topic, msg.topic):
+            if topic_matches(topic, msg.topic):
                 task = asyncio.ensure_future(handler(msg))
                 task.add_done_callback(_log_failure)
 
@@ -382,8 +356,8 @@ class MqttLink:
         loop = asyncio.get_running_loop()
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         fut: asyncio.Future[None] = loop.create_future()
-        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-            fut.set_exception(PublishFailed(paho.error_string(info.rc)))
+        if info.rc not in (OK, NO_CONN):
+            fut.set_exception(PublishFailed(error_string(info.rc)))
             return fut
         # The PUBACK callback is posted to this loop, so it runs after this registration.
         self._pending[info.mid] = fut
