@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     content = sub.add_parser("content", help="content library catalogue")
     content_cli.register(content.add_subparsers(dest="cverb", required=True, metavar="VERB"))
 
+    payments = sub.add_parser("payments", help="mobile money: purchases, service, simulator")
+    from provisioning.payments import cli as payments_cli
+
+    payments_cli.register(payments.add_subparsers(dest="pverb", required=True, metavar="VERB"))
+
     controller = sub.add_parser("controller", help="central controller")
     ctsub = controller.add_subparsers(dest="ctverb", required=True, metavar="VERB")
     run = ctsub.add_parser("run", help="health ingest and fleet web page")
@@ -280,6 +285,10 @@ def cmd_content(ctx: Ctx) -> int:
     return int(ctx.args.func(ctx.args) or 0)
 
 
+def cmd_payments(ctx: Ctx) -> int:
+    return int(ctx.args.func(ctx) or 0)
+
+
 def cmd_controller(ctx: Ctx) -> int:
     from provisioning.controller.service import run_controller
 
@@ -317,6 +326,7 @@ VERBS = {
     "vouchers": cmd_vouchers,
     "content": cmd_content,
     "controller": cmd_controller,
+    "payments": cmd_payments,
     "simulate": cmd_simulate,
 }
 

@@ -54,6 +54,10 @@ def hash_password(password: str) -> str:
     return portal_hash(password)
 
 
+PAY_WRITE = ("request", "ack")  # relais/hubs/<id>/payments/..., docs/operations.md
+PAY_READ = ("grant", "status")
+
+
 def render_acl(hub_ids: Iterable[str], controller_user: str) -> str:
     """Mosquitto ACL: the controller reads and writes everything under relais/; each hub
     writes only its own four streams and reads only its own desired config."""
@@ -69,6 +73,9 @@ def render_acl(hub_ids: Iterable[str], controller_user: str) -> str:
         for stream in topics.STREAMS:
             lines.append(f"topic write {topics.topic(hub_id, stream)}")
         lines.append(f"topic read {topics.desired(hub_id)}")
+        # mobile money: the hub asks and acknowledges; it reads only its own grants
+        lines += [f"topic write {topics.topic(hub_id, f'payments/{x}')}" for x in PAY_WRITE]
+        lines += [f"topic read {topics.topic(hub_id, f'payments/{x}')}" for x in PAY_READ]
         lines.append("")
     return "\n".join(lines)
 

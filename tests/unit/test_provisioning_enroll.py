@@ -37,6 +37,10 @@ def test_acl_confines_each_hub_to_its_own_topics() -> None:
         "topic write relais/hubs/hub-a/events",
         "topic write relais/hubs/hub-a/config/reported",
         "topic read relais/hubs/hub-a/config/desired",
+        "topic write relais/hubs/hub-a/payments/request",
+        "topic write relais/hubs/hub-a/payments/ack",
+        "topic read relais/hubs/hub-a/payments/grant",
+        "topic read relais/hubs/hub-a/payments/status",
     ]
     assert "hub-b/" not in hub_a
 
