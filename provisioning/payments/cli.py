@@ -169,9 +169,13 @@ def cmd_reconcile(ctx: Ctx) -> int:
     payment gets its grant, which the running service sends); list what needs a person:
     amounts that differ, and codes redeemed on a hub although never paid. Exit 1 then."""
     from provisioning.payments.reconcile import reconcile_day
-    from provisioning.payments.runner import build_service
+    from provisioning.payments.runner import PaymentsConfigError, build_service
 
-    svc = build_service(ctx.state, ctx.db, lambda _t, _p: None)  # grants go out from `run`
+    try:
+        svc = build_service(ctx.state, ctx.db, lambda _t, _p: None)  # `run` sends grants
+    except PaymentsConfigError as e:
+        print(f"payments reconcile: {e}", file=sys.stderr)
+        return 2
     try:
         report = reconcile_day(svc, *day_bounds(ctx.args.day))
     finally:
@@ -182,11 +186,15 @@ def cmd_reconcile(ctx: Ctx) -> int:
 
 
 def cmd_run(ctx: Ctx) -> int:
-    from provisioning.payments.runner import run_service
+    from provisioning.payments.runner import PaymentsConfigError, run_service
 
     a = ctx.args
     http = (a.http_host, a.http_port) if a.http_port else None
-    return run_service(ctx.state, ctx.db, ctx.broker_url(), http, a.client_id)
+    try:
+        return run_service(ctx.state, ctx.db, ctx.broker_url(), http, a.client_id)
+    except PaymentsConfigError as e:
+        print(f"payments run: {e}", file=sys.stderr)
+        return 2
 
 
 def cmd_simulator(ctx: Ctx) -> int:
