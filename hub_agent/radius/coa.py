@@ -181,7 +181,9 @@ class CoaListener:
         self.on_change = on_change
         self.clock = clock
         self.tasks: set[asyncio.Future[None]] = set()
-        self.answered: dict[tuple[Any, int, bytes], tuple[float, bytes]] = {}
+        # (source, Identifier, Authenticator) -> (when, the answer, pending while the
+        # callback runs so a retransmission arriving meanwhile waits for the same answer)
+        self.answered: dict[tuple[Any, int, bytes], tuple[float, asyncio.Future[bytes]]] = {}
         self.protocol: _Protocol | None = None
 
     async def start(self, port: int | None = None) -> int:
@@ -229,14 +231,21 @@ class CoaListener:
         self.answered = {k: v for k, v in self.answered.items() if v[0] > now - DUPLICATE_S}
         key = (source, req.id, req.authenticator)
         if key in self.answered:
-            return self.answered[key][1]
+            return await asyncio.shield(self.answered[key][1])
         attrs = packets.as_attrs(req)
         if stale(attrs, now):
             log.warning("radius CoA from %s dropped: Event-Timestamp out of window", source)
             return None
-        reply = self._reply(req, await self._act(req.code, attrs, packets.unknown_attrs(req)))
-        self.answered[key] = (now, reply)
-        return reply
+        answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.answered[key] = (now, answer)
+        try:
+            error_cause = await self._act(req.code, attrs, packets.unknown_attrs(req))
+        except BaseException:  # cancelled: a retransmission is handled afresh
+            answer.cancel()
+            del self.answered[key]
+            raise
+        answer.set_result(self._reply(req, error_cause))
+        return answer.result()
 
     async def _act(self, code: int, attrs: dict[str, list[Any]], unknown: Sequence[object]) -> int:
         """0 for an ACK, else the Error-Cause."""
