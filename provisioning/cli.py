@@ -1,7 +1,8 @@
 """`hubctl`: central operations over the fleet.
 
 Global options: ``--state DIR`` (the controller's data folder, env ``RELAIS_CENTRAL_DIR``,
-default /var/lib/relais-central), ``--db URL`` (registry; default ``<state>/registry.db``)
+default /var/lib/relais-central), ``--db URL`` (registry, env ``RELAIS_CENTRAL_DB``: a path,
+``sqlite:///path`` or ``postgresql://...``; default ``<state>/registry.db``)
 and ``--mqtt URL`` (the broker as the controller reaches it; env ``RELAIS_MQTT_URL``;
 without credentials in the URL the controller's own broker user is used).
 """
@@ -16,17 +17,21 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import sqlite_utils
-
 from hub_agent.clikit import fail, parser
 from hub_agent.mqtt.core import BrokerUrl, MqttError
 from provisioning import content_cli, fleet, registry
 from provisioning.statedir import StateDir
+from provisioning.storage import Database
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = parser("hubctl", "Relais central operations: enroll, push, fleet, vouchers, content.")
-    p.add_argument("--db", default=None, help="registry database (path or sqlite:///path)")
+    p.add_argument(
+        "--db",
+        default=os.environ.get("RELAIS_CENTRAL_DB") or None,
+        metavar="URL",
+        help="registry: path, sqlite:///path or postgresql://... (env RELAIS_CENTRAL_DB)",
+    )
     p.add_argument(
         "--state",
         default=None,
@@ -110,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--client-id", default=None)
 
+    db_p = sub.add_parser("db", help="the registry database: migrate, copy to PostgreSQL")
+    dbsub = db_p.add_subparsers(dest="dbverb", required=True, metavar="VERB")
+    dbsub.add_parser("migrate", help="create or upgrade the registry at --db")
+    copy_p = dbsub.add_parser("copy", help="copy a registry into a fresh one, verified")
+    copy_p.add_argument("source", metavar="SQLITE_URL")
+    copy_p.add_argument("target", metavar="POSTGRES_URL")
+
     sim = sub.add_parser("simulate", help="simulated hubs against a real broker")
     sim.add_argument("--hubs", type=int, default=50)
     sim.add_argument("--rate", type=float, default=1.0, help="health samples per hub per second")
@@ -124,10 +136,10 @@ class Ctx:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.state = StateDir.from_env(args.state)
-        self._db: sqlite_utils.Database | None = None
+        self._db: Database | None = None
 
     @property
-    def db(self) -> sqlite_utils.Database:
+    def db(self) -> Database:
         if self._db is None:
             try:
                 path = registry.db_path_from_url(self.args.db, self.state.registry_path)
@@ -318,6 +330,21 @@ def cmd_simulate(ctx: Ctx) -> int:
     )
 
 
+def cmd_db(ctx: Ctx) -> int:
+    from provisioning import dbcopy
+
+    a = ctx.args
+    if a.dbverb == "copy":
+        return dbcopy.copy_command(a.source, a.target)
+    try:
+        url = registry.db_path_from_url(a.db, ctx.state.registry_path)
+    except ValueError as e:
+        fail(str(e))
+    if url == str(ctx.state.registry_path):
+        ctx.state.ensure()
+    return dbcopy.migrate_command(url)
+
+
 VERBS = {
     "enroll": cmd_enroll,
     "remove": cmd_remove,
@@ -328,6 +355,7 @@ VERBS = {
     "controller": cmd_controller,
     "payments": cmd_payments,
     "simulate": cmd_simulate,
+    "db": cmd_db,
 }
 
 

@@ -12,14 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from hub_agent.content import catalogue
 from hub_agent.content.catalogue import CatalogueError, Target
 from hub_agent.content.library import sha256_file
-from hub_agent.store import open_db
 from provisioning import registry
 from provisioning.statedir import StateDir
+from provisioning.storage import Database
 
 KINDS = ("video", "pdf", "zim", "html", "app")
 
@@ -56,13 +54,13 @@ def register(subparsers: Any) -> None:
     asg.set_defaults(func=cmd_assign)
 
 
-def open_catalogue(args: argparse.Namespace) -> sqlite_utils.Database:
+def open_catalogue(args: argparse.Namespace) -> Database:
     """The registry database, as ``hubctl`` resolves it (--db, else <state>/registry.db)."""
     state = StateDir.from_env(getattr(args, "state", None))
     path = registry.db_path_from_url(getattr(args, "db", None), state.registry_path)
-    if path == state.registry_path:
+    if path == str(state.registry_path):
         state.ensure()
-    return open_db(path, registry.migrations, catalogue.CATALOGUE)
+    return registry.open_registry(path)
 
 
 def _fail(message: str) -> int:

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
 import yaml
 
 from hub_agent.config import HubConfig
@@ -28,6 +27,7 @@ from provisioning import registry, topics
 from provisioning.geo import default_position
 from provisioning.hubdoc import Identity, Trust, first_config, redacted
 from provisioning.statedir import StateDir, write_private
+from provisioning.storage import Database
 from provisioning.vouchers import voucher_secret
 
 
@@ -147,7 +147,7 @@ def reload_broker(command: Sequence[str] | None) -> bool:
 
 def enroll(
     state: StateDir,
-    db: sqlite_utils.Database,
+    db: Database,
     hub: registry.HubRecord,
     mqtt_url: str | None = None,
 ) -> Enrolled:
@@ -197,7 +197,7 @@ class Removed:
     credentials_revoked: bool
 
 
-def remove(state: StateDir, db: sqlite_utils.Database, hub_id: str) -> Removed:
+def remove(state: StateDir, db: Database, hub_id: str) -> Removed:
     """Decommission a hub (replaced, retired or stolen): its broker user goes first, so a
     box in the wrong hands cannot connect again; then the ACL, its secrets and host_vars,
     and its registry row and history. Safe to run again (each step tolerates "gone")."""

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from hub_agent.config import ConfigError, parse_yaml
 from hub_agent.content.catalogue import manifest_for
 from hub_agent.mqtt.client import Client
@@ -26,6 +24,7 @@ from provisioning import pushplan, registry, topics
 from provisioning.hubdoc import Identity, Trust, base_document, forced_fields, redacted
 from provisioning.pushplan import HubView, PushError, Rendered
 from provisioning.statedir import StateDir
+from provisioning.storage import Database
 from provisioning.vouchers import voucher_secret
 
 
@@ -54,7 +53,7 @@ def load_push_file(path: Path) -> pushplan.PushFile:
 
 def prepare(
     state: StateDir,
-    db: sqlite_utils.Database,
+    db: Database,
     pf: pushplan.PushFile,
     hub_id: str | None = None,
     group: str | None = None,
@@ -167,7 +166,7 @@ class PushResult:
 
 def push_with_tracker(
     state: StateDir,
-    db: sqlite_utils.Database,
+    db: Database,
     client: Client,
     tracker: Tracker,
     rendered: list[Rendered],
@@ -205,13 +204,21 @@ def push_with_tracker(
     )
 
 
-def record_reports(db: sqlite_utils.Database, rendered: list[Rendered], result: PushResult) -> None:
+def record_reports(db: Database, rendered: list[Rendered], result: PushResult) -> None:
     """Keep what push saw in the registry too (the controller may not be running)."""
     versions = {r.hub_id: r.version for r in rendered}
     for hub_id, status in result.status.items():
         if status in ("applied", "rejected", "rolled_back"):
             db.execute(
-                "UPDATE hubs SET reported_version = max(coalesce(reported_version, 0), ?), "
-                "reported_status = ?, reported_reason = ?, reported_ts = ? WHERE id = ?",
-                [versions[hub_id], status, result.reason.get(hub_id) or None, time.time(), hub_id],
+                "UPDATE hubs SET reported_version = CASE WHEN coalesce(reported_version, 0) > ?"
+                " THEN reported_version ELSE ? END,"
+                " reported_status = ?, reported_reason = ?, reported_ts = ? WHERE id = ?",
+                [
+                    versions[hub_id],
+                    versions[hub_id],
+                    status,
+                    result.reason.get(hub_id) or None,
+                    time.time(),
+                    hub_id,
+                ],
             )

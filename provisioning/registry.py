@@ -1,9 +1,8 @@
 """The fleet registry: hubs, their health history, events, seq gaps and config versions.
 
-SQLite through sqlite-utils by default (one file under the controller's state dir). The
-schema uses only portable types (TEXT, INTEGER, REAL, JSON kept as TEXT) and plain
-``INSERT ... ON CONFLICT`` upserts, so the same tables run on PostgreSQL for a national
-deployment (docs/operations.md says how).
+Stored through ``provisioning.storage``: SQLite by default (one file under the controller's
+state dir), PostgreSQL when ``--db postgresql://...`` says so; the same statements and the
+same registered migrations run on both (see that module for the portable subset).
 """
 
 from __future__ import annotations
@@ -15,90 +14,99 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
-from hub_agent.store import Migrations, open_db, transaction
+from provisioning.storage import Database, DbUrl, Migrations, open_database, transaction
 
 migrations = Migrations("registry")
 
 HEALTH_FULL_DAYS = 7  # full resolution this long, then one sample per hour per hub
 
+# Every feature's schema in the registry database, as "module:attribute" (imported when
+# the registry opens, so a feature's module is only needed where it exists).
+MIGRATION_SETS = (
+    "provisioning.registry:migrations",
+    "provisioning.vouchers:VOUCHERS",
+    "hub_agent.content.catalogue:CATALOGUE",
+)
+
 
 @migrations
-def m001_tables(db: sqlite_utils.Database) -> None:
-    db.table("hubs").create(
-        {
-            "id": str,
-            "kind": str,
-            "name": str,
-            "region": str,
-            "prefecture": str,
-            "lat": float,
-            "lon": float,
-            "groups": str,  # JSON list of named groups
-            "cred_fingerprint": str,
-            "enrolled_at": float,
-            "last_seen": float,
-            "online": int,
-            "session": str,
-            "state_ts": float,
-            "agent_version": str,
-            "last_health": str,  # JSON
-            "last_seq": int,
-            "last_event_seq": int,
-            "desired_version": int,
-            "reported_version": int,
-            "reported_status": str,
-            "reported_reason": str,
-            "reported_ts": float,
-        },
-        pk="id",
-        not_null={"kind", "name"},
-        defaults={"online": 0, "desired_version": 0, "groups": "[]"},
-    )
-    # Rows append in arrival order (rowid); the only index is the primary key
-    # (hub_id, seq), which also serves a hub's history as a range scan (seq grows with
-    # ts). Every extra index would cost each of the fleet's samples one more b-tree insert.
+def m001_tables(db: Database) -> None:
     db.execute(
-        "CREATE TABLE health (hub_id TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL,"
-        " data TEXT NOT NULL, PRIMARY KEY (hub_id, seq))"
+        "CREATE TABLE hubs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL,"
+        " region TEXT, prefecture TEXT, lat DOUBLE PRECISION, lon DOUBLE PRECISION,"
+        " groups TEXT DEFAULT '[]',"  # JSON list of named groups
+        " cred_fingerprint TEXT, enrolled_at DOUBLE PRECISION, last_seen DOUBLE PRECISION,"
+        " online BIGINT DEFAULT 0, session TEXT, state_ts DOUBLE PRECISION,"
+        " agent_version TEXT, last_health TEXT,"  # JSON
+        " last_seq BIGINT, last_event_seq BIGINT, desired_version BIGINT DEFAULT 0,"
+        " reported_version BIGINT, reported_status TEXT, reported_reason TEXT,"
+        " reported_ts DOUBLE PRECISION)"
+    )
+    # The only index is the primary key (hub_id, seq), which also serves a hub's history
+    # as a range scan (seq grows with ts). Every extra index would cost each of the
+    # fleet's samples one more b-tree insert.
+    db.execute(
+        "CREATE TABLE health (hub_id TEXT NOT NULL, seq BIGINT NOT NULL,"
+        " ts DOUBLE PRECISION NOT NULL, data TEXT NOT NULL, PRIMARY KEY (hub_id, seq))"
     )
     db.execute(
-        "CREATE TABLE events (hub_id TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL,"
-        " type TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (hub_id, seq))"
+        "CREATE TABLE events (hub_id TEXT NOT NULL, seq BIGINT NOT NULL,"
+        " ts DOUBLE PRECISION NOT NULL, type TEXT NOT NULL, data TEXT NOT NULL,"
+        " PRIMARY KEY (hub_id, seq))"
     )
-    db.table("gaps").create(
-        {"hub_id": str, "stream": str, "first_seq": int, "last_seq": int, "detected_at": float},
-        pk=("hub_id", "stream", "first_seq"),
+    db.execute(
+        "CREATE TABLE gaps (hub_id TEXT NOT NULL, stream TEXT NOT NULL, first_seq BIGINT NOT NULL,"
+        " last_seq BIGINT, detected_at DOUBLE PRECISION, PRIMARY KEY (hub_id, stream, first_seq))"
     )
-    db.table("configs").create(
-        {"hub_id": str, "version": int, "created_at": float, "source": str, "config": str},
-        pk=("hub_id", "version"),
+    db.execute(
+        "CREATE TABLE configs (hub_id TEXT NOT NULL, version BIGINT NOT NULL,"
+        " created_at DOUBLE PRECISION, source TEXT, config TEXT, PRIMARY KEY (hub_id, version))"
     )
 
 
 @migrations
-def m002_meta(db: sqlite_utils.Database) -> None:
-    db.table("registry_meta").create({"key": str, "value": str}, pk="key")
+def m002_meta(db: Database) -> None:
+    db.execute("CREATE TABLE registry_meta (key TEXT PRIMARY KEY, value TEXT)")
 
 
-def open_registry(path: Path | str) -> sqlite_utils.Database:
-    return open_db(path, migrations)
+@migrations
+def m003_scale_out(db: Database) -> None:
+    """Several controllers on one database: leases (one of them runs the periodic jobs)
+    and each hub's gap-check cursor (gaps found from what all of them stored)."""
+    db.execute(
+        "CREATE TABLE controller_leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL,"
+        " expires DOUBLE PRECISION NOT NULL)"
+    )
+    db.execute("ALTER TABLE hubs ADD COLUMN gap_seq BIGINT")
+    db.execute("UPDATE hubs SET gap_seq = last_seq")
+    if db.engine == "postgresql":
+        # Downsampling finds aged rows by ts (PostgreSQL has no rowid): a BRIN index costs
+        # almost nothing per insert for a column that grows with arrival order.
+        db.execute("CREATE INDEX health_ts_brin ON health USING brin (ts)")
 
 
-def db_path_from_url(url: str | None, default: Path) -> Path | str:
-    """``--db``: a path, ``sqlite:///abs/path`` or ``:memory:``; PostgreSQL is documented only."""
+def migration_sets() -> list[Migrations]:
+    import importlib
+
+    out = []
+    for spec in MIGRATION_SETS:
+        module, _, attr = spec.partition(":")
+        out.append(getattr(importlib.import_module(module), attr))
+    return out
+
+
+def open_registry(url: Path | str | DbUrl) -> Database:
+    """The registry at ``url`` (a path, ``sqlite:///path`` or ``postgresql://...``), every
+    feature's migrations applied."""
+    return open_database(url, *migration_sets())
+
+
+def db_path_from_url(url: str | None, default: Path) -> str:
+    """``--db``: a path, ``sqlite:///abs/path``, ``:memory:`` or ``postgresql://...``;
+    the URL to open (checked: a bad scheme raises ValueError)."""
     if not url:
-        return default
-    if url.startswith("sqlite:///"):
-        return url[len("sqlite://") :]
-    if url.startswith(("postgres://", "postgresql://")):
-        raise ValueError(
-            "--db: PostgreSQL is not wired in this build; see docs/operations.md "
-            "(same schema, psycopg driver)"
-        )
-    if "://" in url:
-        raise ValueError(f"--db: unsupported URL scheme in {url.split('://')[0]!r}")
+        return str(default)
+    DbUrl.parse(url)
     return url
 
 
@@ -114,8 +122,10 @@ class HubRecord:
     groups: tuple[str, ...] = ()
 
 
-def upsert_hub(db: sqlite_utils.Database, hub: HubRecord, fingerprint: str | None) -> None:
-    now = time.time()
+HUB_COLUMNS = ("id", "kind", "name", "region", "prefecture", "lat", "lon", "groups")
+
+
+def upsert_hub(db: Database, hub: HubRecord, fingerprint: str | None) -> None:
     row: dict[str, Any] = {
         "id": hub.id,
         "kind": hub.kind,
@@ -128,15 +138,16 @@ def upsert_hub(db: sqlite_utils.Database, hub: HubRecord, fingerprint: str | Non
     }
     if fingerprint is not None:
         row["cred_fingerprint"] = fingerprint
-    existing = get_hub(db, hub.id)
-    if existing is None:
-        row["enrolled_at"] = now
-        db.table("hubs").insert(row)
-    else:
-        db.table("hubs").update(hub.id, row)
+    names = [*row, "enrolled_at"]
+    updates = ", ".join(f"{n} = excluded.{n}" for n in row if n != "id")  # our names
+    db.execute(
+        f"INSERT INTO hubs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+        f" ON CONFLICT (id) DO UPDATE SET {updates}",
+        [*row.values(), time.time()],
+    )
 
 
-def delete_hub(db: sqlite_utils.Database, hub_id: str) -> bool:
+def delete_hub(db: Database, hub_id: str) -> bool:
     """Forget a hub and its history (samples, events, gaps, configs) in one transaction;
     central voucher redemptions stay (they are the deployment's, not the hub's)."""
     with transaction(db):
@@ -145,13 +156,13 @@ def delete_hub(db: sqlite_utils.Database, hub_id: str) -> bool:
         return bool(db.execute("DELETE FROM hubs WHERE id = ?", [hub_id]).rowcount)
 
 
-def get_hub(db: sqlite_utils.Database, hub_id: str) -> dict[str, Any] | None:
-    rows = list(db.table("hubs").rows_where("id = ?", [hub_id]))
+def get_hub(db: Database, hub_id: str) -> dict[str, Any] | None:
+    rows = list(db.query("SELECT * FROM hubs WHERE id = ?", [hub_id]))
     return rows[0] if rows else None
 
 
-def all_hubs(db: sqlite_utils.Database) -> list[dict[str, Any]]:
-    return list(db.table("hubs").rows_where(order_by="id"))
+def all_hubs(db: Database) -> list[dict[str, Any]]:
+    return list(db.query("SELECT * FROM hubs ORDER BY id"))
 
 
 def hub_groups(row: dict[str, Any]) -> list[str]:
@@ -168,19 +179,16 @@ def next_version(row: dict[str, Any]) -> int:
 
 
 def record_desired(
-    db: sqlite_utils.Database, hub_id: str, version: int, config: dict[str, Any], source: str
+    db: Database, hub_id: str, version: int, config: dict[str, Any], source: str
 ) -> None:
     """Store a desired config (secrets already removed) and bump the hub's desired version."""
     with transaction(db):
-        db.table("configs").insert(
-            {
-                "hub_id": hub_id,
-                "version": version,
-                "created_at": time.time(),
-                "source": source,
-                "config": json.dumps(config, sort_keys=True),
-            },
-            replace=True,
+        db.execute(
+            "INSERT INTO configs (hub_id, version, created_at, source, config)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (hub_id, version) DO UPDATE SET"
+            " created_at = excluded.created_at, source = excluded.source,"
+            " config = excluded.config",
+            [hub_id, version, time.time(), source, json.dumps(config, sort_keys=True)],
         )
         db.execute(
             "UPDATE hubs SET desired_version = ? WHERE id = ? AND desired_version < ?",
@@ -188,13 +196,13 @@ def record_desired(
         )
 
 
-def latest_config(db: sqlite_utils.Database, hub_id: str) -> dict[str, Any] | None:
-    rows = list(
-        db.table("configs").rows_where("hub_id = ?", [hub_id], order_by="version desc", limit=1)
-    )
-    if not rows:
+def latest_config(db: Database, hub_id: str) -> dict[str, Any] | None:
+    row = db.execute(
+        "SELECT config FROM configs WHERE hub_id = ? ORDER BY version DESC LIMIT 1", [hub_id]
+    ).fetchone()
+    if row is None:
         return None
-    value = json.loads(rows[0]["config"])
+    value = json.loads(row[0])
     return value if isinstance(value, dict) else None
 
 
@@ -215,39 +223,50 @@ class Batch:
         return len(self.health) + len(self.events) + len(self.hub_updates)
 
 
-def write_batch(db: sqlite_utils.Database, batch: Batch) -> None:
-    """One transaction: every sample of the batch is on disk together, or none is."""
-    conn = db.conn
+def write_batch(db: Database, batch: Batch) -> None:
+    """One transaction: every sample of the batch is on disk together, or none is.
+
+    Samples go in with one ``executemany`` per table (SQLite: one prepared statement;
+    psycopg: pipelined, one round trip); a sample already stored (a redelivery, or one
+    another controller took) is skipped by the primary key (hub_id, seq)."""
     with transaction(db):
         if batch.health:
-            conn.executemany(
-                "INSERT OR IGNORE INTO health (hub_id, seq, ts, data) VALUES (?, ?, ?, ?)",
+            db.executemany(
+                "INSERT INTO health (hub_id, seq, ts, data) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (hub_id, seq) DO NOTHING",
                 batch.health,
             )
         if batch.events:
-            conn.executemany(
-                "INSERT OR IGNORE INTO events (hub_id, seq, ts, type, data) VALUES (?, ?, ?, ?, ?)",
+            db.executemany(
+                "INSERT INTO events (hub_id, seq, ts, type, data) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (hub_id, seq) DO NOTHING",
                 batch.events,
             )
-        for key in batch.gaps_remove:
-            conn.execute("DELETE FROM gaps WHERE hub_id = ? AND stream = ? AND first_seq = ?", key)
+        if batch.gaps_remove:
+            db.executemany(
+                "DELETE FROM gaps WHERE hub_id = ? AND stream = ? AND first_seq = ?",
+                batch.gaps_remove,
+            )
         if batch.gaps_add:
-            conn.executemany(
-                "INSERT OR REPLACE INTO gaps (hub_id, stream, first_seq, last_seq, detected_at) "
-                "VALUES (?, ?, ?, ?, ?)",
+            db.executemany(
+                "INSERT INTO gaps (hub_id, stream, first_seq, last_seq, detected_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (hub_id, stream, first_seq) DO UPDATE"
+                " SET last_seq = excluded.last_seq, detected_at = excluded.detected_at",
                 batch.gaps_add,
             )
-        # One executemany per set of columns (most hubs in a batch share one).
+        # One executemany per set of columns (most hubs in a batch share one). Hubs are
+        # updated in id order so that two controllers' batches lock rows in one order.
         groups: dict[tuple[str, ...], list[list[Any]]] = {}
-        for hub_id, cols in batch.hub_updates.items():
+        for hub_id in sorted(batch.hub_updates):
+            cols = batch.hub_updates[hub_id]
             names = tuple(sorted(cols))
             groups.setdefault(names, []).append([cols[n] for n in names] + [hub_id])
         for names, rows in groups.items():
             sets = ", ".join(f"{n} = ?" for n in names)  # column names are ours, not input
-            conn.executemany(f"UPDATE hubs SET {sets} WHERE id = ?", rows)
+            db.executemany(f"UPDATE hubs SET {sets} WHERE id = ?", rows)
 
 
-def repair_cursors(db: sqlite_utils.Database) -> None:
+def repair_cursors(db: Database) -> None:
     """Bring hubs' last_seq/last_health up to the samples actually stored.
 
     The controller commits samples at once but refreshes the hubs' summary columns at
@@ -256,7 +275,9 @@ def repair_cursors(db: sqlite_utils.Database) -> None:
     with transaction(db):
         db.execute(
             "UPDATE hubs SET last_seq = h.seq, last_health = h.data FROM ("
-            " SELECT hub_id, max(seq) AS seq, data FROM health GROUP BY hub_id) AS h"
+            " SELECT x.hub_id, x.seq, x.data FROM health AS x JOIN ("
+            "  SELECT hub_id, max(seq) AS seq FROM health GROUP BY hub_id) AS m"
+            " ON x.hub_id = m.hub_id AND x.seq = m.seq) AS h"
             " WHERE hubs.id = h.hub_id AND (hubs.last_seq IS NULL OR hubs.last_seq < h.seq)"
         )
         db.execute(
@@ -267,18 +288,19 @@ def repair_cursors(db: sqlite_utils.Database) -> None:
         )
 
 
-def load_cursors(db: sqlite_utils.Database) -> dict[str, dict[str, Any]]:
+def load_cursors(db: Database) -> dict[str, dict[str, Any]]:
     """What the ingester must remember across restarts: seqs, sessions, open gaps."""
     repair_cursors(db)
-    out: dict[str, dict[str, Any]] = {}
-    for row in db.query(
-        "SELECT id, last_seq, last_event_seq, session, state_ts, online, reported_version FROM hubs"
-    ):
-        out[row["id"]] = dict(row)
-    return out
+    return {
+        row["id"]: row
+        for row in db.query(
+            "SELECT id, last_seq, last_event_seq, session, state_ts, online, reported_version"
+            " FROM hubs"
+        )
+    }
 
 
-def open_gaps(db: sqlite_utils.Database) -> dict[tuple[str, str], list[tuple[int, int]]]:
+def open_gaps(db: Database) -> dict[tuple[str, str], list[tuple[int, int]]]:
     out: dict[tuple[str, str], list[tuple[int, int]]] = {}
     for row in db.query("SELECT hub_id, stream, first_seq, last_seq FROM gaps ORDER BY first_seq"):
         out.setdefault((row["hub_id"], row["stream"]), []).append(
@@ -288,7 +310,7 @@ def open_gaps(db: sqlite_utils.Database) -> dict[tuple[str, str], list[tuple[int
 
 
 def health_series(
-    db: sqlite_utils.Database, hub_id: str, since: float, limit: int = 2000
+    db: Database, hub_id: str, since: float, limit: int = 2000
 ) -> list[tuple[float, dict[str, Any]]]:
     rows = db.query(
         "SELECT ts, data FROM health WHERE hub_id = ? ORDER BY seq DESC LIMIT ?",
@@ -299,7 +321,7 @@ def health_series(
     return out
 
 
-def recent_events(db: sqlite_utils.Database, hub_id: str, limit: int = 50) -> list[dict[str, Any]]:
+def recent_events(db: Database, hub_id: str, limit: int = 50) -> list[dict[str, Any]]:
     return list(
         db.query(
             "SELECT seq, ts, type, data FROM events WHERE hub_id = ? ORDER BY seq DESC LIMIT ?",
@@ -308,52 +330,7 @@ def recent_events(db: sqlite_utils.Database, hub_id: str, limit: int = 50) -> li
     )
 
 
-def _first_rowid_at_or_after(db: sqlite_utils.Database, lo: int, hi: int, cutoff: float) -> int:
-    """Binary search over rowids (rows append in arrival order, so ts grows with rowid):
-    the first rowid in (lo, hi] whose sample is not older than ``cutoff`` (hi + 1: none)."""
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        row = db.conn.execute(
-            "SELECT ts FROM health WHERE rowid >= ? ORDER BY rowid LIMIT 1", [mid]
-        ).fetchone()
-        if row is None or row[0] >= cutoff:
-            hi = mid - 1
-        else:
-            lo = mid
-    return lo + 1
-
-
-def downsample_health(db: sqlite_utils.Database, now: float | None = None) -> int:
-    """Keep full resolution for HEALTH_FULL_DAYS; older, keep the last sample of each hour.
-
-    Each run only visits the rows that aged past the cutoff since the previous run (a rowid
-    range found by binary search, no index on ts needed), so its cost does not grow with
-    the size of the table.
-    """
-    cutoff = (now if now is not None else time.time()) - HEALTH_FULL_DAYS * 86_400
-    with transaction(db):
-        done_row = db.conn.execute(
-            "SELECT value FROM registry_meta WHERE key = 'downsampled_rowid'"
-        ).fetchone()
-        done = int(done_row[0]) if done_row else 0
-        top = db.conn.execute("SELECT max(rowid) FROM health").fetchone()[0] or 0
-        upto = _first_rowid_at_or_after(db, done, top, cutoff) - 1
-        if upto <= done:
-            return 0
-        cur = db.conn.execute(
-            "DELETE FROM health WHERE rowid > ? AND rowid <= ? AND rowid NOT IN ("
-            " SELECT max(rowid) FROM health WHERE rowid > ? AND rowid <= ?"
-            " GROUP BY hub_id, CAST(ts / 3600 AS INTEGER))",
-            [done, upto, done, upto],
-        )
-        db.conn.execute(
-            "INSERT OR REPLACE INTO registry_meta (key, value) VALUES ('downsampled_rowid', ?)",
-            [str(upto)],
-        )
-    return int(cur.rowcount)
-
-
-def seq_counts(db: sqlite_utils.Database, hub_ids: Sequence[str] | None = None) -> dict[str, Any]:
+def seq_counts(db: Database, hub_ids: Sequence[str] | None = None) -> dict[str, Any]:
     """Per hub: samples stored, min and max seq (the benchmark's 'nothing lost' check)."""
     out: dict[str, Any] = {}
     for r in db.query(
@@ -364,8 +341,16 @@ def seq_counts(db: sqlite_utils.Database, hub_ids: Sequence[str] | None = None) 
     return out
 
 
-def register_many(db: sqlite_utils.Database, hubs: Iterable[HubRecord]) -> None:
+def register_many(db: Database, hubs: Iterable[HubRecord]) -> None:
     """Register hubs without credentials (the simulator's fleet)."""
     with transaction(db):
         for h in hubs:
             upsert_hub(db, h, None)
+
+
+def downsample_health(db: Database, now: float | None = None) -> int:
+    """Keep full resolution for HEALTH_FULL_DAYS; older, the last sample of each hour
+    (provisioning.downsample does it, by rowid on SQLite, by ts on PostgreSQL)."""
+    from provisioning.downsample import downsample
+
+    return downsample(db, HEALTH_FULL_DAYS, now)

@@ -24,12 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlite_utils
-
 from hub_agent.mqtt.client import Client
 from hub_agent.mqtt.core import BrokerUrl
 from provisioning import registry, topics
 from provisioning.geo import REGIONS, default_position
+from provisioning.storage import Database
 
 KINDS = (("school", 1488), ("mairie", 136), ("clinic", 253))  # Togo's fleet mix
 PEAK_HOURS = {"school": (7.5, 17.0), "mairie": (8.0, 17.5), "clinic": (0.0, 24.0)}
@@ -243,7 +242,7 @@ def simulate_command(
     duration: float,
     connections: int,
     outage_pct: float,
-    db: sqlite_utils.Database | None,
+    db: Database | None,
 ) -> int:
     fleet = fleet_ids(hubs)
     if db is not None:

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import sqlite_utils
-
 from hub_agent.config import Plan
 from hub_agent.sessions.service import Redemption
 from hub_agent.sessions.vouchers import (
@@ -35,9 +33,9 @@ from hub_agent.sessions.vouchers import (
     month_end,
     month_index,
 )
-from hub_agent.store import Migrations, transaction
 from provisioning.hubdoc import base_document
 from provisioning.statedir import StateDir
+from provisioning.storage import Database, Migrations, transaction
 from provisioning.voucher_sheet import Card, default_portal_url, render_sheet
 
 VOUCHERS = Migrations("central_vouchers")
@@ -47,7 +45,7 @@ TZ = "Africa/Lome"
 
 
 @VOUCHERS
-def m001_central_vouchers(db: sqlite_utils.Database) -> None:
+def m001_central_vouchers(db: Database) -> None:
     db.execute(
         """CREATE TABLE central_vouchers (
             code TEXT PRIMARY KEY,
@@ -55,7 +53,7 @@ def m001_central_vouchers(db: sqlite_utils.Database) -> None:
             month INTEGER NOT NULL,
             serial INTEGER NOT NULL,
             devices_max INTEGER NOT NULL,
-            issued_at REAL NOT NULL,
+            issued_at DOUBLE PRECISION NOT NULL,
             UNIQUE (plan_id, month, serial)
         )"""
     )
@@ -64,7 +62,7 @@ def m001_central_vouchers(db: sqlite_utils.Database) -> None:
             code TEXT NOT NULL,
             hub_id TEXT NOT NULL,
             mac TEXT NOT NULL,
-            at REAL NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
             plan_id TEXT NOT NULL,
             PRIMARY KEY (code, hub_id, mac)
         )"""
@@ -115,7 +113,7 @@ class Batch:
 
 
 def issue_batch(
-    db: sqlite_utils.Database,
+    db: Database,
     secret: str,
     plan: Plan,
     count: int,
@@ -147,7 +145,7 @@ def issue_batch(
                 "month; use another --valid-months"
             )
         codes = [make_central_code(key, plan.id, month, s) for s in range(first, first + count)]
-        db.conn.executemany(
+        db.executemany(
             "INSERT INTO central_vouchers (code, plan_id, month, serial, devices_max, "
             "issued_at) VALUES (?, ?, ?, ?, ?, ?)",
             [
@@ -182,22 +180,22 @@ class Finding:
         return sorted({h for h, _, _ in self.redemptions})
 
 
-def reconcile(db: sqlite_utils.Database, redemptions: Iterable[Redemption]) -> list[Finding]:
+def reconcile(db: Database, redemptions: Iterable[Redemption]) -> list[Finding]:
     """Record hubs' redemption reports (idempotent) and return the problems they reveal
     for the codes concerned: more devices than the voucher allows across all hubs, or a
     code the centre never issued."""
     VOUCHERS.apply(db)
     reports = list(redemptions)
     with transaction(db):
-        db.conn.executemany(
-            "INSERT OR IGNORE INTO central_redemptions (code, hub_id, mac, at, plan_id) "
-            "VALUES (?, ?, ?, ?, ?)",
+        db.executemany(
+            "INSERT INTO central_redemptions (code, hub_id, mac, at, plan_id) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (code, hub_id, mac) DO NOTHING",
             [(r.code, r.hub_id, r.mac, r.at, r.plan_id) for r in reports],
         )
     return findings_for(db, sorted({r.code for r in reports}))
 
 
-def findings_for(db: sqlite_utils.Database, codes: Iterable[str] | None = None) -> list[Finding]:
+def findings_for(db: Database, codes: Iterable[str] | None = None) -> list[Finding]:
     """The problems recorded redemptions reveal, for ``codes`` (all redeemed codes when
     None): ``hubctl vouchers findings`` shows them at any time, not only as logged."""
     VOUCHERS.apply(db)
@@ -225,7 +223,7 @@ def findings_for(db: sqlite_utils.Database, codes: Iterable[str] | None = None) 
     return findings
 
 
-def findings_command(db: sqlite_utils.Database, as_json: bool = False) -> int:
+def findings_command(db: Database, as_json: bool = False) -> int:
     """``hubctl vouchers findings [--json]``: codes redeemed by more devices than they
     allow (sold twice, or used on two offline hubs) and codes never issued. Exit 1 when
     there are any, so a cron job can alert."""
@@ -252,7 +250,7 @@ def findings_command(db: sqlite_utils.Database, as_json: bool = False) -> int:
 # --- hubctl vouchers issue ---------------------------------------------------------------
 def issue_command(
     state: StateDir,
-    db: sqlite_utils.Database,
+    db: Database,
     plan: str,
     count: int,
     out: Path | None,

@@ -14,6 +14,7 @@ PKGS=(
   kiwix-tools                                    # kiwix-serve: browsable offline Wikipedia (ZIM)
   zim-tools                                      # zimwriterfs: tiny ZIMs for the kiwix tests
   python3-venv
+  postgresql                                     # the centre's registry tests: a throwaway cluster
   debootstrap                                    # throwaway Debian roots: Ansible role tests
   systemd-container                              # systemd-nspawn: boot such a root, units start
   freeradius freeradius-utils                    # RADIUS accounts tests: a real server, radclient

@@ -1,4 +1,5 @@
-"""Shared fixtures: the netns lab (root tier) and a real Mosquitto broker."""
+"""Shared fixtures: the netns lab (root tier), a real Mosquitto broker and the centre's
+database on both engines (SQLite, a throwaway PostgreSQL server)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from tests.lab.broker import Broker, mosquitto_path
 from tests.lab.netns import Lab, can_run_lab
+from tests.lab.postgres import PgServer, pg_bin
 
 
 def require_lab() -> None:
@@ -35,3 +37,22 @@ def broker() -> Iterator[Broker]:
     require_mosquitto()
     with Broker() as b:
         yield b
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One throwaway PostgreSQL server for the session (initdb/pg_ctl in a temp dir)."""
+    if pg_bin() is None:
+        pytest.skip("PostgreSQL test skipped: initdb/pg_ctl not installed (package postgresql)")
+    with PgServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def central_db_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
+    """The centre's registry URL, once per engine: a SQLite file, then a fresh database
+    on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite://{request.getfixturevalue('tmp_path')}/central/registry.db"
+    server: PgServer = request.getfixturevalue("pg_server")
+    return server.new_database()

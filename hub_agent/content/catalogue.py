@@ -1,7 +1,8 @@
 """The central catalogue: library items, their targets, and each hub's manifest.
 
-Lives in the controller's registry database (``Migrations("content_catalogue")``, next to
-the provisioning helper's ``hubs`` table). An item targets hubs by id, kind, region, named
+Lives in the controller's registry database (``Migrations("content_catalogue")`` of
+``provisioning.storage``: SQLite or PostgreSQL, next to the provisioning helper's ``hubs``
+table). An item targets hubs by id, kind, region, named
 group, or all; ``manifest_for`` turns that into the list of ``ContentItem`` a hub's config
 carries (``content.items``), so each hub receives its manifest with its config.
 """
@@ -15,12 +16,11 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal
 
-import sqlite_utils
 from pydantic import ValidationError
 
 from hub_agent.config import ContentItem
 from hub_agent.content.plan import expired
-from hub_agent.store import Migrations, transaction
+from provisioning.storage import Database, Migrations, transaction
 
 CATALOGUE = Migrations("content_catalogue")
 TargetKind = Literal["hub", "kind", "region", "group", "all"]
@@ -28,13 +28,13 @@ TARGET_KINDS: tuple[TargetKind, ...] = ("hub", "kind", "region", "group", "all")
 
 
 @CATALOGUE
-def m001_catalogue(db: sqlite_utils.Database) -> None:
+def m001_catalogue(db: Database) -> None:
     db.execute(
         "CREATE TABLE content_catalogue ("
         " id TEXT PRIMARY KEY,"
         " item TEXT NOT NULL,"  # the validated ContentItem as JSON: one schema, hub and centre
-        " added_at REAL NOT NULL,"
-        " updated_at REAL NOT NULL)"
+        " added_at DOUBLE PRECISION NOT NULL,"
+        " updated_at DOUBLE PRECISION NOT NULL)"
     )
     db.execute(
         "CREATE TABLE content_targets ("
@@ -109,7 +109,7 @@ def validate_item(data: dict[str, Any]) -> ContentItem:
         raise CatalogueError(problems) from None
 
 
-def add_item(db: sqlite_utils.Database, item: ContentItem, replace: bool = False) -> bool:
+def add_item(db: Database, item: ContentItem, replace: bool = False) -> bool:
     """Store an item; True when it was new. An existing id needs ``replace``."""
     now = time.time()
     exists = bool(list(db.query("SELECT 1 FROM content_catalogue WHERE id = ?", [item.id])))
@@ -124,23 +124,21 @@ def add_item(db: sqlite_utils.Database, item: ContentItem, replace: bool = False
     return not exists
 
 
-def items(db: sqlite_utils.Database) -> list[ContentItem]:
+def items(db: Database) -> list[ContentItem]:
     return [
         ContentItem.model_validate_json(r["item"])
         for r in db.query("SELECT item FROM content_catalogue ORDER BY id")
     ]
 
 
-def targets(db: sqlite_utils.Database) -> dict[str, list[Target]]:
+def targets(db: Database) -> dict[str, list[Target]]:
     out: dict[str, list[Target]] = {}
     for r in db.query("SELECT * FROM content_targets ORDER BY item_id, target, value"):
         out.setdefault(r["item_id"], []).append(Target(r["target"], r["value"]))
     return out
 
 
-def assign(
-    db: sqlite_utils.Database, item_id: str, new: Iterable[Target], remove: bool = False
-) -> None:
+def assign(db: Database, item_id: str, new: Iterable[Target], remove: bool = False) -> None:
     if not list(db.query("SELECT 1 FROM content_catalogue WHERE id = ?", [item_id])):
         raise CatalogueError(f"item: no item {item_id!r} in the catalogue")
     with transaction(db):
@@ -154,13 +152,13 @@ def assign(
                 )
             else:
                 db.execute(
-                    "INSERT OR IGNORE INTO content_targets (item_id, target, value)"
-                    " VALUES (?, ?, ?)",
+                    "INSERT INTO content_targets (item_id, target, value)"
+                    " VALUES (?, ?, ?) ON CONFLICT (item_id, target, value) DO NOTHING",
                     [item_id, t.kind, t.value],
                 )
 
 
-def hub_ref(db: sqlite_utils.Database, hub_id: str) -> HubRef:
+def hub_ref(db: Database, hub_id: str) -> HubRef:
     """A hub as the registry (``hubs`` table, provisioning) knows it."""
     if "hubs" not in db.table_names():
         raise CatalogueError(f"hub: no registry of hubs here (enroll {hub_id!r} first)")
@@ -172,9 +170,7 @@ def hub_ref(db: sqlite_utils.Database, hub_id: str) -> HubRef:
     return HubRef(r["id"], r["kind"], r.get("region"), tuple(str(g) for g in groups))
 
 
-def manifest_for(
-    db: sqlite_utils.Database, hub: str | HubRef, today: date | None = None
-) -> list[ContentItem]:
+def manifest_for(db: Database, hub: str | HubRef, today: date | None = None) -> list[ContentItem]:
     """The hub's manifest, to embed in its config as ``content.items``.
 
     Safe to call on any registry: the catalogue's tables are created if missing (empty).

@@ -5,6 +5,11 @@ accumulated since the last call to the writer, which commits it in one transacti
 It remembers, per hub, the last ``seq`` of each stream (to find gaps), the open gaps (a
 late sample filling one shrinks it) and the current broker session (so the will of an old
 session that the broker publishes late does not mark a reconnected hub offline).
+
+``shared``: one of several controllers on a shared subscription sees only some of each
+hub's samples, so its own view cannot tell a gap or a duplicate: every sample goes to the
+store (its primary key drops what another controller or a redelivery already stored) and
+gaps are found from the store by the lease holder (``controller.leader``).
 """
 
 from __future__ import annotations
@@ -111,7 +116,9 @@ class Ingestor:
         self,
         cursors: dict[str, dict[str, Any]] | None = None,
         gaps: dict[tuple[str, str], list[Gap]] | None = None,
+        shared: bool = False,
     ) -> None:
+        self.shared = shared
         self.hubs: dict[str, _Hub] = {}
         for hub_id, row in (cursors or {}).items():
             self.hubs[hub_id] = _Hub(
@@ -202,6 +209,9 @@ class Ingestor:
         if last is not None and seq == last + 1:  # the common case, kept cheap
             hub.last_seq = seq
             newest = True
+        elif self.shared:  # a partial view: the store decides what is new
+            newest = last is None or seq > last
+            hub.last_seq = seq if newest else last
         else:
             newest = last is None or seq > last
             if not self._seq(hub_id, hub, "health", seq, now):
@@ -237,7 +247,9 @@ class Ingestor:
         if not isinstance(seq, int) or isinstance(seq, bool):
             self.counters.bad += 1
             return
-        if not self._seq(hub_id, hub, "events", seq, now):
+        if self.shared:
+            hub.last_event_seq = max(seq, hub.last_event_seq or seq)
+        elif not self._seq(hub_id, hub, "events", seq, now):
             self.counters.duplicates += 1
             return
         kind = str(msg.get("type", "unknown"))

@@ -16,21 +16,20 @@ import os
 import queue
 import signal
 import socket
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import sqlite_utils
 
 from hub_agent.mqtt.core import BrokerUrl, ConnectFailed, MqttError
 from hub_agent.mqtt.pumped import PumpedClient
 from hub_agent.sessions.service import Redemption
 from provisioning import registry, topics, vouchers
 from provisioning.controller.ingest import Ingestor
+from provisioning.controller.leader import Housekeeper
 from provisioning.registry import Batch
 from provisioning.statedir import StateDir
+from provisioning.storage import ERRORS, Database, DbUrl, connect, transaction
 from provisioning.vouchers import Finding
 
 log = logging.getLogger("relais.controller")
@@ -41,7 +40,6 @@ MAX_BATCH = 2000  # packets read per pass
 # Commit (then ack) at this many messages: half the broker's in-flight window (1,000 in our
 # mosquitto.conf), so the broker keeps sending while a batch commits.
 FLUSH_AT = 500
-DOWNSAMPLE_EVERY_S = 3600.0
 
 
 @dataclass
@@ -55,7 +53,7 @@ class Stats:
     last_commit: float = 0.0
 
 
-def reconcile_redemptions(db: sqlite_utils.Database, batch: Batch) -> list[Finding]:
+def reconcile_redemptions(db: Database, batch: Batch) -> list[Finding]:
     """Central vouchers redeemed on hubs (``voucher_redeemed`` events of this batch),
     recorded in the same transaction as the events; returns what they reveal: a code used
     by more devices than it allows across hubs that were offline, or one never issued."""
@@ -83,7 +81,7 @@ class Ingest:
 
     def __init__(
         self,
-        db_path: Path | str,
+        db_path: Path | str | DbUrl,
         url: BrokerUrl,
         shared: bool = False,
         client_id: str | None = None,
@@ -91,11 +89,12 @@ class Ingest:
         summary_every_s: float = SUMMARY_EVERY_S,
     ) -> None:
         self.db = registry.open_registry(db_path)
+        self.housekeeper = Housekeeper(self.db.url, shared)
         self.url = url
         self.shared = shared
         self.flush_interval_s = flush_interval_s
         self.summary_every_s = summary_every_s
-        self.ingestor = Ingestor(registry.load_cursors(self.db), registry.open_gaps(self.db))
+        self.ingestor = self._fresh_ingestor()
         self.pending: list[tuple[int, int]] = []  # (mid, qos) read, not yet handed over
         self.to_write: queue.Queue[tuple[Batch, list[tuple[int, int]]] | None] = queue.Queue(4)
         self.to_ack: collections.deque[list[tuple[int, int]]] = collections.deque()
@@ -103,7 +102,6 @@ class Ingest:
         self.first_pending = 0.0
         self.stats = Stats(started=time.time())
         self._next_summary = 0.0
-        self._next_downsample = time.monotonic() + 60
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest-read", daemon=True)
@@ -148,12 +146,17 @@ class Ingest:
         self.pending.clear()
         self.to_write.join()
         self.to_ack.clear()
-        self.ingestor = Ingestor(registry.load_cursors(self.db), registry.open_gaps(self.db))
+        self.ingestor = self._fresh_ingestor()
+
+    def _fresh_ingestor(self) -> Ingestor:
+        gaps = {} if self.shared else registry.open_gaps(self.db)
+        return Ingestor(registry.load_cursors(self.db), gaps, shared=self.shared)
 
     def start(self, timeout: float = 10) -> None:
         self.client.connect()
         self._writer.start()
         self._thread.start()
+        self.housekeeper.start()  # downsampling (and shared gaps) by one controller
         if not self._connected.wait(timeout):
             self.stop()
             raise ConnectFailed(f"controller could not connect to {self.url}")
@@ -171,31 +174,10 @@ class Ingest:
         return n
 
     def _commit(self, batch: Batch) -> None:
-        conn = self.db.conn
-        # Another controller may hold the write lock: retry at a fine grain rather than
-        # in SQLite's busy handler, whose sleeps grow to 100 ms.
-        conn.execute("PRAGMA busy_timeout=0")
-        try:
-            for attempt in range(20_000):
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    break
-                except sqlite3.OperationalError as e:
-                    if "locked" not in str(e) and "busy" not in str(e):
-                        raise
-                    self.stats.lock_waits += 1
-                    time.sleep(0.0005 if attempt < 1000 else 0.01)
-            else:
-                raise sqlite3.OperationalError("database is locked")
-        finally:
-            conn.execute("PRAGMA busy_timeout=5000")
-        try:
+        with transaction(self.db):  # SQLite: waits for another controller's write lock
             registry.write_batch(self.db, batch)
             findings = reconcile_redemptions(self.db, batch)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        self.stats.lock_waits = self.db.lock_waits
         for f in findings:
             self.stats.voucher_findings += 1
             log.warning(
@@ -212,8 +194,10 @@ class Ingest:
                 batch, mids = item
                 try:
                     self._commit(batch)
-                except sqlite3.Error:
+                except ERRORS:
                     log.exception("ingest commit failed; reconnecting for redelivery")
+                    if self.db.broken():
+                        self.db = connect(self.db.url)
                     self.write_failed.set()
                     continue
                 self.to_ack.append(mids)
@@ -243,12 +227,6 @@ class Ingest:
             due = time.monotonic() - self.first_pending >= self.flush_interval_s
             if len(self.pending) >= FLUSH_AT or due or not self.pending:
                 self.hand_over()
-            if time.monotonic() > self._next_downsample:
-                self.to_write.join()
-                removed = registry.downsample_health(self.db)
-                if removed:
-                    log.info("downsampled %d old health samples", removed)
-                self._next_downsample = time.monotonic() + DOWNSAMPLE_EVERY_S
         self._next_summary = 0.0
         self.hand_over()
         self.to_write.join()
@@ -257,6 +235,7 @@ class Ingest:
 
     def stop(self) -> None:
         self._stop.set()
+        self.housekeeper.stop()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
         if self._writer.is_alive():
@@ -267,7 +246,7 @@ class Ingest:
 
 def run_controller(
     state: StateDir,
-    db: sqlite_utils.Database,
+    db: Database,
     url: BrokerUrl,
     http: tuple[str, int] | None,
     shared: bool = False,
@@ -276,7 +255,7 @@ def run_controller(
     from provisioning.controller.web import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    db_path = db.conn.execute("PRAGMA database_list").fetchone()[2] or ":memory:"
+    db_path = db.url
     ingest = Ingest(db_path, url, shared=shared, client_id=client_id)
     try:
         ingest.start()

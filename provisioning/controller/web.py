@@ -2,13 +2,12 @@
 
 Routes: ``/`` (map + table), ``/hubs/<id>`` (health charts, events, gaps),
 ``/api/fleet.json``. Each request opens its own read connection: WAL lets pages read
-while the ingest writer commits.
+while the ingest writer commits (PostgreSQL: MVCC does the same).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,21 +15,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import sqlite_utils
-
 from provisioning import fleet, registry, vouchers
 from provisioning.controller import pages
+from provisioning.storage import Database, DbUrl, connect
 
 HISTORY_S = 24 * 3600.0
 
 
-def _read_db(path: Path | str) -> sqlite_utils.Database:
-    conn = sqlite3.connect(str(path), check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout=5000")
-    return sqlite_utils.Database(conn)
+def _read_db(path: Path | str | DbUrl) -> Database:
+    return connect(path)  # the registry exists: the controller opened (migrated) it
 
 
-def make_handler(db_path: Path | str) -> type[BaseHTTPRequestHandler]:
+def make_handler(db_path: Path | str | DbUrl) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "relais-controller"
 
@@ -83,12 +79,12 @@ def make_handler(db_path: Path | str) -> type[BaseHTTPRequestHandler]:
                 else:
                     self._send(404, "<h1>not found</h1>")
             finally:
-                db.conn.close()
+                db.close()
 
     return Handler
 
 
-def serve(db_path: Path | str, host: str, port: int) -> ThreadingHTTPServer:
+def serve(db_path: Path | str | DbUrl, host: str, port: int) -> ThreadingHTTPServer:
     """Start the page server in a daemon thread; ``.shutdown()`` stops it."""
     server = ThreadingHTTPServer((host, port), make_handler(db_path))
     server.daemon_threads = True

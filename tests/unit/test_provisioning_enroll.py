@@ -49,7 +49,10 @@ def test_acl_confines_each_hub_to_its_own_topics() -> None:
     shutil.which("mosquitto_passwd") is None,
     reason="mosquitto_passwd not installed",
 )
-def test_enroll_writes_credentials_config_and_host_vars_and_rotates(tmp_path: Path) -> None:
+def test_enroll_writes_credentials_config_and_host_vars_and_rotates(
+    tmp_path: Path, central_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RELAIS_CENTRAL_DB", central_db_url)  # hubctl's --db
     state = tmp_path / "central"
     r = hubctl(
         state,
@@ -94,7 +97,7 @@ def test_enroll_writes_credentials_config_and_host_vars_and_rotates(tmp_path: Pa
     acl = (state / "mosquitto" / "acl").read_text()
     assert "topic write relais/hubs/tg-kara-ecole-01/health" in acl
 
-    db = registry.open_registry(state / "registry.db")
+    db = registry.open_registry(central_db_url)
     row = registry.get_hub(db, "tg-kara-ecole-01")
     assert row is not None and row["desired_version"] == 1
     assert row["lat"] is not None and 9 < row["lat"] < 11

@@ -41,8 +41,8 @@ def _msg(**kw: object) -> bytes:
     return json.dumps(kw).encode()
 
 
-def test_ingestor_writes_health_state_gaps_and_reports() -> None:
-    db = registry.open_registry(":memory:")
+def test_ingestor_writes_health_state_gaps_and_reports(central_db_url: str) -> None:
+    db = registry.open_registry(central_db_url)
     registry.upsert_hub(db, HubRecord("hub-a", "school", "A"), "fp")
     ing = Ingestor(registry.load_cursors(db), registry.open_gaps(db))
     t = "relais/hubs/hub-a/"
@@ -78,13 +78,13 @@ def test_ingestor_writes_health_state_gaps_and_reports() -> None:
     assert registry.get_hub(db, "hub-a")["online"] == 0  # type: ignore[index]
 
 
-def test_downsample_keeps_recent_and_one_per_hour_when_old() -> None:
-    db = registry.open_registry(":memory:")
+def test_downsample_keeps_recent_and_one_per_hour_when_old(central_db_url: str) -> None:
+    db = registry.open_registry(central_db_url)
     now = 30 * 86_400.0
     old = now - 10 * 86_400
     rows = [("h", i, old + i * 600, "{}") for i in range(12)]  # 2 hours of 10-min samples
     rows += [("h", 100 + i, now - 60 * i, "{}") for i in range(5)]  # recent
-    db.conn.executemany("INSERT INTO health VALUES (?, ?, ?, ?)", rows)
+    db.executemany("INSERT INTO health (hub_id, seq, ts, data) VALUES (?, ?, ?, ?)", rows)
     deleted = registry.downsample_health(db, now=now)
     left = [r["seq"] for r in db.query("SELECT seq FROM health ORDER BY seq")]
     assert deleted == 12 - len(left) + 5

@@ -6,7 +6,6 @@ import json
 import re
 import threading
 import time
-from pathlib import Path
 
 from provisioning import fleet
 from provisioning.controller import pages
@@ -59,19 +58,18 @@ def test_fleet_page_has_map_dots_by_state_table_and_no_external_resources() -> N
     assert not re.search(r"(src|href)=['\"]?(https?:)?//", html)  # nothing external
 
 
-def test_fleet_page_lists_voucher_findings_from_the_registry(tmp_path: Path) -> None:
+def test_fleet_page_lists_voucher_findings_from_the_registry(central_db_url: str) -> None:
     from provisioning import registry as reg
     from provisioning import vouchers
     from provisioning.controller.web import serve
 
-    db = reg.open_registry(tmp_path / "registry.db")
+    db = reg.open_registry(central_db_url)
     vouchers.findings_for(db)  # creates the tables, as a controller does
-    db.conn.execute(
+    db.execute(
         "INSERT INTO central_redemptions (code, hub_id, mac, at, plan_id) VALUES "
         "('ABCDEFGHJKMN', 'tg-a', 'p1', 1.0, 'heure'), ('ABCDEFGHJKMN', 'tg-b', 'p2', 2.0, 'heure')"
     )
-    db.conn.commit()
-    server = serve(tmp_path / "registry.db", "127.0.0.1", 0)
+    server = serve(central_db_url, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         import urllib.request

@@ -36,14 +36,17 @@ def hubctl(state: Path, *args: str) -> str:
     return r.stdout
 
 
-def test_central_code_works_on_an_enrolled_hub_that_never_saw_it(tmp_path: Path) -> None:
+def test_central_code_works_on_an_enrolled_hub_that_never_saw_it(
+    tmp_path: Path, central_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RELAIS_CENTRAL_DB", central_db_url)  # hubctl's --db
     state = tmp_path / "central"
     hubctl(state, "enroll", HUB, "--kind", "clinic", "--name", "CMS Sokodé")
     hv = yaml.safe_load((state / "ansible" / "host_vars" / f"{HUB}.yml").read_text())
     config = validate_config(hv["relais_hub_config"])
     assert config.trust.voucher_secret is not None
     # The registry keeps no copy of the secret.
-    db = registry.open_registry(state / "registry.db")
+    db = registry.open_registry(central_db_url)
     stored = registry.latest_config(db, HUB)
     assert stored is not None and stored["trust"]["voucher_secret"] is None
 
@@ -56,7 +59,10 @@ def test_central_code_works_on_an_enrolled_hub_that_never_saw_it(tmp_path: Path)
     assert error is None and view is not None and view.plan_id == plan
 
 
-def test_push_carries_the_secret_and_the_hubs_library_manifest(tmp_path: Path) -> None:
+def test_push_carries_the_secret_and_the_hubs_library_manifest(
+    tmp_path: Path, central_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RELAIS_CENTRAL_DB", central_db_url)  # hubctl's --db
     state = tmp_path / "central"
     hubctl(state, "enroll", HUB, "--kind", "clinic", "--name", "CMS Sokodé")
     guide = tmp_path / "guide.pdf"
@@ -67,7 +73,7 @@ def test_push_carries_the_secret_and_the_hubs_library_manifest(tmp_path: Path) -
         "--file", str(guide),
     )  # fmt: skip
     hubctl(state, "content", "assign", "guide-sante", "--kind", "clinic")
-    db = registry.open_registry(state / "registry.db")
+    db = registry.open_registry(central_db_url)
     pf = parse_push_file({"defaults": {"free_tier": {"daily_mb": 50}}})
     [rendered] = prepare(StateDir(state), db, pf, hub_id=HUB)
     cfg = rendered.config
