@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from fastapi import FastAPI
 
+from captive_portal import content_routes
 from captive_portal.agent import Agent
 from captive_portal.head import HeadAsGet
 from captive_portal.hostcheck import ForeignHostRedirect
@@ -23,21 +22,6 @@ from captive_portal.security import AdminSessions, CsrfSigner, load_or_create_se
 from captive_portal.services import Portal
 from captive_portal.settings import Settings, build_settings
 from hub_agent.config import HubConfig
-
-log = logging.getLogger(__name__)
-
-
-def _content_router(app: FastAPI) -> bool:
-    """Mount the local library (captive_portal.content_routes) when it is installed."""
-    try:
-        module = importlib.import_module("captive_portal.content_routes")
-    except ModuleNotFoundError as e:
-        if e.name != "captive_portal.content_routes":
-            raise  # the module exists but is broken: say so instead of hiding it
-        log.info("content library routes not installed; /content/ is not served")
-        return False
-    app.include_router(module.router)
-    return True
 
 
 def create_app(
@@ -85,9 +69,8 @@ def create_app(
     )
     app.state.portal = portal
     app.state.live_config = live
-    for module in (splash, login, status, probes, captive_api, admin):
+    for module in (splash, login, status, probes, captive_api, admin, content_routes):
         app.include_router(module.router)
-    app.state.content_library = _content_router(app)
     app.add_middleware(
         ForeignHostRedirect,
         is_own_host=settings.is_own_host,

@@ -19,6 +19,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the agent (root, under systemd)")
     run.add_argument("--config", type=Path, required=True, help="hub config YAML")
+    run.add_argument("--trace", action="store_true", help="log every nft/tc change applied")
+
+    plan = sub.add_parser(
+        "plan", help="print the nft ruleset, tc tree and dnsmasq config it would apply now"
+    )
+    plan.add_argument("--config", type=Path, default=Path("/etc/relais/hub.yaml"))
 
     status = sub.add_parser("status", help="health, clients, quotas, cache, uplink, config")
     status.add_argument("--config", type=Path, default=Path("/etc/relais/hub.yaml"))
@@ -36,16 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.verb == "run":
+    if args.verb in ("run", "plan"):
         try:
             # The last config applied from the centre wins over the file when newer, so a
             # restart without the broker resumes where the hub was.
             config = load_active_config(load_config(args.config).data_dir, args.config)
         except ConfigError as e:
             fail(str(e))
+        if args.verb == "plan":
+            from hub_agent.fieldtools import plan_command
+
+            raise SystemExit(plan_command(config))
         from hub_agent.daemon import run_agent
 
-        raise SystemExit(run_agent(config))
+        raise SystemExit(run_agent(config, trace=args.trace))
     if args.verb == "status":
         from hub_agent.status import status_command
 

@@ -29,6 +29,7 @@ from hub_agent.content.service import ContentService
 from hub_agent.content.state import CONTENT
 from hub_agent.enforce.dnsmasq import DnsmasqRunner
 from hub_agent.enforce.enforcer import Enforcer
+from hub_agent.fieldtools import traced, upstream_resolvers
 from hub_agent.handler import AgentHandler
 from hub_agent.lan_devices import LanDevices
 from hub_agent.neighbours import NeighbourTable
@@ -61,6 +62,7 @@ class Agent:
     content: ContentService | None = None
     run_dnsmasq: bool = True
     sniff: bool = True  # scapy DHCP/ARP sniffer on the LAN (hostnames, real last-seen)
+    trace: bool = False  # log every nft/tc change the appliers make (hub-agent run --trace)
     dnsmasq: DnsmasqRunner | None = None
     _cache_stats: tuple[float, int, float | None] = (0.0, 0, None)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -85,11 +87,15 @@ class Agent:
     def _open(self) -> None:
         self.db = open_db(db_path(self.config.data_dir), SESSIONS, OUTBOX)
         self.sessions = SessionService(self.config, self.db)
-        self.enforcer = Enforcer(self.config, netns=self.netns)
+        self.enforcer = self._enforcer(self.config)
         self.neighbours = NeighbourTable(self.config.network.lan.interface, netns=self.netns)
         self.lan_devices = LanDevices(
             self.config, self.sessions, netns=self.netns, sniff=self.sniff, clock=self.clock
         )
+
+    def _enforcer(self, config: HubConfig) -> Enforcer:
+        enforcer = Enforcer(config, netns=self.netns)
+        return traced(enforcer) if self.trace else enforcer
 
     async def on_worker(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.worker, fn)
@@ -128,18 +134,7 @@ class Agent:
 
     # --- DHCP and DNS for the LAN -----------------------------------------------------------
     def upstream_resolvers(self) -> list[str]:
-        configured = [str(a) for a in self.config.network.wan.dns_servers]
-        if configured:
-            return configured
-        try:
-            lines = Path("/etc/resolv.conf").read_text().splitlines()
-        except OSError:
-            return []
-        found = [
-            ln.split()[1] for ln in lines if ln.startswith("nameserver") and len(ln.split()) > 1
-        ]
-        # Our own LAN address would loop queries back to us.
-        return [a for a in found if a != str(self.config.network.lan.address.ip)]
+        return upstream_resolvers(self.config)
 
     def start_dnsmasq(self) -> None:
         """(Re)start dnsmasq after the nft table exists (its nftset= fills our sets)."""
@@ -174,7 +169,7 @@ class Agent:
         self.sessions.update_config(new)
         self.lan_devices.config = new  # (a renamed LAN interface needs an agent restart)
         self.publish_portal_view()
-        self.enforcer = Enforcer(new, netns=self.netns)
+        self.enforcer = self._enforcer(new)
         self.handler.kernel = self.enforcer
         old_enforcer.close()
         self.restore()
@@ -326,11 +321,11 @@ class Agent:
             # Kernel state stays: devices keep their access while the agent restarts.
 
 
-def run_agent(config: HubConfig, netns: str | None = None) -> int:
+def run_agent(config: HubConfig, netns: str | None = None, trace: bool = False) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     async def main() -> None:
-        agent = Agent(config, netns=netns)
+        agent = Agent(config, netns=netns, trace=trace)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.stop)
