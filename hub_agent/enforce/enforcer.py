@@ -28,16 +28,16 @@ from hub_agent.enforce.nft_apply import (
     dynamic_elements,
     live_devices,
     objects_of,
+    rule_packets,
 )
 from hub_agent.enforce.nft_plan import LiveDevice, TableDiff
+from hub_agent.enforce.shares import Shares
 from hub_agent.enforce.tc_apply import TcApplier, side_view
 
 log = logging.getLogger(__name__)
 
 MAX_KBIT = 10_000_000
 MAX_TIMEOUT_S = 366 * 86_400
-ACTIVE_WINDOW_S = 10.0  # a device that sent within this long shares the capacity now
-REBALANCE_DRIFT = 0.2  # device guarantees are re-set when the fair share moved this much
 
 
 def validate_grant(grant: Grant) -> Grant:
@@ -117,8 +117,7 @@ class Enforcer:
         # back by counters() so accounting sees one monotonic counter per device
         self._carried: dict[str, tuple[int, int]] = {}
         self._sent: dict[str, int] = {}  # packets each device had sent at the last read
-        self._last_active: dict[str, float] = {}  # mac -> monotonic time it last sent
-        self._active = 1  # devices sharing the community's capacity as the tc plan has it
+        self.shares = Shares()  # active devices and staff: the HTB guarantees follow them
 
     def close(self) -> None:
         if self.tc is not None:
@@ -193,8 +192,7 @@ class Enforcer:
         self._grants = {g.mac: g for g in state.grants}
         self._slots = dict(slots)
         self._blocked = state.blocked_macs
-        if not self._last_active:  # before any activity is measured: assume all are busy
-            self._active = max(1, len(counted))
+        self.shares.assume(len(counted), bool(nft_plan.staff_macs(self.config, state)))
         self._reconcile_tc(state)
         self.isolate_lan_ports()
         return diff
@@ -202,7 +200,7 @@ class Enforcer:
     def _reconcile_tc(self, state: DesiredState) -> None:
         if self.tc is None:
             return
-        plan = tc_plan.render_tc(self.config, state, self._slots, self._active)
+        plan = self._render_tc(state)
         self._tc_plan = plan
         self._tc_stale = False
         if self.tc_equal():
@@ -215,7 +213,7 @@ class Enforcer:
         if self.tc is None or self._tc_plan is None:
             return True
         if self._tc_stale:
-            self._tc_plan = tc_plan.render_tc(self.config, self._state(), self._slots, self._active)
+            self._tc_plan = self._render_tc(self._state())
             self._tc_stale = False
         try:
             return all(
@@ -265,7 +263,7 @@ class Enforcer:
             self._carried.pop(grant.mac, None)
         self._slots[grant.mac] = slot
         self._grants[grant.mac] = grant
-        self._last_active[grant.mac] = time.monotonic()  # counted at the next rebalance
+        self.shares.joined(grant.mac, time.monotonic())
         self._tc_device(grant, slot)
 
     def _tc_device(self, grant: Grant, slot: int) -> None:
@@ -278,29 +276,33 @@ class Enforcer:
         self.tc.add_device(self._tc_plan, down, up)
         self._tc_stale = True  # re-rendered only when compared (keeps a login O(1))
 
+    def _render_tc(self, state: DesiredState) -> tc_plan.TcPlan:
+        sh = self.shares
+        return tc_plan.render_tc(self.config, state, self._slots, sh.active, sh.staff_busy)
+
     def _fair(self, down: bool) -> int:
-        return tc_plan.fair_kbit(tc_plan.community_kbit(self.config, down), self._active)
+        community = tc_plan.community_kbit(self.config, down, self.shares.staff_busy)
+        return tc_plan.fair_kbit(community, self.shares.active)
 
     def rebalance(self, now: float | None = None) -> bool:
-        """Re-set every device's guarantee when the number of active devices moved the
-        fair share by more than REBALANCE_DRIFT (accounting pass; logins stay O(1))."""
+        """Re-set the guarantees (staff, community, every device) when the active devices
+        or the staff's activity moved them (``Shares.want``); in the accounting pass, so a
+        login stays O(1)."""
         now = time.monotonic() if now is None else now
-        active = max(1, sum(1 for t in self._last_active.values() if now - t <= ACTIVE_WINDOW_S))
-        if self.tc is None or self._tc_plan is None or active == self._active:
+        staff = bool(nft_plan.staff_macs(self.config, self._state()))
+        want = self.shares.want(now, staff)
+        if self.tc is None or self._tc_plan is None or want is None:
             return False
-        old, new = self._active, active
-        if abs(old - new) / max(old, new) < REBALANCE_DRIFT and min(old, new) > 1:
-            return False
-        self._active = active
-        plan = tc_plan.render_tc(self.config, self._state(), self._slots, active)
+        self.shares.active, self.shares.staff_busy = want
+        plan = self._render_tc(self._state())
         for side in (plan.down, plan.up):
             idx = self.tc.index(side.dev)
             for cls in side.classes:
-                if cls.parent == tc_plan.COMMUNITY and cls.classid != tc_plan.UNCLASSIFIED:
+                if cls.parent in (tc_plan.UPLINK, tc_plan.COMMUNITY):
                     self.tc.set_class(idx, cls)
         self._tc_plan = plan
         self._tc_stale = False
-        log.info("device guarantees re-set for %d active device(s)", active)
+        log.info("guarantees re-set: %d active device(s), staff busy: %s", *want)
         return True
 
     def deauthorize(self, mac: str) -> None:
@@ -350,7 +352,8 @@ class Enforcer:
         """Counted bytes per authorised device (up and down separately) and quota state."""
         out: dict[str, Counters] = {}
         sent: dict[str, int] = {}
-        for mac, dev in live_devices(self.nft.list_table()).items():
+        listing = self.nft.list_table()
+        for mac, dev in live_devices(listing).items():
             up, down = self._carried.get(mac, (0, 0))
             exhausted = dev.quota_bytes is not None and dev.quota_used >= dev.quota_bytes
             sent[mac] = dev.sent_packets
@@ -363,11 +366,9 @@ class Enforcer:
             )
         self._sent = sent
         now = time.monotonic()
-        for mac, c in out.items():
-            if c.active:
-                self._last_active[mac] = now
-        for mac in set(self._last_active) - set(out):
-            del self._last_active[mac]
+        self.shares.forget_except(out)
+        self.shares.seen((m for m, c in out.items() if c.active), now)
+        self.shares.staff_counter(rule_packets(listing, "from_lan", "staff"), now)
         return out
 
     def authorised_macs(self) -> set[str]:

@@ -105,6 +105,17 @@ def objects_of(listing: Json, kind: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+def rule_packets(listing: Json, chain: str, comment: str) -> int:
+    """Packets counted by one rule's ``counter`` statement (0 when absent)."""
+    for item in listing.get("nftables", []):
+        r = item.get("rule")
+        if isinstance(r, dict) and r.get("chain") == chain and r.get("comment") == comment:
+            for e in r.get("expr", []):
+                if isinstance(e, dict) and isinstance(e.get("counter"), dict):
+                    return int(e["counter"].get("packets", 0))
+    return 0
+
+
 def _set_elems(listing: Json) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
     for item in listing.get("nftables", []):

@@ -361,6 +361,7 @@ def rules(config: HubConfig) -> list[RuleSpec]:
             "staff",
             [
                 _match(_meta("mark"), MARK_STAFF),
+                {"counter": None},  # staff activity: their guarantee is held while busy
                 _set_priority(STAFF_CLASS),
                 {"mangle": {"key": _ct("mark"), "value": STAFF_CT}},
                 ACCEPT,

@@ -126,10 +126,18 @@ def staff_kbit(config: HubConfig, total: int) -> int:
     return max(8, total * config.staff_share_pct // 100)
 
 
-def community_kbit(config: HubConfig, down: bool) -> int:
+def reserved_staff_kbit(config: HubConfig, total: int, staff_busy: bool) -> int:
+    """The staff class's guarantee: its share while a staff device is busy, else HTB's
+    floor, so idle staff capacity is *guaranteed* to the active community devices rather
+    than left to borrowing (HTB serves borrowers unevenly: one of three equal downloads
+    took half of another's rate). The accounting pass moves it within seconds."""
+    return staff_kbit(config, total) if staff_busy else MIN_RATE_KBIT
+
+
+def community_kbit(config: HubConfig, down: bool, staff_busy: bool = True) -> int:
     wan = config.network.wan
     total = wan.down_kbit if down else wan.up_kbit
-    return max(8, total - staff_kbit(config, total))
+    return max(8, total - reserved_staff_kbit(config, total, staff_busy))
 
 
 def fair_kbit(community: int, active: int) -> int:
@@ -150,8 +158,9 @@ def _side(
     total: int,
     down: bool,
     active: int,
+    staff_busy: bool,
 ) -> TcSide:
-    staff = staff_kbit(config, total)
+    staff = reserved_staff_kbit(config, total, staff_busy)
     fair = fair_kbit(max(8, total - staff), active)
     classes = [
         TcClass(UPLINK, ROOT, total, total, leaf=False),
@@ -173,15 +182,20 @@ def _side(
 
 
 def render_tc(
-    config: HubConfig, state: DesiredState, slots: dict[str, int], active: int = 1
+    config: HubConfig,
+    state: DesiredState,
+    slots: dict[str, int],
+    active: int = 1,
+    staff_busy: bool = True,
 ) -> TcPlan:
     """The whole shaping plan; ``slots`` come from nft_plan.assign_slots (shared with nft),
-    ``active`` is how many devices share the community's capacity now."""
+    ``active`` is how many devices share the community's capacity now, ``staff_busy``
+    whether the staff's guarantee is held for them (``reserved_staff_kbit``)."""
     lan = config.network.lan.interface
     wan = config.network.wan
     return TcPlan(
-        down=_side(config, state, slots, lan, wan.down_kbit, down=True, active=active),
-        up=_side(config, state, slots, wan.interface, wan.up_kbit, down=False, active=active),
+        down=_side(config, state, slots, lan, wan.down_kbit, True, active, staff_busy),
+        up=_side(config, state, slots, wan.interface, wan.up_kbit, False, active, staff_busy),
         lan=lan,
         wan=wan.interface,
     )

@@ -203,3 +203,44 @@ def test_fair_share_follows_active_devices() -> None:
     assert tc_plan.fair_kbit(3000, 3) == 1000
     assert tc_plan.fair_kbit(3000, 0) == 3000  # nobody active: the first gets it all
     assert tc_plan.fair_kbit(3000, 10_000) == tc_plan.MIN_RATE_KBIT
+
+
+def test_rebalance_follows_the_active_devices(config) -> None:
+    from hub_agent.enforce.enforcer import Enforcer
+
+    enf = Enforcer(config, dry_run=True)
+    grants = tuple(
+        Grant(f"02:00:00:00:00:{i:02x}", f"10.42.0.{100 + i}", 2000, 1000) for i in range(4)
+    )
+    enf.reconcile(DesiredState(grants=grants))
+    assert enf.shares.active == 4  # before any measurement: everyone is assumed busy
+    assert enf.tc is not None
+    enf.tc.applied.clear()
+    enf.shares.seen([grants[0].mac], now=100.0)
+    enf.shares.staff_counter(0, now=100.0)
+    assert enf.rebalance(now=100.0)  # one busy device: it is guaranteed the whole share
+    community = tc_plan.community_kbit(config, down=True, staff_busy=False)
+    slot0 = enf._slots[grants[0].mac] | tc_plan.ROOT
+    rates = [r["rate"] for v, r in enf.tc.applied if v == "replace-class" and r["handle"] == slot0]
+    assert rates == [f"{min(2000, community)}kbit", "1000kbit"]  # down, then up (its ceiling)
+    assert not enf.rebalance(now=101.0)  # nothing moved: no kernel work
+    enf.shares.seen([g.mac for g in grants], now=102.0)
+    assert enf.rebalance(now=102.0) and enf.shares.active == 4
+
+
+def test_staff_guarantee_is_held_while_they_are_busy() -> None:
+    from hub_agent.enforce.shares import STAFF_WINDOW_S, Shares
+
+    sh = Shares()
+    sh.assume(devices=3, staff_present=True)
+    assert (sh.active, sh.staff_busy) == (3, True)
+    sh.staff_counter(10, now=0.0)  # first read: no claim
+    sh.seen(["a"], now=0.0)
+    assert sh.want(0.0, staff_present=True) == (1, False)  # idle staff: share released
+    sh.active, sh.staff_busy = 1, False
+    sh.staff_counter(25, now=1.0)  # a staff packet since: reserve it again
+    assert sh.want(1.0, staff_present=True) == (1, True)
+    sh.active, sh.staff_busy = 1, True
+    sh.staff_counter(25, now=1.0 + STAFF_WINDOW_S + 1)
+    assert sh.want(1.0 + STAFF_WINDOW_S + 1, staff_present=True) == (1, False)
+    assert sh.want(5.0, staff_present=False) is not None  # no staff device at all
