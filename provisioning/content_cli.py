@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hub_agent.content import catalogue
-from hub_agent.content.catalogue import CatalogueError, Target
 from hub_agent.content.library import sha256_file
+from provisioning import content_catalogue as catalogue
 from provisioning import registry
+from provisioning.content_catalogue import CatalogueError, Target
 from provisioning.statedir import StateDir
 from provisioning.storage import Database
 

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from hub_agent.config import ConfigError, parse_yaml
-from hub_agent.content.catalogue import manifest_for
 from hub_agent.mqtt.client import Client
 from hub_agent.signing import SigningKey, sign_envelope
 from provisioning import pushplan, registry, topics
+from provisioning.content_catalogue import manifest_for
 from provisioning.hubdoc import Identity, Trust, base_document, forced_fields, redacted
 from provisioning.pushplan import HubView, PushError, Rendered
 from provisioning.statedir import StateDir

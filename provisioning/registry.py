@@ -25,7 +25,7 @@ HEALTH_FULL_DAYS = 7  # full resolution this long, then one sample per hour per 
 MIGRATION_SETS = (
     "provisioning.registry:migrations",
     "provisioning.vouchers:VOUCHERS",
-    "hub_agent.content.catalogue:CATALOGUE",
+    "provisioning.content_catalogue:CATALOGUE",
 )
 
 

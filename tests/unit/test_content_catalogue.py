@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from hub_agent.config import ContentItem, validate_config
-from hub_agent.content import catalogue
-from hub_agent.content.catalogue import HubRef, Target
+from provisioning import content_catalogue as catalogue
 from provisioning import registry
 from provisioning.cli import main as hubctl
+from provisioning.content_catalogue import HubRef, Target
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hub.yaml"
 SHA = "b" * 64

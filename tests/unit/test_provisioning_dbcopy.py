@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hub_agent.content import catalogue
-from hub_agent.content.catalogue import Target
 from hub_agent.sessions.service import Redemption
+from provisioning import content_catalogue as catalogue
 from provisioning import registry, vouchers
+from provisioning.content_catalogue import Target
 from provisioning.registry import Batch, HubRecord
 from provisioning.storage import Database
 from tests.lab.postgres import PgServer
