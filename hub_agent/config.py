@@ -12,11 +12,12 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -36,6 +37,16 @@ _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _WINDOW_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
+
+
+def _ident(v: str) -> str:
+    if not _ID_RE.match(v):
+        raise ValueError("lower-case letters, digits and '-', at most 63 characters")
+    return v
+
+
+# Ids of hubs, plans and library items: they end up in topics, file names and URLs.
+Ident = Annotated[str, AfterValidator(_ident)]
 
 
 class ConfigError(ValueError):
@@ -66,19 +77,12 @@ Localised = dict[str, str]
 
 
 class HubIdentity(_Strict):
-    id: str = Field(description="stable hub id, e.g. tg-lome-mairie-01")
+    id: Ident = Field(description="stable hub id, e.g. tg-lome-mairie-01")
     kind: HubKind
     name: str = Field(min_length=1, max_length=120)
     region: str | None = None
     prefecture: str | None = None
     timezone: str = "Africa/Lome"
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        if not _ID_RE.match(v):
-            raise ValueError("lower-case letters, digits and '-', at most 63 characters")
-        return v
 
 
 class LanSettings(_Strict):
@@ -145,7 +149,7 @@ class PortalSettings(_Strict):
 
 
 class Plan(_Strict):
-    id: str
+    id: Ident
     name: Localised = Field(min_length=1)
     price_label: str = ""
     down_kbit: int = Field(gt=0, le=1_000_000)
@@ -158,13 +162,6 @@ class Plan(_Strict):
     devices_per_voucher: int = Field(default=1, ge=1, le=20)
     on_exhaustion: Literal["deauth", "throttle"] = "deauth"
     throttle_kbit: int = Field(default=64, gt=0)
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        if not _ID_RE.match(v):
-            raise ValueError("lower-case letters, digits and '-'")
-        return v
 
 
 class FreeTier(_Strict):
@@ -221,7 +218,7 @@ ContentKind = Literal["video", "pdf", "zim", "html", "app"]
 class ContentItem(_Strict):
     """One library item assigned to this hub (the manifest travels inside the config)."""
 
-    id: str
+    id: Ident
     title: Localised = Field(min_length=1, description="{fr: ..., en: ...}")
     kind: ContentKind
     url: str = Field(description="http(s) source the hub fetches, off-peak, once")
@@ -230,13 +227,6 @@ class ContentItem(_Strict):
     priority: Literal["pinned", "normal"] = "normal"
     language: str = "fr"
     valid_until: str | None = Field(default=None, description="YYYY-MM-DD; dropped after")
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        if not _ID_RE.match(v):
-            raise ValueError("lower-case letters, digits and '-', at most 63 characters")
-        return v
 
     @field_validator("sha256")
     @classmethod
