@@ -53,10 +53,11 @@ class Agent:
         self.socket_path = socket_path
         self.timeout_s = timeout_s
 
-    async def ask(self, request: Request) -> Response:
+    async def ask(self, request: Request, timeout_s: float | None = None) -> Response:
         """The agent's answer, or ``ok=False, error="unavailable"`` when it is silent."""
         try:
-            return await call(self.socket_path, request, timeout=self.timeout_s)
+            timeout = self.timeout_s if timeout_s is None else timeout_s
+            return await call(self.socket_path, request, timeout=timeout)
         except AgentUnavailable as e:
             log.warning("agent unavailable for op=%s: %s", request.op, e)
             return Response(ok=False, error=UNAVAILABLE, message=str(e))

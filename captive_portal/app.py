@@ -15,13 +15,15 @@ from captive_portal.agent import Agent
 from captive_portal.head import HeadAsGet
 from captive_portal.hostcheck import ForeignHostRedirect
 from captive_portal.live_config import LiveConfig
-from captive_portal.ratelimit import Lockout
 from captive_portal.render import Renderer
 from captive_portal.routes import admin, captive_api, login, probes, splash, status
-from captive_portal.security import AdminSessions, CsrfSigner, load_or_create_secret
+from captive_portal.security import CsrfSigner, load_or_create_secret
 from captive_portal.services import Portal
 from captive_portal.settings import Settings, build_settings
+from captive_portal.state import AdminSessions, PortalState, StoredLockout
 from hub_agent.config import HubConfig
+
+ADMIN_ATTEMPTS = 5  # caretaker password guesses per IP per lockout window
 
 
 def create_app(
@@ -30,7 +32,7 @@ def create_app(
     secret: bytes | None = None,
     secret_file: Path | None = None,
     settings: Settings | None = None,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Callable[[], float] = time.time,
     follow: tuple[Path, Callable[[HubConfig], Settings]] | None = None,
 ) -> FastAPI:
     """The portal app. ``secret`` (or ``secret_file``) signs CSRF tokens; without either a
@@ -38,14 +40,15 @@ def create_app(
     how to build settings from a config): the portal then follows pushed configs."""
     settings = settings or build_settings(config)
     key = secret if secret is not None else load_or_create_secret(secret_file)
+    # caretaker sessions and lockouts beside the secret: they survive a portal restart
+    state = PortalState(secret_file.parent / "portal.db" if secret_file else None)
     portal = Portal(
         settings=settings,
         agent=Agent(settings.agent_socket, settings.agent_timeout_s),
         renderer=Renderer(),
         csrf=CsrfSigner(key),
-        login_lockout=Lockout(config.portal.login_attempts, config.portal.lockout_seconds, clock),
-        admin_lockout=Lockout(config.portal.login_attempts, config.portal.lockout_seconds, clock),
-        admin_sessions=AdminSessions(),
+        admin_lockout=StoredLockout(state, ADMIN_ATTEMPTS, config.portal.lockout_seconds, clock),
+        admin_sessions=AdminSessions(state),
     )
     live = LiveConfig(portal, *follow) if follow else None
 

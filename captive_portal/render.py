@@ -84,7 +84,8 @@ def _lang_links(settings: Settings, t: Translator, path: str) -> list[dict[str, 
     ]
 
 
-def _common(settings: Settings, t: Translator, path: str, title: str) -> dict[str, Any]:
+def common_context(settings: Settings, t: Translator, path: str, title: str) -> dict[str, Any]:
+    """What every page's base template needs."""
     hub = settings.config.hub
     return {
         "lang": t.lang,
@@ -149,7 +150,7 @@ def splash_context(
     terms = localised(config.portal.terms, t.lang, config.portal.default_language)
     free = config.free_tier
     return {
-        **_common(settings, t, "/", t("splash.title")),
+        **common_context(settings, t, "/", t("splash.title")),
         "notices": notices,
         "plans": plan_rows(config, t),
         "terms": terms or t("terms.default"),
@@ -192,7 +193,7 @@ def status_context(
     if session.state == "throttled":
         notices.append(Notice("warn", t("status.throttled")))
     return {
-        **_common(settings, t, "/status", t("status.title")),
+        **common_context(settings, t, "/status", t("status.title")),
         "notices": notices,
         "s": session_facts(session, t, settings.config.portal.default_language),
         "csrf": csrf,

@@ -12,7 +12,7 @@ import hmac
 import os
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 _SCRYPT_LOG2_N = 14  # 16 MiB of memory, ~50 ms on a hub: slow for guessers, fine for one login
@@ -139,37 +139,3 @@ class CsrfSigner:
         if not (t - self.max_age_s <= issued <= t + 60):
             return False
         return hmac.compare_digest(mac, self._mac(purpose, binding, issued))
-
-
-@dataclass
-class AdminSessions:
-    """Caretaker sessions held in memory: revocable at logout, gone at restart."""
-
-    ttl_s: int = 8 * 3600
-    max_sessions: int = 32
-    _sessions: dict[str, float] = field(default_factory=dict)
-
-    def open(self, now: float | None = None) -> str:
-        t = time.time() if now is None else now
-        self._prune(t)
-        if len(self._sessions) >= self.max_sessions:
-            oldest = min(self._sessions, key=self._sessions.__getitem__)
-            del self._sessions[oldest]
-        sid = secrets.token_urlsafe(32)
-        self._sessions[sid] = t + self.ttl_s
-        return sid
-
-    def valid(self, sid: str | None, now: float | None = None) -> bool:
-        if not sid:
-            return False
-        t = time.time() if now is None else now
-        expiry = self._sessions.get(sid)
-        return expiry is not None and expiry > t
-
-    def close(self, sid: str | None) -> None:
-        if sid:
-            self._sessions.pop(sid, None)
-
-    def _prune(self, now: float) -> None:
-        for sid in [s for s, exp in self._sessions.items() if exp <= now]:
-            del self._sessions[sid]

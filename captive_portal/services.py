@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from captive_portal.agent import Agent
 from captive_portal.ratelimit import Lockout
 from captive_portal.render import Renderer
-from captive_portal.security import AdminSessions, CsrfSigner
+from captive_portal.security import CsrfSigner
 from captive_portal.settings import Settings
+from captive_portal.state import AdminSessions
 
 
 @dataclass
@@ -17,6 +18,5 @@ class Portal:
     agent: Agent
     renderer: Renderer
     csrf: CsrfSigner
-    login_lockout: Lockout
     admin_lockout: Lockout
     admin_sessions: AdminSessions

@@ -133,7 +133,9 @@ class PortalSettings(_Strict):
     admin_password_hash: str | None = Field(
         default=None, description="scrypt hash set at provisioning; None disables /admin"
     )
-    login_attempts: int = Field(default=5, ge=1, le=100, description="per device per window")
+    login_attempts: int = Field(
+        default=50, ge=1, le=1000, description="wrong codes per device (MAC) per window"
+    )
     lockout_seconds: int = Field(default=300, ge=10, le=86_400)
 
     @model_validator(mode="after")

@@ -34,6 +34,7 @@ from hub_agent.api.protocol import (
 )
 from hub_agent.config import normalise_mac
 from hub_agent.enforce.model import DesiredState, Grant
+from hub_agent.sessions.attempts import WRONG_CODE, Verdict, warn
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class Sessions(Protocol):
     def block(self, mac: str, blocked: bool, now: float) -> None: ...
     def is_blocked(self, mac: str) -> bool: ...
     def seen(self, mac: str, ip: str, now: float) -> None: ...
+    def attempts(self, mac: str, now: float) -> Verdict: ...
 
 
 class Kernel(Protocol):
@@ -169,7 +171,14 @@ class AgentHandler:
             self._restore(mac, before)
             raise
         if error is not None or view is None:
-            return Response(ok=False, error=error or "internal", uplink_up=self.uplink_up())
+            v = self.sessions.attempts(mac, now)
+            return Response(
+                ok=False,
+                error=error or "internal",
+                uplink_up=self.uplink_up(),
+                retry_after=v.retry_after or None,
+                attempts_left=warn(v) if error in WRONG_CODE else None,
+            )
         self.on_event("device_authorised", mac=mac, plan=view.plan_id, method=req.method)
         device = DeviceView(mac=mac, ip=req.ip, session=view)
         return Response(ok=True, device=device, uplink_up=self.uplink_up())

@@ -1,25 +1,36 @@
 """POST /login: voucher or free tier; the status page on success, the splash with a
-localised error (form kept) otherwise. Failed attempts lock the device out for a while."""
+localised error (form kept) otherwise.
+
+Wrong codes are counted by the agent, per device (MAC) and in its database (it says
+``retry_after`` / ``attempts_left``); the portal counts nothing, so its restarts and a new
+DHCP address change nothing, and a busy or failing agent never counts as a wrong code.
+A login the agent did not answer in time may still go through behind the silence: the
+person gets a page that says "un instant…" and checks again by itself (``/login/wait``),
+never an error; sending the same code again is the same login."""
 
 from __future__ import annotations
 
 import math
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from captive_portal.agent import UNAVAILABLE, DeviceState, active_session
-from captive_portal.deps import ClientIp, PortalDep, translator_for
+from captive_portal.deps import ClientIp, DeviceDep, LangDep, PortalDep, translator_for
 from captive_portal.i18n import Translator
-from captive_portal.render import splash_context, status_context
+from captive_portal.render import common_context, splash_context, status_context
 from captive_portal.responses import html, redirect
 from captive_portal.services import Portal
-from hub_agent.api.protocol import Login
+from hub_agent.api.protocol import Login, SessionView
 
 router = APIRouter()
 
 MAX_CODE = 64
+LOGIN_TIMEOUT_S = 8.0  # a login may wait behind a kernel change on a slow box
+WAIT_REFRESH_S = 3
+WAIT_ROUNDS = 10  # then the page gives up waiting and offers the form again
 # Refusals about the input itself: they do not count against the device's attempts.
 _STATUS = {
     "csrf": 403,
@@ -38,9 +49,11 @@ def _error_page(
     error: str,
     code: str = "",
     retry_after: int = 0,
+    attempts_left: int | None = None,
 ) -> HTMLResponse:
-    if error == "rate_limited" and not retry_after:  # the agent's own limiter said so
-        retry_after = portal.settings.config.portal.lockout_seconds
+    lock_s = portal.settings.config.portal.lockout_seconds
+    if error == "rate_limited" and not retry_after:
+        retry_after = lock_s
     params = {"minutes": max(1, math.ceil(retry_after / 60))} if retry_after else None
     ctx = splash_context(
         portal.settings,
@@ -51,6 +64,10 @@ def _error_page(
         error=error,
         error_params=params,
     )
+    if attempts_left is not None:  # warn before the lock, in the error's own notice
+        warning = t("error.attempts_left", n=attempts_left, minutes=max(1, lock_s // 60))
+        notice = ctx["notices"][0]
+        ctx["notices"][0] = type(notice)(notice.kind, f"{notice.text} {warning}")
     headers = {"Retry-After": str(retry_after)} if retry_after else None
     body = portal.renderer.page("splash.html", ctx)
     return html(body, status_code=_STATUS.get(error, 400), headers=headers)
@@ -69,9 +86,6 @@ async def login(
 ) -> HTMLResponse:
     t = translator_for(portal, request, lang or None)
     code = code.strip()[:MAX_CODE]
-    retry = portal.login_lockout.retry_after(ip)
-    if retry:
-        return _error_page(portal, t, ip, None, "rate_limited", code, retry)
     if not portal.csrf.check(csrf, "login", ip):
         return _error_page(portal, t, ip, None, "csrf", code)
     if method not in portal.settings.config.portal.login_methods:
@@ -82,20 +96,27 @@ async def login(
         return _error_page(portal, t, ip, None, "code_missing", code)
 
     resp = await portal.agent.ask(
-        Login(ip=ip, method="free" if method == "free" else "voucher", code=code or None)
+        Login(ip=ip, method="free" if method == "free" else "voucher", code=code or None),
+        timeout_s=LOGIN_TIMEOUT_S,
     )
-    if resp.error == UNAVAILABLE:
-        return _error_page(portal, t, ip, DeviceState(False, None, None), UNAVAILABLE, code)
+    if resp.error == UNAVAILABLE:  # silent, not "no": it may have gone through
+        return _wait_page(portal, t, ip, 1, code if method == "voucher" else "")
     state = DeviceState(True, resp.device, resp.uplink_up)
     session = active_session(resp.device)
     if resp.ok and session is None:  # the agent said yes without a view: ask once more
         state = await portal.agent.whoami(ip)
         session = state.session
     if not resp.ok or session is None:
-        portal.login_lockout.fail(ip)
         error = resp.error or "generic"
-        return _error_page(portal, t, ip, state, error, code)
-    portal.login_lockout.succeed(ip)
+        return _error_page(
+            portal, t, ip, state, error, code, resp.retry_after or 0, resp.attempts_left
+        )
+    return _status_page(portal, t, ip, state, session)
+
+
+def _status_page(
+    portal: Portal, t: Translator, ip: str, state: DeviceState, session: SessionView
+) -> HTMLResponse:
     ctx = status_context(
         portal.settings,
         t,
@@ -105,6 +126,32 @@ async def login(
         just_logged_in=True,
     )
     return html(portal.renderer.page("status.html", ctx))
+
+
+def _wait_page(portal: Portal, t: Translator, ip: str, round_: int, code: str) -> HTMLResponse:
+    ctx = {
+        **common_context(portal.settings, t, "/login/wait", t("wait.title")),
+        "refresh_s": WAIT_REFRESH_S,
+        "next_url": "/login/wait?" + urlencode({"n": round_, "lang": t.lang}),
+        "code": code,
+        "csrf": portal.csrf.issue("login", ip),
+    }
+    return html(portal.renderer.page("wait.html", ctx))
+
+
+@router.get("/login/wait", response_class=HTMLResponse, summary="A login still under way")
+async def login_wait(
+    portal: PortalDep, t: LangDep, ip: ClientIp, state: DeviceDep, n: int = 1
+) -> HTMLResponse:
+    """Where the "un instant…" page refreshes to: the status page once the agent says the
+    device is through, the same page while it is silent, the splash when it gave up."""
+    session = state.session
+    if session is not None:
+        return _status_page(portal, t, ip, state, session)
+    if not state.available and 0 < n < WAIT_ROUNDS:
+        return _wait_page(portal, t, ip, n + 1, "")
+    error = UNAVAILABLE if not state.available else "generic"
+    return _error_page(portal, t, ip, state, error)
 
 
 @router.get("/login", summary="A bookmarked or reloaded login: back to the splash page")

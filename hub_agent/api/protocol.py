@@ -134,3 +134,7 @@ class Response(_Msg):
     health: HealthView | None = None
     vouchers: list[str] | None = None
     uplink_up: bool | None = None
+    # a refused login: seconds until the device may try again (locked), or the wrong
+    # codes it has left when few are (the page warns "encore 2 essais")
+    retry_after: int | None = None
+    attempts_left: int | None = None

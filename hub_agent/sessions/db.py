@@ -89,3 +89,10 @@ def m001_tables(db: sqlite_utils.Database) -> None:
 
 def open_sessions_db(path: Path | str) -> sqlite_utils.Database:
     return open_db(path, SESSIONS)
+
+
+@SESSIONS
+def m002_login_failures(db: sqlite_utils.Database) -> None:
+    # wrong codes per device (sessions/attempts.py): a lockout survives restarts
+    db.execute("CREATE TABLE login_failures (mac TEXT NOT NULL, at REAL NOT NULL)")
+    db.execute("CREATE INDEX login_failures_mac ON login_failures(mac, at)")

@@ -37,7 +37,7 @@ from hub_agent.api.protocol import DeviceView, EndReason, SessionView
 from hub_agent.config import HubConfig, normalise_mac
 from hub_agent.enforce.discovery import Device
 from hub_agent.enforce.model import Counters, DesiredState, Grant
-from hub_agent.sessions import quota
+from hub_agent.sessions import attempts, quota
 from hub_agent.sessions.accounting import DayDelta, fold, merge_days
 from hub_agent.sessions.quota import Limits, Usage, Verdict
 from hub_agent.sessions.vouchers import (
@@ -304,15 +304,28 @@ class SessionService:
             self.seen(mac, ip, now)
             if self.is_blocked(mac):
                 return None, "blocked"
+            if self.attempts(mac, now).retry_after:
+                return None, "rate_limited"
             if method == FREE:
                 result = self._login_free(mac, now)
             else:
                 result = self._login_voucher(mac, code or "", now)
-            if result[0] is not None and enforce is not None:
-                grant = self.grant_for(mac, now)
-                if grant is not None:
-                    enforce(grant)
+            if result[1] in attempts.WRONG_CODE:
+                attempts.record_failure(self.conn, mac, now, self.config.portal.lockout_seconds)
+            elif result[0] is not None:
+                attempts.clear(self.conn, mac)
+                if enforce is not None:
+                    grant = self.grant_for(mac, now)
+                    if grant is not None:
+                        enforce(grant)
             return result
+
+    def attempts(self, mac: str, now: float | None = None) -> attempts.Verdict:
+        """Whether the device may try a code now, and how many wrong ones it has left."""
+        now = time.time() if now is None else now
+        window = self.config.portal.lockout_seconds
+        done = attempts.failures(self.conn, normalise_mac(mac), now - window)
+        return attempts.verdict(done, now, self.config.portal.login_attempts, window)
 
     def _login_free(self, mac: str, now: float) -> LoginResult:
         live = self._live(mac)

@@ -23,7 +23,6 @@ from captive_portal.ratelimit import Lockout
 from captive_portal.render import fmt_bytes, fmt_duration, fmt_speed
 from captive_portal.routes.captive_api import captive_document
 from captive_portal.security import (
-    AdminSessions,
     CsrfSigner,
     hash_password,
     load_or_create_secret,
@@ -31,6 +30,7 @@ from captive_portal.security import (
     verify_password,
 )
 from captive_portal.settings import SettingsError, build_settings
+from captive_portal.state import AdminSessions, PortalState, StoredLockout
 from hub_agent.api.protocol import DeviceView, SessionView
 from hub_agent.config import validate_config
 from tests.unit.portal_agent import config_dict, portal_config
@@ -120,13 +120,30 @@ def test_password_hash_round_trip() -> None:
 
 
 def test_admin_sessions_expire_and_close() -> None:
-    s = AdminSessions(ttl_s=10, max_sessions=2)
+    s = AdminSessions(PortalState(None), ttl_s=10, max_sessions=2)
     a = s.open(now=0)
     assert s.valid(a, now=5) and not s.valid(a, now=10) and not s.valid("x", now=0)
     b, c, d = s.open(now=20), s.open(now=21), s.open(now=22)
     assert not s.valid(b, now=22) and s.valid(c, now=22) and s.valid(d, now=22)
     s.close(c)
     assert not s.valid(c, now=22)
+
+
+def test_caretaker_sessions_and_lockouts_survive_a_portal_restart(tmp_path: Path) -> None:
+    db = tmp_path / "portal.db"
+    sid = AdminSessions(PortalState(db)).open(now=100)
+    now = [100.0]
+    lock = StoredLockout(PortalState(db), 2, 300, lambda: now[0])
+    lock.fail("10.42.0.7")
+    lock.fail("10.42.0.7")
+    assert lock.retry_after("10.42.0.7")
+    # a new process: same file
+    assert AdminSessions(PortalState(db)).valid(sid, now=200)
+    again = StoredLockout(PortalState(db), 2, 300, lambda: now[0])
+    assert again.retry_after("10.42.0.7") and not again.retry_after("10.42.0.8")
+    assert (db.stat().st_mode & 0o777) == 0o600
+    AdminSessions(PortalState(db)).close(sid)
+    assert not AdminSessions(PortalState(db)).valid(sid, now=200)
 
 
 def test_secret_file_created_private_and_reused(tmp_path: Path) -> None:

@@ -377,3 +377,35 @@ def test_discovered_devices_keep_names_and_never_go_back_in_time(svc: SessionSer
     assert (view.ip, view.hostname, view.last_seen) == ("10.42.0.130", "phone-amy", T0)
     assert view.session is None
     assert svc.record_devices([]) == 0
+
+
+def test_wrong_codes_lock_by_mac_and_a_right_code_passes_until_then(tmp_path: Path) -> None:
+    """Issue 18: a person who mistyped is never refused a right code; 50 wrong codes
+    (a brute force) lock the device, by MAC (a new address does not escape), in SQLite
+    (a restart does not reset it); only answers about the code count."""
+    from hub_agent.sessions.attempts import warn
+
+    svc = make_service(tmp_path)
+    cfg = svc.config
+    mac = A
+    limit = cfg.portal.login_attempts
+    assert limit == 50
+    good = svc.issue_local_vouchers("heure", 2, now=T0)
+    for i in range(limit - 1):
+        assert svc.login(mac, f"10.42.0.{100 + i % 50}", "voucher", "XXXX", now=T0 + i)[1]
+    v = svc.attempts(mac, now=T0 + 60)
+    assert (v.retry_after, v.attempts_left, warn(v)) == (0, 1, 1)
+    view, err = svc.login(mac, "10.42.0.9", "voucher", good[0], now=T0 + 60)
+    assert err is None and view is not None  # mistyped 49 times, the right code passes
+    assert svc.attempts(mac, now=T0 + 61).attempts_left == limit  # and clears the count
+    svc.logout(mac, now=T0 + 62)
+    for i in range(limit):
+        svc.login(mac, "10.42.0.10", "voucher", f"BAD{i}", now=T0 + 70)
+    svc2 = SessionService(cfg, open_sessions_db(tmp_path / "hub.db"))  # an agent restart
+    view, err = svc2.login(mac, "10.42.0.11", "voucher", good[1], now=T0 + 80)
+    assert (view, err) == (None, "rate_limited")
+    assert svc2.attempts(mac, now=T0 + 80).retry_after > 0
+    # another device is not affected; the lock ends with the window
+    assert svc2.login(B, "10.42.0.12", "voucher", good[1], now=T0 + 80)[1] is None
+    later = T0 + 70 + cfg.portal.lockout_seconds + 1
+    assert svc2.attempts(mac, now=later).retry_after == 0
