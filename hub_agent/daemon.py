@@ -37,7 +37,7 @@ from hub_agent.portal_view import write_portal_view
 from hub_agent.sessions import loop as sessions_loop
 from hub_agent.sessions.db import SESSIONS
 from hub_agent.sessions.service import Action, SessionService
-from hub_agent.store import open_db
+from hub_agent.store import open_db, secure_data_dir
 from hub_agent.telemetry import db_path
 from hub_agent.telemetry.health import AgentStats
 from hub_agent.telemetry.outbox import OUTBOX
@@ -85,6 +85,9 @@ class Agent:
         )
 
     def _open(self) -> None:
+        # others enter, never list: the portal reads content/library.json, nginx's workers
+        # content/files; the databases in it are 0600 (store.connect)
+        secure_data_dir(self.config.data_dir, traversable=True)
         self.db = open_db(db_path(self.config.data_dir), SESSIONS, OUTBOX)
         self.sessions = SessionService(self.config, self.db)
         self.enforcer = self._enforcer(self.config)

@@ -9,6 +9,7 @@ in one transaction, recording them in ``_migrations``.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -82,10 +83,25 @@ def _ensure_table(db: sqlite_utils.Database) -> None:
         )
 
 
+DB_MODE = 0o600  # SQLite makes its -wal and -shm files with the database's own mode
+
+
+def private_file(path: Path, mode: int = DB_MODE) -> None:
+    """Create ``path`` if missing, and make its mode ``mode`` whatever the umask was."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
+    try:
+        if os.fstat(fd).st_mode & 0o777 != mode:
+            os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
 def connect(path: Path | str) -> sqlite_utils.Database:
-    """Open (creating the folder) a database tuned for crash safety on a small box."""
+    """Open (creating the folder) a database tuned for crash safety on a small box.
+    The file is 0600 whatever the process's umask (a unit's UMask= is not the only guard)."""
     if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        private_file(Path(path))
     conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
     db = sqlite_utils.Database(conn)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -108,3 +124,13 @@ class Locked:
     def __init__(self, db: sqlite_utils.Database) -> None:
         self.db = db
         self.lock = threading.RLock()
+
+
+def secure_data_dir(path: Path, traversable: bool) -> None:
+    """The agent's data folder: 0750, or 0751 when another user must reach files inside it
+    (nginx's workers serve content/ files published 0644; "x" lets them enter, never
+    list). Never group/other writable, whatever the umask or an installer left."""
+    path.mkdir(parents=True, exist_ok=True)
+    mode = 0o751 if traversable else 0o750
+    if path.stat().st_mode & 0o777 != mode:
+        os.chmod(path, mode)

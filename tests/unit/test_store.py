@@ -48,3 +48,28 @@ def test_failed_migration_leaves_nothing_half_done(tmp_path: Path) -> None:
     db = sqlite_utils.Database(path)
     assert "half" not in db.table_names()
     assert db.table("_migrations").count == 0
+
+
+def test_database_and_data_folder_modes_do_not_depend_on_the_umask(tmp_path: Path) -> None:
+    """Issue 14: with a permissive umask the hub's SQLite was 0644 and its folder 0755."""
+    import os
+
+    from hub_agent.store import connect, secure_data_dir
+
+    old = os.umask(0o000)
+    try:
+        data = tmp_path / "data"
+        secure_data_dir(data, traversable=True)
+        db = connect(data / "hub.db")
+        db.execute("CREATE TABLE t (x)")
+        db.execute("INSERT INTO t VALUES (1)")
+        assert (data.stat().st_mode & 0o777) == 0o751  # enter, never list
+        for f in ("hub.db", "hub.db-wal", "hub.db-shm"):
+            assert ((data / f).stat().st_mode & 0o777) == 0o600, f
+        (data / "hub.db").chmod(0o644)  # an installer's or an old version's mode
+        connect(data / "hub.db")
+        assert ((data / "hub.db").stat().st_mode & 0o777) == 0o600
+        secure_data_dir(tmp_path / "plain", traversable=False)
+        assert ((tmp_path / "plain").stat().st_mode & 0o777) == 0o750
+    finally:
+        os.umask(old)
