@@ -14,7 +14,6 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +37,7 @@ from hub_agent.sessions import loop as sessions_loop
 from hub_agent.sessions.db import SESSIONS
 from hub_agent.sessions.service import Action, SessionService
 from hub_agent.store import open_db, secure_data_dir
+from hub_agent.worker import PriorityWorker
 from hub_agent.telemetry import db_path
 from hub_agent.telemetry.health import AgentStats
 from hub_agent.telemetry.outbox import OUTBOX
@@ -70,7 +70,7 @@ class Agent:
     def __post_init__(self) -> None:
         # One worker thread owns SQLite and the kernel handles (pyroute2's sync API cannot
         # run on the event loop's thread); everything that touches them is queued there.
-        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-kernel")
+        self.worker = PriorityWorker("hub-kernel")  # the portal's requests go first
         self.worker.submit(self._open).result()
         self.telemetry: Any = None
         self.handler = AgentHandler(

@@ -91,6 +91,10 @@ class AgentHandler:
     async def __call__(self, req: Request) -> Response:
         # Sessions (SQLite) and the kernel (pyroute2's sync API, nft) block: they run on the
         # agent's one worker thread, which also serialises them; the loop stays free.
+        # A PriorityWorker runs them ahead of the agent's queued periodic passes.
+        urgent = getattr(self.executor, "submit_urgent", None)
+        if urgent is not None:
+            return await asyncio.wrap_future(urgent(self.handle, req))
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, self.handle, req)
 

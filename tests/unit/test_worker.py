@@ -1,0 +1,39 @@
+"""The agent's worker: urgent jobs (the portal's) overtake queued periodic passes."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from hub_agent.worker import PriorityWorker
+
+
+def test_urgent_jobs_run_before_queued_normal_ones() -> None:
+    w = PriorityWorker()
+    gate = threading.Event()
+    order: list[str] = []
+    try:
+        running = w.submit(gate.wait)  # a pass in progress: never interrupted
+        passes = [w.submit(order.append, f"pass{i}") for i in range(3)]
+        login = w.submit_urgent(order.append, "login")
+        gate.set()
+        running.result(5)
+        login.result(5)
+        for p in passes:
+            p.result(5)
+        assert order == ["login", "pass0", "pass1", "pass2"]
+    finally:
+        w.shutdown()
+
+
+def test_errors_reach_the_caller_and_the_worker_goes_on() -> None:
+    w = PriorityWorker()
+    try:
+        with pytest.raises(ZeroDivisionError):
+            w.submit_urgent(lambda: 1 / 0).result(5)
+        assert w.submit(lambda: 42).result(5) == 42
+    finally:
+        w.shutdown()
+    with pytest.raises(RuntimeError):
+        w.submit(lambda: 1)
