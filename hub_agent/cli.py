@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import os
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from hub_agent import __version__
 from hub_agent.clikit import fail, parser
-from hub_agent.config import ConfigError, load_config
+from hub_agent.config import ConfigError, HubConfig, load_config
 from hub_agent.configsync import load_active_config
 
 
@@ -40,6 +41,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def missing_interface(config: HubConfig, present: Collection[str]) -> str | None:
+    """The one line ``hub-agent run`` prints when the box lacks a configured interface."""
+    for field, name in (
+        ("network.lan.interface", config.network.lan.interface),
+        ("network.wan.interface", config.network.wan.interface),
+    ):
+        if name not in present:
+            here = ", ".join(sorted(present)) or "none"
+            return (
+                f"hub-agent: interface {name!r} ({field}) does not exist on this machine "
+                f"(interfaces here: {here}); fix the config or the network setup"
+            )
+    return None
+
+
+def _interfaces() -> list[str]:
+    try:
+        return os.listdir("/sys/class/net")
+    except OSError:
+        return []
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.verb in ("run", "plan"):
@@ -53,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             from hub_agent.fieldtools import plan_command
 
             raise SystemExit(plan_command(config))
+        problem = missing_interface(config, _interfaces())
+        if problem:
+            fail(problem, 3)
         from hub_agent.daemon import run_agent
 
         raise SystemExit(run_agent(config, trace=args.trace))

@@ -22,6 +22,7 @@ import psutil
 
 from hub_agent.api.protocol import HealthView
 from hub_agent.api.server import start_server
+from hub_agent.caretaker import CARETAKER, Desk
 from hub_agent.config import HubConfig
 from hub_agent.configsync import ConfigSync
 from hub_agent.content.service import ContentService
@@ -82,18 +83,22 @@ class Agent:
             on_event=self.emit,
             clock=self.clock,
             executor=self.worker,
+            caretaker=self.caretaker,
         )
 
     def _open(self) -> None:
         # others enter, never list: the portal reads content/library.json, nginx's workers
         # content/files; the databases in it are 0600 (store.connect)
         secure_data_dir(self.config.data_dir, traversable=True)
-        self.db = open_db(db_path(self.config.data_dir), SESSIONS, OUTBOX)
+        self.db = open_db(db_path(self.config.data_dir), SESSIONS, OUTBOX, CARETAKER)
         self.sessions = SessionService(self.config, self.db)
         self.enforcer = self._enforcer(self.config)
         self.neighbours = NeighbourTable(self.config.network.lan.interface, netns=self.netns)
         self.lan_devices = LanDevices(
             self.config, self.sessions, netns=self.netns, sniff=self.sniff, clock=self.clock
+        )
+        self.caretaker = Desk(
+            self.db, lambda: self.config, self.uplink_up, self.lan_devices.hub_macs, self.clock
         )
 
     def _enforcer(self, config: HubConfig) -> Enforcer:
@@ -114,6 +119,7 @@ class Agent:
             self.sessions, self.enforcer, now=self.clock(), on_event=self.emit
         )
         self.enforcer.rebalance()
+        self.caretaker.tick()  # the dashboard's hourly chart and "coupé depuis"
         for a in actions:
             if a.reason in ("data_quota", "time_quota"):
                 self.cutoffs_today += 1

@@ -19,6 +19,7 @@ from typing import Any
 
 from hub_agent.config import ConfigError, HubConfig, load_config
 from hub_agent.configsync import ConfigStore
+from hub_agent.status_local import local_sections, render_lines
 from hub_agent.telemetry import db_path
 from hub_agent.telemetry.files import read_json
 from hub_agent.telemetry.service import STATUS_EVERY_S, status_path
@@ -90,6 +91,7 @@ def gather_status(cfg: HubConfig, now: float | None = None) -> dict[str, Any]:
             "last_result": store.last_result(),
         },
         "status_updated": live.get("updated"),
+        **local_sections(cfg, db_path(cfg.data_dir), now),
     }
 
 
@@ -141,6 +143,7 @@ def render_text(st: dict[str, Any], now: float | None = None) -> str:
         f"outbox        {queued}",
         f"config        v{c['version']} ({c['source']})",
         f"last config   {result}",
+        *render_lines(st),
     ]
     return "\n".join(lines)
 
