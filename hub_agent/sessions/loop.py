@@ -1,20 +1,16 @@
-"""The agent's accounting loop: kernel counters in, session decisions out, applied.
+"""The agent's accounting pass: kernel counters in, session decisions out, applied.
 
-    start(service, kernel)                      # once, before serving the portal
-    await run(service, kernel, interval_s, stop) # every interval until ``stop`` is set
+    start(service, kernel)   # once, before serving the portal: the kernel as stored
+    tick(service, kernel)    # every pass (the daemon's ``account_once``, on its worker)
 
-``kernel`` is the enforcement Enforcer (anything with the four methods below). Reading the
-counters (an ``nft`` subprocess) runs in a worker thread; the database work and applying
-the few resulting actions stay on the event loop's thread, which owns the SQLite
-connection, so a portal request is never interleaved with a half-done accounting pass.
+``kernel`` is the enforcement Enforcer (anything with the four methods below). The daemon
+runs both on its one worker thread, which owns the SQLite connection and the kernel
+handles, so a portal request is never interleaved with a half-done pass.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
@@ -82,25 +78,3 @@ def tick(
     actions = service.account(kernel.counters() if counters is None else counters, now)
     apply(actions, kernel, on_event)
     return actions
-
-
-async def run(
-    service: SessionService,
-    kernel: Kernel,
-    interval_s: float,
-    stop: asyncio.Event,
-    on_event: OnEvent = _quiet,
-    on_pass: Callable[[float], None] | None = None,
-) -> None:
-    """Account every ``interval_s`` until ``stop`` is set; ``on_pass(seconds)`` for health."""
-    while not stop.is_set():
-        began = time.monotonic()
-        try:
-            counters = await asyncio.to_thread(kernel.counters)
-            tick(service, kernel, counters, on_event=on_event)
-        except (OSError, RuntimeError) as e:  # nft failed: try again next interval
-            log.warning("accounting pass failed: %s", e)
-        if on_pass is not None:
-            on_pass(time.monotonic() - began)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval_s)
