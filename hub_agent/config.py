@@ -154,6 +154,7 @@ class Plan(_Strict):
     id: Ident
     name: Localised = Field(min_length=1)
     price_label: str = ""
+    price_xof: int | None = Field(default=None, gt=0, description="mobile money price, whole FCFA")
     down_kbit: int = Field(gt=0, le=1_000_000)
     up_kbit: int = Field(gt=0, le=1_000_000)
     data_quota_mb: int | None = Field(default=None, gt=0, description="None: unlimited")

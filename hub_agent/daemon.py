@@ -34,6 +34,7 @@ from hub_agent.handler import AgentHandler
 from hub_agent.lan_devices import LanDevices
 from hub_agent.neighbours import NeighbourTable
 from hub_agent.portal_view import write_portal_view
+from hub_agent.purchases import Purchases
 from hub_agent.sessions import loop as sessions_loop
 from hub_agent.sessions.db import SESSIONS
 from hub_agent.sessions.service import Action, SessionService
@@ -100,6 +101,9 @@ class Agent:
         self.caretaker = Desk(
             self.db, lambda: self.config, self.uplink_up, self.lan_devices.hub_macs, self.clock
         )
+
+    def kernel(self) -> Enforcer:
+        return self.enforcer  # replaced by a config apply
 
     def _enforcer(self, config: HubConfig) -> Enforcer:
         enforcer = Enforcer(config, netns=self.netns)
@@ -285,7 +289,12 @@ class Agent:
             await self.on_worker(self.start_dnsmasq)
         if self.sniff:
             await self.on_worker(self.lan_devices.start)
+        shop = await self.on_worker(  # its migrations, on the thread that owns the database
+            lambda: Purchases(self.db, lambda: self.config, self.sessions, self.kernel, self.emit)
+        )
+        self.handler.purchases = shop  # mobile money: offered while the broker link is up
         server = await start_server(self.config.portal.agent_socket, self.handler)
+        paylink = None
         if self.telemetry_enabled:
             from hub_agent.telemetry.service import Telemetry
 
@@ -300,6 +309,9 @@ class Agent:
                 health_check=self.config_healthy,
                 telemetry=self.telemetry,
             )
+            from hub_agent.purchase_link import PurchaseLink
+
+            paylink = PurchaseLink(shop, self.telemetry, self.on_worker, self.clock)
             await self.telemetry.start()
         # The content cache keeps its own connection on the loop's thread (its sync and its
         # usage collection share it and must not interleave).
@@ -310,6 +322,8 @@ class Agent:
             asyncio.create_task(self._account_loop()),
             asyncio.create_task(self.content.run(self._stop)),
         ]
+        if paylink is not None:
+            tasks.append(asyncio.create_task(paylink.run(self._stop)))
         log.info("hub %s running", self.config.hub.id)
         try:
             await self._stop.wait()

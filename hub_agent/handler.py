@@ -27,6 +27,8 @@ from hub_agent.api.protocol import (
     ListDevices,
     Login,
     Logout,
+    Pay,
+    PayStatus,
     Request,
     Response,
     SessionView,
@@ -34,6 +36,7 @@ from hub_agent.api.protocol import (
 )
 from hub_agent.config import normalise_mac
 from hub_agent.enforce.model import DesiredState, Grant
+from hub_agent.purchases import Purchases
 from hub_agent.sessions.attempts import WRONG_CODE, Verdict, warn
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,8 @@ class Kernel(Protocol):
 
 
 class AgentHandler:
+    purchases: Purchases | None = None  # mobile money (hub_agent/purchases.py)
+
     def __init__(
         self,
         sessions: Sessions,
@@ -117,6 +122,10 @@ class AgentHandler:
                 return Response(ok=True, devices=self.sessions.device_views(now))
             case Health():
                 return Response(ok=True, health=self.health(), uplink_up=self.uplink_up())
+            case Pay() if self.purchases is not None:
+                return self.purchases.pay(req, self.mac_for_ip(req.ip), now)
+            case PayStatus() if self.purchases is not None:
+                return self.purchases.status(req, self.mac_for_ip(req.ip), now)
             case Disconnect(mac=mac):
                 mac = normalise_mac(mac)
                 self.sessions.end(mac, "caretaker", now)

@@ -58,6 +58,30 @@ class HealthView(_Msg):
     cache_items: int
 
 
+# --- mobile money (hub_agent/purchases.py) ----------------------------------------------
+Network = Literal["tmoney", "flooz"]
+# requested: sent to the centre, no answer yet; pending: the phone is asked to confirm;
+# paid: paid, access on its way; granted: the signed grant came and was applied;
+# no_answer: the centre never answered (the hub stopped asking)
+PurchaseState = Literal[
+    "requested", "pending", "paid", "granted", "failed", "expired", "mismatch", "no_answer"
+]
+
+
+class PurchaseView(_Msg):
+    ref: str  # the hub's request id: the portal's /pay/{ref}
+    plan_id: str
+    phone: str  # masked, "90 •• •• 12"
+    network: Network
+    state: PurchaseState
+    # failed: refused | insufficient_funds | provider_unavailable | bad_phone | not_sold
+    reason: str | None = None
+    receipt: str | None = None  # the centre's payment reference (RL…), once known
+    code: str | None = None  # the purchase's voucher code, once granted
+    login_error: str | None = None  # granted, but the login said no (a LoginError)
+    created_at: float
+
+
 # --- requests ----------------------------------------------------------------------------
 class Whoami(_Msg):
     op: Literal["whoami"] = "whoami"
@@ -101,8 +125,36 @@ class IssueVouchers(_Msg):
     count: int = Field(ge=1, le=200)
 
 
+class Pay(_Msg):
+    """Start a mobile-money purchase for the device at ``ip``."""
+
+    op: Literal["pay"] = "pay"
+    ip: str
+    plan_id: str = Field(max_length=64)
+    phone: str = Field(max_length=32)
+    network: Network | None = None  # None: guessed from the number's prefix
+
+
+class PayStatus(_Msg):
+    """A purchase of this device (``ref``), or with ``ref`` None whether mobile money is
+    offered now (``Response.pay_online``)."""
+
+    op: Literal["pay_status"] = "pay_status"
+    ip: str
+    ref: str | None = Field(default=None, max_length=64)
+
+
 Request = Annotated[
-    Whoami | Login | Logout | ListDevices | Health | Disconnect | Block | IssueVouchers,
+    Whoami
+    | Login
+    | Logout
+    | ListDevices
+    | Health
+    | Disconnect
+    | Block
+    | IssueVouchers
+    | Pay
+    | PayStatus,
     Field(discriminator="op"),
 ]
 
@@ -138,3 +190,5 @@ class Response(_Msg):
     # codes it has left when few are (the page warns "encore 2 essais")
     retry_after: int | None = None
     attempts_left: int | None = None
+    purchase: PurchaseView | None = None  # Pay, PayStatus
+    pay_online: bool | None = None  # PayStatus: mobile money is offered now
