@@ -18,7 +18,7 @@ import sqlite3
 from dataclasses import dataclass
 
 # LoginError codes that say the code itself was wrong: only these count
-WRONG_CODE = frozenset({"unknown_code", "used_up", "expired", "revoked"})
+WRONG_CODE = frozenset({"unknown_code", "used_up", "expired", "revoked", "bad_account"})
 WARN_BELOW = 3  # "encore N essais" once this few are left
 
 

@@ -96,3 +96,10 @@ def m002_login_failures(db: sqlite_utils.Database) -> None:
     # wrong codes per device (sessions/attempts.py): a lockout survives restarts
     db.execute("CREATE TABLE login_failures (mac TEXT NOT NULL, at REAL NOT NULL)")
     db.execute("CREATE INDEX login_failures_mac ON login_failures(mac, at)")
+
+
+@SESSIONS
+def m003_session_terms(db: sqlite_utils.Database) -> None:
+    # an account (RADIUS) session's own terms, as JSON (sessions/accounts.py); NULL: the
+    # session follows its plan_id as before
+    db.execute("ALTER TABLE sessions ADD COLUMN terms TEXT")

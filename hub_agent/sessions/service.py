@@ -39,6 +39,7 @@ from hub_agent.enforce.discovery import Device
 from hub_agent.enforce.model import Counters, DesiredState, Grant
 from hub_agent.sessions import attempts, quota
 from hub_agent.sessions.accounting import DayDelta, fold, merge_days
+from hub_agent.sessions.accounts import ACCOUNT, Terms
 from hub_agent.sessions.quota import Limits, Usage, Verdict
 from hub_agent.sessions.vouchers import (
     new_local_code,
@@ -112,7 +113,8 @@ class Redemption:
 
 _COLS = (
     "id, mac, plan_id, code, state, started_at, first_use, day, bytes_up, bytes_down, "
-    "granted_used, last_kernel_up, last_kernel_down, last_activity, ended_at, ended_reason"
+    "granted_used, last_kernel_up, last_kernel_down, last_activity, ended_at, ended_reason, "
+    "terms"
 )
 
 
@@ -134,6 +136,7 @@ class _Row:
     last_activity: float
     ended_at: float | None
     ended_reason: str | None
+    terms: str | None = None  # an account session's own terms (sessions/accounts.py)
 
     @property
     def free(self) -> bool:
@@ -165,6 +168,8 @@ class SessionService:
         actions: list[Action] = []
         with transaction(self.db):
             for s in live:
+                if s.terms is not None:
+                    continue  # an account session's terms are its own, not the config's
                 terms = self._terms(s.plan_id)
                 if terms is None:
                     self._end(s.mac, "caretaker", now)
@@ -198,6 +203,9 @@ class SessionService:
             return quota.plan_limits(self.config.plan(plan_id))
         except KeyError:
             return None  # the plan was removed from the config
+
+    def _limits_of(self, s: _Row) -> Limits | None:
+        return Terms.load(s.terms).limits() if s.terms is not None else self._limits(s.plan_id)
 
     def _secret(self) -> bytes | None:
         s = self.config.trust.voucher_secret
@@ -286,6 +294,7 @@ class SessionService:
         code: str | None,
         now: float | None = None,
         enforce: Callable[[Grant], None] | None = None,
+        account: Terms | None = None,
     ) -> LoginResult:
         """Start (or resume) the device's session; ``(view, None)`` or ``(None, error)``
         where error is a ``protocol.LoginError`` code.
@@ -308,6 +317,8 @@ class SessionService:
                 return None, "rate_limited"
             if method == FREE:
                 result = self._login_free(mac, now)
+            elif method == ACCOUNT:  # ``account``: what RADIUS accepted; None: rejected
+                result = self._login_account(mac, account, now)
             else:
                 result = self._login_voucher(mac, code or "", now)
             if result[1] in attempts.WRONG_CODE:
@@ -350,6 +361,21 @@ class SessionService:
             sid = last[0].id
         else:
             sid = self._insert_session(mac, FREE, None, first_use=now, day=day, now=now, used=used)
+        return self._view(self._get(sid), now), None
+
+    def _login_account(self, mac: str, terms: Terms | None, now: float) -> LoginResult:
+        if terms is None:
+            return None, "bad_account"
+        baseline = (0, 0)  # as for a voucher: the device's other session ends, counters kept
+        live = self._live(mac)
+        if live is not None:
+            baseline = (live.last_kernel_up, live.last_kernel_down)
+            self._end(mac, "logout", now)
+        day = quota.local_day(now, self.tz)
+        plan_id = terms.plan_id or ACCOUNT
+        sid = self._insert_session(mac, plan_id, None, first_use=now, day=day, now=now,
+                                   baseline=baseline)  # fmt: skip
+        self.conn.execute("UPDATE sessions SET terms = ? WHERE id = ?", (terms.dump(), sid))
         return self._view(self._get(sid), now), None
 
     def _login_voucher(self, mac: str, text: str, now: float) -> LoginResult:
@@ -677,7 +703,7 @@ class SessionService:
         now: float,
     ) -> Action | None:
         """Mutates ``s`` to its new state; returns the action enforcement must take."""
-        limits = self._limits(s.plan_id)
+        limits = self._limits_of(s)
         if limits is None:
             return self._finish(s, "caretaker", now)
         rollover = s.free and s.day != today
@@ -730,7 +756,10 @@ class SessionService:
 
     # --- what enforcement and the portal see ----------------------------------------------
     def _grant(self, s: _Row, ip: str | None = None) -> Grant:
-        if s.free:
+        if s.terms is not None:
+            terms = Terms.load(s.terms)
+            rates = (terms.down_kbit, terms.up_kbit)
+        elif s.free:
             rates = (self.config.free_tier.down_kbit, self.config.free_tier.up_kbit)
         else:
             plan = self.config.plan(s.plan_id)
@@ -738,7 +767,7 @@ class SessionService:
             if s.state == "throttled":
                 t = plan.throttle_kbit
                 rates = (min(t, plan.down_kbit), min(t, plan.up_kbit))
-        limits = self._limits(s.plan_id)
+        limits = self._limits_of(s)
         remaining = None
         if limits is not None and limits.quota_bytes is not None and s.state != "throttled":
             remaining = max(0, limits.quota_bytes - s.granted_used)
@@ -752,7 +781,7 @@ class SessionService:
 
     def grant_for(self, mac: str, now: float | None = None) -> Grant | None:
         live = self._live(normalise_mac(mac))
-        if live is None or self._limits(live.plan_id) is None:
+        if live is None or self._limits_of(live) is None:
             return None
         return self._grant(live)
 
@@ -770,14 +799,16 @@ class SessionService:
                     up_kbit=wan.up_kbit, staff=True,
                 )  # fmt: skip
         for s in self._session_rows("state != 'ended'"):
-            if s.mac in blocked or s.mac in out or self._limits(s.plan_id) is None:
+            if s.mac in blocked or s.mac in out or self._limits_of(s) is None:
                 continue
             out[s.mac] = self._grant(s, ips.get(s.mac))
         return DesiredState(grants=tuple(out[m] for m in sorted(out)), blocked_macs=blocked)
 
     def _view(self, s: _Row, now: float) -> SessionView:
-        limits = self._limits(s.plan_id)
-        if s.free:
+        limits = self._limits_of(s)
+        if s.terms is not None:
+            name = Terms.load(s.terms).name()
+        elif s.free:
             name = {"fr": "Accès gratuit", "en": "Free access"}
         else:
             try:
