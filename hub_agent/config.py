@@ -23,12 +23,13 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 HubKind = Literal["mairie", "school", "clinic"]
-LoginMethod = Literal["voucher", "free"]
+LoginMethod = Literal["voucher", "free", "account"]
 
 # Guaranteed share of the uplink reserved for the institution's own staff, per hub kind.
 DEFAULT_STAFF_SHARE_PCT: dict[str, int] = {"mairie": 40, "clinic": 50, "school": 30}
@@ -399,7 +400,18 @@ class HubConfig(_Strict):
     content: ContentSettings = ContentSettings()
     mqtt: MqttSettings = MqttSettings()
     trust: TrustSettings = TrustSettings()
-    radius: RadiusSettings | None = None
+    # validated even when absent: login method "account" needs it
+    radius: RadiusSettings | None = Field(default=None, validate_default=True)
+
+    @field_validator("radius")
+    @classmethod
+    def _radius_for_accounts(
+        cls, v: RadiusSettings | None, info: ValidationInfo
+    ) -> RadiusSettings | None:
+        portal = info.data.get("portal")
+        if v is None and portal is not None and "account" in portal.login_methods:
+            raise ValueError("portal.login_methods has 'account': a radius section is needed")
+        return v
 
     @model_validator(mode="after")
     def _cross_checks(self) -> HubConfig:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
 
 
 class _Msg(BaseModel):
@@ -91,8 +91,15 @@ class Whoami(_Msg):
 class Login(_Msg):
     op: Literal["login"] = "login"
     ip: str
-    method: Literal["voucher", "free"]
+    method: Literal["voucher", "free", "account"]
     code: str | None = None
+    # method "account" (RADIUS): the password is masked in repr and logs, sent on the wire
+    username: str | None = Field(default=None, min_length=1, max_length=253)
+    password: SecretStr | None = Field(default=None, max_length=128)
+
+    @field_serializer("password", when_used="json")
+    def _reveal(self, v: SecretStr | None) -> str | None:
+        return None if v is None else v.get_secret_value()
 
 
 class Logout(_Msg):
@@ -174,6 +181,8 @@ LoginError = Literal[
     "blocked",  # the caretaker blocked this device
     "unknown_device",  # the agent cannot see this IP on the LAN
     "rate_limited",
+    "bad_account",  # RADIUS Access-Reject: wrong username or password (counts as wrong)
+    "radius_unavailable",  # no RADIUS server answered (does not count)
 ]
 
 
