@@ -155,6 +155,7 @@ def splash_context(
         "plans": plan_rows(config, t),
         "terms": terms or t("terms.default"),
         "voucher_enabled": "voucher" in methods,
+        "account_enabled": "account" in methods,
         "free_enabled": "free" in methods and free.enabled,
         "free_facts": t(
             "free.facts",

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import psutil
 
+from hub_agent.accounts import Accounts
 from hub_agent.api.protocol import HealthView
 from hub_agent.api.server import start_server
 from hub_agent.caretaker import CARETAKER, Desk
@@ -66,6 +67,7 @@ class Agent:
     sniff: bool = True  # scapy DHCP/ARP sniffer on the LAN (hostnames, real last-seen)
     trace: bool = False  # log every nft/tc change the appliers make (hub-agent run --trace)
     dnsmasq: DnsmasqRunner | None = None
+    accounts: Accounts | None = None  # accounts through RADIUS, when configured
     _cache_stats: tuple[float, int, float | None] = (0.0, 0, None)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -124,6 +126,8 @@ class Agent:
         )
         self.enforcer.rebalance()
         self.caretaker.tick()  # the dashboard's hourly chart and "coupé depuis"
+        if self.accounts is not None:
+            self.accounts.sync()  # RADIUS Interim/Stop from what this pass counted and ended
         for a in actions:
             if a.reason in ("data_quota", "time_quota"):
                 self.cutoffs_today += 1
@@ -180,6 +184,8 @@ class Agent:
         old_enforcer = self.enforcer
         self.config = new
         self.sessions.update_config(new)
+        if self.accounts is not None:
+            self.accounts.set_config(new)
         self.lan_devices.config = new  # (a renamed LAN interface needs an agent restart)
         self.publish_portal_view()
         self.enforcer = self._enforcer(new)
@@ -293,6 +299,13 @@ class Agent:
             lambda: Purchases(self.db, lambda: self.config, self.sessions, self.kernel, self.emit)
         )
         self.handler.purchases = shop  # mobile money: offered while the broker link is up
+        if self.config.radius is not None:  # its journal's migrations, on the worker too
+            self.accounts = await self.on_worker(
+                lambda: Accounts(self.config, self.db, self.sessions, self.kernel,
+                                 self.on_worker, self.account_once, self.emit, self.clock)
+            )  # fmt: skip
+            self.handler.accounts = self.accounts
+            await self.accounts.start()
         server = await start_server(self.config.portal.agent_socket, self.handler)
         paylink = None
         if self.telemetry_enabled:
@@ -332,6 +345,8 @@ class Agent:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self.accounts is not None:
+                await self.accounts.stop()
             if self.telemetry is not None:
                 await self.telemetry.stop()
             await self.on_worker(self.neighbours.close)

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Protocol
+from typing import Protocol, TypeVar, cast
 
 from hub_agent.api.protocol import (
     Block,
@@ -37,9 +37,12 @@ from hub_agent.api.protocol import (
 from hub_agent.config import normalise_mac
 from hub_agent.enforce.model import DesiredState, Grant
 from hub_agent.purchases import Purchases
+from hub_agent.radius import RadiusUnavailable
+from hub_agent.sessions.accounts import Terms
 from hub_agent.sessions.attempts import WRONG_CODE, Verdict, warn
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class Sessions(Protocol):
@@ -51,6 +54,7 @@ class Sessions(Protocol):
         code: str | None,
         now: float,
         enforce: Callable[[Grant], None] | None = None,
+        account: Terms | None = None,
     ) -> tuple[SessionView | None, str | None]: ...
     def logout(self, mac: str, now: float) -> None: ...
     def end(self, mac: str, reason: str, now: float) -> None: ...
@@ -70,8 +74,19 @@ class Kernel(Protocol):
     def deauthorize(self, mac: str) -> None: ...
 
 
+class Radius(Protocol):
+    """Login method ``account`` (hub_agent/accounts.py)."""
+
+    def offered(self) -> bool: ...
+    async def authenticate(
+        self, username: str, password: str, mac: str, ip: str
+    ) -> Terms | None: ...
+    def sync(self) -> None: ...
+
+
 class AgentHandler:
     purchases: Purchases | None = None  # mobile money (hub_agent/purchases.py)
+    accounts: Radius | None = None  # accounts through RADIUS (hub_agent/accounts.py)
 
     def __init__(
         self,
@@ -97,11 +112,54 @@ class AgentHandler:
         # Sessions (SQLite) and the kernel (pyroute2's sync API, nft) block: they run on the
         # agent's one worker thread, which also serialises them; the loop stays free.
         # A PriorityWorker runs them ahead of the agent's queued periodic passes.
+        if isinstance(req, Login) and req.method == "account" and self.accounts is not None:
+            return await self._account_login(req, self.accounts)
+        return await self._work(self.handle, req)
+
+    async def _work(self, fn: Callable[..., _T], *args: object) -> _T:
         urgent = getattr(self.executor, "submit_urgent", None)
         if urgent is not None:
-            return await asyncio.wrap_future(urgent(self.handle, req))
+            return cast(_T, await asyncio.wrap_future(urgent(fn, *args)))
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self.handle, req)
+        return await loop.run_in_executor(self.executor, fn, *args)
+
+    async def _account_login(self, req: Login, radius: Radius) -> Response:
+        """RADIUS first, on the loop (the worker never waits on the network while it holds
+        SQLite); then the login and its kernel change in one transaction on the worker."""
+        mac = await self._work(self._account_gate, req)
+        if isinstance(mac, Response):
+            return mac
+        assert req.username is not None and req.password is not None  # the gate checked
+        try:
+            terms = await radius.authenticate(
+                req.username, req.password.get_secret_value(), mac, req.ip
+            )
+        except RadiusUnavailable:
+            return Response(ok=False, error="radius_unavailable", uplink_up=self.uplink_up())
+
+        def finish() -> Response:
+            resp = self._login(req, self.clock(), account=terms)
+            if resp.ok:
+                radius.sync()  # the accounting Start, at once
+            return resp
+
+        return await self._work(finish)
+
+    def _account_gate(self, req: Login) -> Response | str:
+        """The device's MAC, or why no RADIUS request should be sent for it."""
+        mac = self.mac_for_ip(req.ip)
+        if mac is None:
+            return Response(ok=False, error="unknown_device", uplink_up=self.uplink_up())
+        if self.accounts is None or not self.accounts.offered():
+            return Response(ok=False, error="method_disabled")
+        if not req.username or req.password is None:
+            return Response(ok=False, error="bad_request")
+        if self.sessions.is_blocked(mac):
+            return Response(ok=False, error="blocked")
+        v = self.sessions.attempts(mac, self.clock())
+        if v.retry_after:
+            return Response(ok=False, error="rate_limited", retry_after=v.retry_after)
+        return mac
 
     def handle(self, req: Request) -> Response:
         now = self.clock()
@@ -170,15 +228,16 @@ class AgentHandler:
         )
         return Response(ok=True, device=device, uplink_up=up)
 
-    def _login(self, req: Login, now: float) -> Response:
+    def _login(self, req: Login, now: float, account: Terms | None = None) -> Response:
         mac = self.mac_for_ip(req.ip)
         if mac is None:
             return Response(ok=False, error="unknown_device", uplink_up=self.uplink_up())
         self.sessions.seen(mac, req.ip, now)
         before = self.sessions.grant_for(mac, now)  # what the kernel holds for it now
+        extra = {"account": account} if req.method == "account" else {}
         try:
             view, error = self.sessions.login(
-                mac, req.ip, req.method, req.code, now, enforce=self.kernel.authorize
+                mac, req.ip, req.method, req.code, now, enforce=self.kernel.authorize, **extra
             )
         except Exception:
             self._restore(mac, before)

@@ -1,5 +1,5 @@
-"""POST /login: voucher or free tier; the status page on success, the splash with a
-localised error (form kept) otherwise.
+"""POST /login: voucher, free tier or account (RADIUS); the status page on success, the
+splash with a localised error (form kept, never the password) otherwise.
 
 Wrong codes are counted by the agent, per device (MAC) and in its database (it says
 ``retry_after`` / ``attempts_left``); the portal counts nothing, so its restarts and a new
@@ -38,7 +38,17 @@ _STATUS = {
     UNAVAILABLE: 503,
     "blocked": 403,
     "internal": 503,
+    "radius_unavailable": 503,
 }
+
+
+def _login_timeout(portal: Portal, method: str) -> float:
+    """An account login waits for the AAA servers in turn (each 1 + retries tries)."""
+    radius = portal.settings.config.radius
+    if method != "account" or radius is None:
+        return LOGIN_TIMEOUT_S
+    servers = [s for s in (radius.primary, radius.secondary) if s is not None]
+    return LOGIN_TIMEOUT_S + sum(s.timeout_s * (1 + s.retries) for s in servers)
 
 
 def _error_page(
@@ -50,6 +60,7 @@ def _error_page(
     code: str = "",
     retry_after: int = 0,
     attempts_left: int | None = None,
+    username: str = "",
 ) -> HTMLResponse:
     lock_s = portal.settings.config.portal.lockout_seconds
     if error == "rate_limited" and not retry_after:
@@ -64,6 +75,7 @@ def _error_page(
         error=error,
         error_params=params,
     )
+    ctx["username"] = username
     if attempts_left is not None:  # warn before the lock, in the error's own notice
         warning = t("error.attempts_left", n=attempts_left, minutes=max(1, lock_s // 60))
         notice = ctx["notices"][0]
@@ -80,6 +92,8 @@ async def login(
     ip: ClientIp,
     method: Annotated[str, Form(max_length=16)] = "",
     code: Annotated[str, Form(max_length=200)] = "",
+    username: Annotated[str, Form(max_length=253)] = "",
+    password: Annotated[str, Form(max_length=128)] = "",
     terms: Annotated[str, Form(max_length=8)] = "",
     csrf: Annotated[str, Form(max_length=200)] = "",
     lang: Annotated[str, Form(max_length=16)] = "",
@@ -94,11 +108,15 @@ async def login(
         return _error_page(portal, t, ip, None, "terms_required", code)
     if method == "voucher" and not code:
         return _error_page(portal, t, ip, None, "code_missing", code)
+    username = username.strip()
+    if method == "account" and not (username and password):
+        return _error_page(portal, t, ip, None, "account_missing", username=username)
 
-    resp = await portal.agent.ask(
-        Login(ip=ip, method="free" if method == "free" else "voucher", code=code or None),
-        timeout_s=LOGIN_TIMEOUT_S,
-    )
+    if method == "account":  # the password goes to the agent only, never to a log
+        req = Login(ip=ip, method="account", username=username, password=password)
+    else:
+        req = Login(ip=ip, method="free" if method == "free" else "voucher", code=code or None)
+    resp = await portal.agent.ask(req, timeout_s=_login_timeout(portal, method))
     if resp.error == UNAVAILABLE:  # silent, not "no": it may have gone through
         return _wait_page(portal, t, ip, 1, code if method == "voucher" else "")
     state = DeviceState(True, resp.device, resp.uplink_up)
@@ -109,8 +127,9 @@ async def login(
     if not resp.ok or session is None:
         error = resp.error or "generic"
         return _error_page(
-            portal, t, ip, state, error, code, resp.retry_after or 0, resp.attempts_left
-        )
+            portal, t, ip, state, error, code, resp.retry_after or 0, resp.attempts_left,
+            username if method == "account" else "",
+        )  # fmt: skip
     return _status_page(portal, t, ip, state, session)
 
 
