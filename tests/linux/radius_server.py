@@ -87,7 +87,7 @@ thread pool {{
     max_spare_servers = 2
 }}
 client hub {{
-    ipaddr = 127.0.0.1
+    ipaddr = {client}
     secret = {secret}
     require_message_authenticator = yes
 }}
@@ -107,12 +107,12 @@ modules {{
 server default {{
     listen {{
         type = auth
-        ipaddr = 127.0.0.1
+        ipaddr = {listen}
         port = {auth_port}
     }}
     listen {{
         type = acct
-        ipaddr = 127.0.0.1
+        ipaddr = {listen}
         port = {acct_port}
     }}
     authorize {{
@@ -151,6 +151,9 @@ class FreeRadius:
     acct_port: int = 0
     secret: str = SECRET
     proc: subprocess.Popen[bytes] | None = None
+    listen: str = "127.0.0.1"
+    client: str = "127.0.0.1"  # the NAS (hub) address it accepts requests from
+    netns: str | None = None  # run inside this network namespace (the lab's upstream)
 
     def __post_init__(self) -> None:
         self.auth_port = self.auth_port or free_udp_port()
@@ -163,6 +166,8 @@ class FreeRadius:
                 secret=self.secret,
                 auth_port=self.auth_port,
                 acct_port=self.acct_port,
+                listen=self.listen,
+                client=self.client,
             )
         )
 
@@ -176,8 +181,9 @@ class FreeRadius:
 
     def start(self, timeout: float = 10) -> None:
         out = self.log.open("ab")
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.proc = subprocess.Popen(
-            [FREERADIUS, "-X", "-d", str(self.workdir), "-n", "radiusd"],
+            [*prefix, FREERADIUS, "-X", "-d", str(self.workdir), "-n", "radiusd"],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -229,17 +235,24 @@ class FreeRadius:
 
 
 def radclient(
-    port: int, code: str, attrs: dict[str, str], secret: str, timeout: float = 1.0
+    port: int,
+    code: str,
+    attrs: dict[str, str],
+    secret: str,
+    timeout: float = 1.0,
+    host: str = "127.0.0.1",
+    netns: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """FreeRADIUS' radclient sending one request (``disconnect`` or ``coa``) to 127.0.0.1.
+    """FreeRADIUS' radclient sending one request (``disconnect`` or ``coa``) to ``host``.
 
     Values are written as given (quote strings yourself)."""
     text = "\n".join(f"{k} = {v}" for k, v in attrs.items()) + "\n"
-    target = (f"127.0.0.1:{port}", code)
+    target = (f"{host}:{port}", code)
+    prefix = ["ip", "netns", "exec", netns] if netns else []
     with tempfile.TemporaryDirectory(prefix="relais-radclient-") as raddb:
         (Path(raddb) / "dictionary").write_text("")  # not /etc's (readable by freerad only)
         return subprocess.run(
-            [RADCLIENT, "-x", "-r", "1", "-t", str(timeout), "-d", raddb, *target, secret],
+            [*prefix, RADCLIENT, "-x", "-r", "1", "-t", str(timeout), "-d", raddb, *target, secret],
             input=text,
             capture_output=True,
             text=True,
