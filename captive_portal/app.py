@@ -16,7 +16,7 @@ from captive_portal.head import HeadAsGet
 from captive_portal.hostcheck import ForeignHostRedirect
 from captive_portal.live_config import LiveConfig
 from captive_portal.render import Renderer
-from captive_portal.routes import admin, captive_api, login, probes, splash, status
+from captive_portal.routes import admin, captive_api, login, pay, probes, splash, status
 from captive_portal.security import CsrfSigner, load_or_create_secret
 from captive_portal.services import Portal
 from captive_portal.settings import Settings, build_settings
@@ -72,7 +72,7 @@ def create_app(
     )
     app.state.portal = portal
     app.state.live_config = live
-    for module in (splash, login, status, probes, captive_api, admin, content_routes):
+    for module in (splash, login, status, probes, captive_api, admin, content_routes, pay):
         app.include_router(module.router)
     app.add_middleware(
         ForeignHostRedirect,

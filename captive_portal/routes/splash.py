@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 from captive_portal.deps import ClientIp, DeviceDep, LangDep, PortalDep
 from captive_portal.render import splash_context
 from captive_portal.responses import html
+from captive_portal.routes.pay import pay_offer
 
 router = APIRouter()
 
@@ -24,4 +25,5 @@ async def splash(
 ) -> HTMLResponse:
     csrf = portal.csrf.issue("login", ip)
     ctx = splash_context(portal.settings, t, state, csrf=csrf, code=code.strip())
+    ctx["pay"] = await pay_offer(portal, t, ip)  # None: mobile money not offered now
     return html(portal.renderer.page("splash.html", ctx))

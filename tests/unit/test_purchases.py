@@ -110,7 +110,7 @@ def test_request_is_recorded_then_resent_until_the_centre_answers(shop: Shop) ->
     assert r.purchase.network == "tmoney" and "34" not in r.purchase.phone
     rid = r.purchase.ref
     assert shop.woken == 1
-    assert _pay(shop, at=T0 + 1).purchase.ref == rid  # type: ignore[union-attr]  # a 2nd tap
+    assert _pay(shop, at=T0 + 1).purchase.ref == rid  # a 2nd tap
     [sent] = shop.p.due_requests(T0)
     assert sent["request_id"] == rid and sent["phone"] == "90123456"
     assert sent["device"] == device_pseudonym(SECRET.encode(), A)
@@ -127,7 +127,7 @@ def test_request_is_recorded_then_resent_until_the_centre_answers(shop: Shop) ->
 
 
 def test_no_answer_stops_asking_and_says_so(shop: Shop) -> None:
-    rid = _pay(shop).purchase.ref  # type: ignore[union-attr]
+    rid = _pay(shop).purchase.ref
     assert shop.p.due_requests(T0 + GIVE_UP_S + 1) == []
     v = shop.p.status(PayStatus(ip=IP_A, ref=rid), A, T0 + GIVE_UP_S + 1).purchase
     assert v is not None and v.state == "no_answer"
@@ -144,7 +144,7 @@ def test_refusals_offline_and_failed_status(shop: Shop) -> None:
     assert (r.error, r.pay_online) == ("hub_offline", False)
     assert shop.p.status(PayStatus(ip=IP_A), A, T0).pay_online is False
     shop.p.online = lambda: True
-    rid = _pay(shop).purchase.ref  # type: ignore[union-attr]
+    rid = _pay(shop).purchase.ref
     shop.p.on_status({"request_id": rid, "ref": "RL2", "state": "failed",
                       "reason": "cancelled"}, T0 + 5)  # fmt: skip
     v = shop.p.status(PayStatus(ip=IP_A, ref=rid), A, T0 + 6).purchase
@@ -153,11 +153,12 @@ def test_refusals_offline_and_failed_status(shop: Shop) -> None:
 
 
 def test_grant_logs_the_device_in_once_per_ref(shop: Shop) -> None:
-    rid = _pay(shop).purchase.ref  # type: ignore[union-attr]
+    rid = _pay(shop).purchase.ref
     g = shop.grant(rid)
     assert shop.p.apply_grant(g, T0 + 30)
     assert A in shop.kernel.authorized
-    assert shop.sessions.session_view(A, T0 + 31).plan_id == "jour"  # type: ignore[union-attr]
+    view = shop.sessions.session_view(A, T0 + 31)
+    assert view is not None and view.plan_id == "jour"
     v = shop.p.status(PayStatus(ip=IP_A, ref=rid), A, T0 + 31).purchase
     assert v is not None and (v.state, v.receipt, v.code) == ("granted", "RL0001", g.code)
     # the same grant again (QoS 1, re-sent until acked, after a kill -9): acked, not re-applied
@@ -170,7 +171,7 @@ def test_grant_logs_the_device_in_once_per_ref(shop: Shop) -> None:
 
 
 def test_kernel_failure_applies_nothing_and_the_resend_applies_it(shop: Shop) -> None:
-    rid = _pay(shop).purchase.ref  # type: ignore[union-attr]
+    rid = _pay(shop).purchase.ref
     g = shop.grant(rid)
     shop.kernel.fail = True
     with pytest.raises(RuntimeError):
@@ -182,7 +183,7 @@ def test_kernel_failure_applies_nothing_and_the_resend_applies_it(shop: Shop) ->
 
 
 def test_grant_for_another_device_or_unknown_request_is_acked_not_applied(shop: Shop) -> None:
-    rid = _pay(shop).purchase.ref  # type: ignore[union-attr]
+    rid = _pay(shop).purchase.ref
     assert shop.p.apply_grant(shop.grant(rid, mac=B, ref="RLX"), T0 + 30)
     assert shop.p.apply_grant(shop.grant("nosuchrequest", ref="RLY", serial=2), T0 + 30)
     assert shop.kernel.authorized == {}
