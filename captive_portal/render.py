@@ -3,6 +3,7 @@ beyond reading the template files once."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from markupsafe import Markup
 
 from captive_portal.agent import DeviceState
 from captive_portal.i18n import Translator
+from captive_portal.phone import contact_context, status_extras
 from captive_portal.settings import Settings
 from hub_agent.api.protocol import DeviceView, HealthView, SessionView
 from hub_agent.config import HubConfig, Localised
@@ -95,6 +97,7 @@ def common_context(settings: Settings, t: Translator, path: str, title: str) -> 
         "kind_label": t(f"kind.{hub.kind}"),
         "lang_links": _lang_links(settings, t, path),
         "lang_q": f"?{urlencode({'lang': t.lang})}",
+        "contact": contact_context(settings.config, t),
     }
 
 
@@ -187,13 +190,18 @@ def status_context(
     *,
     csrf: str,
     just_logged_in: bool = False,
+    now: float | None = None,
 ) -> dict[str, Any]:
     notices = _banners(state, t)
     if just_logged_in:
         notices.insert(0, Notice("ok", t("status.welcome")))
     if session.state == "throttled":
         notices.append(Notice("warn", t("status.throttled")))
+    extras = status_extras(session, settings.config, t, time.time() if now is None else now)
+    if extras["low"]:
+        notices.append(Notice("warn", extras["low"]))
     return {
+        "ends": extras["ends"],
         **common_context(settings, t, "/status", t("status.title")),
         "notices": notices,
         "s": session_facts(session, t, settings.config.portal.default_language),

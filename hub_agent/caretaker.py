@@ -246,6 +246,11 @@ class Desk:
             if parsed is not None:
                 prices[plan.id] = parsed[0]
                 currency = currency or parsed[1]
+            # the mobile-money price (whole FCFA), where the config has one, is exact
+            exact = getattr(plan, "price_xof", None)
+            if isinstance(exact, int):
+                prices[plan.id] = exact
+                currency = currency or "FCFA"
         # the first instant of the oldest month shown (older rows are not read)
         first = datetime.fromtimestamp(now, ZoneInfo(tz)).replace(
             day=1, hour=0, minute=0, second=0, microsecond=0

@@ -4,13 +4,17 @@ session cookie, CSRF on every form, login attempts locked out per IP."""
 from __future__ import annotations
 
 import asyncio
+import tempfile
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from captive_portal import dashboard as board
 from captive_portal.agent import UNAVAILABLE
 from captive_portal.deps import (
     ADMIN_COOKIE,
@@ -21,19 +25,31 @@ from captive_portal.deps import (
     translator_for,
 )
 from captive_portal.i18n import Translator
-from captive_portal.render import device_rows, health_rows, localised, quota_rows
+from captive_portal.phone import contact_context
+from captive_portal.render import localised, quota_rows
 from captive_portal.responses import html, redirect
 from captive_portal.security import verify_password
 from captive_portal.services import Portal
-from hub_agent.api.protocol import Block, Disconnect, Health, IssueVouchers, ListDevices
+from hub_agent.api.protocol import (
+    Block,
+    CaretakerInfo,
+    Disconnect,
+    Health,
+    IssueVouchers,
+    ListDevices,
+    NameDevice,
+)
 from hub_agent.api.protocol import Request as AgentRequest
 from hub_agent.config import normalise_mac
+from hub_agent.sessions.vouchers import format_code
+from provisioning.voucher_sheet import Card, default_portal_url, hub_cards, render_sheet
 
 router = APIRouter(prefix="/admin")
 
 FLASH = frozenset(
-    {"disconnected", "blocked", "unblocked", "bad_mac", "failed", "unavailable", "bad_plan"}
-)
+    {"disconnected", "blocked", "unblocked", "bad_mac", "failed", "unavailable", "bad_plan",
+     "named", "own_hub"}
+)  # fmt: skip
 MAX_VOUCHERS_AT_ONCE = 50
 
 
@@ -45,6 +61,7 @@ def _base(portal: Portal, t: Translator, title: str) -> dict[str, Any]:
         "hub_name": portal.settings.config.hub.name,
         "kind_label": t(f"kind.{portal.settings.config.hub.kind}"),
         "lang_q": f"?{urlencode({'lang': t.lang})}",
+        "contact": contact_context(portal.settings.config, t),
     }
 
 
@@ -82,21 +99,33 @@ async def dashboard(
         return _login_page(portal, t, ip, None, 404)
     if sid is None:
         return _login_page(portal, t, ip, None, 401)
-    devices_r, health_r = await asyncio.gather(
-        portal.agent.ask(ListDevices()), portal.agent.ask(Health())
+    devices_r, health_r, desk_r = await asyncio.gather(
+        portal.agent.ask(ListDevices()),
+        portal.agent.ask(Health()),
+        portal.agent.ask(CaretakerInfo()),
     )
     config = portal.settings.config
     default = config.portal.default_language
+    view = desk_r.caretaker  # None from an agent without it: names, sales, chart left out
+    now = view.now if view else time.time()
+    devices, blocked, more = board.device_rows(devices_r.devices or [], view, config, t, now)
+    internet, internet_ok = board.internet_line(health_r.health, view, config, t)
     ctx = {
         **_base(portal, t, t("admin.title")),
         "csrf": portal.csrf.issue("admin", sid),
         "flash": t(f"admin.flash.{msg}") if msg in FLASH else None,
         "unavailable": devices_r.error == UNAVAILABLE or health_r.error == UNAVAILABLE,
-        "devices": device_rows(devices_r.devices or [], t, default),
-        "health": health_rows(health_r.health, t, config) if health_r.health else [],
+        "internet": internet,
+        "internet_ok": internet_ok,
+        "devices": devices,
+        "blocked": blocked,
+        "more_devices": more,
+        "health": board.health_rows(health_r.health, t, config) if health_r.health else [],
+        "chart": board.chart_context(view, t),
+        "sales_days": board.sales_rows(view.sales_days, view.currency, t) if view else [],
+        "sales_months": board.sales_rows(view.sales_months, view.currency, t) if view else [],
         "quotas": quota_rows(config, t),
         "plans": [(p.id, localised(p.name, t.lang, default)) for p in config.plans],
-        "portal_config_version": config.version,
         "max_vouchers": MAX_VOUCHERS_AT_ONCE,
     }
     return html(portal.renderer.page("admin.html", ctx))
@@ -199,6 +228,28 @@ async def _mac_action(
 
 
 @router.post(
+    "/name",
+    response_class=HTMLResponse,
+    response_model=None,
+    summary="Give a device a name (empty: back to its DHCP hostname)",
+    responses={303: {"description": "done: back to the dashboard"}},
+)
+async def admin_name(
+    request: Request,
+    portal: PortalDep,
+    ip: ClientIp,
+    sid: AdminSession,
+    mac: Annotated[str, Form(max_length=32)] = "",
+    name: Annotated[str, Form(max_length=80)] = "",
+    csrf: Annotated[str, Form(max_length=200)] = "",
+    lang: Annotated[str, Form(max_length=16)] = "",
+) -> HTMLResponse | RedirectResponse:
+    return await _mac_action(
+        request, portal, ip, sid, mac, csrf, lang, lambda m: NameDevice(mac=m, name=name), "named"
+    )
+
+
+@router.post(
     "/disconnect",
     response_class=HTMLResponse,
     response_model=None,
@@ -244,6 +295,8 @@ async def admin_block(
 
 
 def _failure(error: str | None) -> str:
+    if error == "own_hub":
+        return "own_hub"
     return "unavailable" if error == UNAVAILABLE else "failed"
 
 
@@ -283,7 +336,74 @@ async def admin_vouchers(
         **_base(portal, t, t("vouchers.title")),
         "plan_name": localised(plan.name, t.lang, config.portal.default_language),
         "price": plan.price_label,
-        "codes": r.vouchers,
+        "codes": [(format_code(_canonical(c)), _canonical(c)) for c in r.vouchers],
+        "pdf": "/admin/vouchers.pdf?"
+        + urlencode({"plan_id": plan.id, "codes": ",".join(r.vouchers), "lang": t.lang}),
         "portal_url": portal.settings.base_url,
     }
     return html(portal.renderer.page("admin_vouchers.html", ctx))
+
+
+def _canonical(code: str) -> str:
+    return "".join(ch for ch in code.upper() if ch.isalnum())
+
+
+# Tickets printed at the hub carry the same QR code as the central sheets
+# (provisioning/voucher_sheet.py: the portal URL with ?code=, which fills the form).
+@router.get(
+    "/qr/{code}.svg",
+    response_model=None,
+    summary="A ticket's QR code (SVG)",
+    responses={401: {"description": "login required"}},
+)
+async def admin_qr(portal: PortalDep, sid: AdminSession, code: str) -> Response:
+    code = _canonical(code)
+    if sid is None or not 4 <= len(code) <= 16:
+        return Response(status_code=401 if sid is None else 404)
+    config = portal.settings.config
+    url = Card("", "", "", code, default_portal_url(config.network.lan, config.portal)).qr_url
+    svg = await asyncio.to_thread(_qr_svg, url)
+    return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "private"})
+
+
+def _qr_svg(url: str) -> bytes:
+    import io
+
+    import segno
+
+    buf = io.BytesIO()
+    segno.make(url, error="m", micro=False).save(buf, kind="svg", scale=4, border=2, xmldecl=False)
+    return buf.getvalue()
+
+
+@router.get(
+    "/vouchers.pdf",
+    response_model=None,
+    summary="The tickets just issued as the central A4 sheet (PDF)",
+    responses={401: {"description": "login required"}},
+)
+async def admin_vouchers_pdf(
+    portal: PortalDep,
+    t: LangDep,
+    sid: AdminSession,
+    plan_id: Annotated[str, Query(max_length=64)] = "",
+    codes: Annotated[str, Query(max_length=20 * MAX_VOUCHERS_AT_ONCE)] = "",
+) -> Response:
+    if sid is None:
+        return Response(status_code=401)
+    wanted = [_canonical(c) for c in codes.split(",") if c.strip()][:MAX_VOUCHERS_AT_ONCE]
+    try:
+        cards = hub_cards(portal.settings.config, plan_id, wanted, t.lang)
+    except KeyError:
+        return Response(status_code=404)
+    if not cards:
+        return Response(status_code=404)
+    pdf = await asyncio.to_thread(_sheet, cards, portal.settings.config.hub.name)
+    return Response(pdf, media_type="application/pdf", headers={"Cache-Control": "private"})
+
+
+def _sheet(cards: list[Card], title: str) -> bytes:
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "tickets.pdf"
+        render_sheet(cards, out, title=title)
+        return out.read_bytes()
