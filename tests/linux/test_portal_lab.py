@@ -1,7 +1,9 @@
 """The portal for real in the lab: `captive-portal` runs unprivileged (nobody) in the hub
 namespace, phones in client namespaces reach it through a port-80 redirect, and a real
-headless Chromium logs in with a voucher. Behind the portal's socket is the TEST agent
-(tests/unit/portal_agent.py); the end-to-end test with the real agent is the integrator's.
+headless Chromium logs in with a voucher. Behind the portal's socket is the real agent's
+handler and sessions (tests/unit/real_agent.py) with a recording kernel, so the lab's own
+nft redirect stands in for the enforcement; the end-to-end test with `hub-agent run` is the
+integrator's.
 Screenshots land in test-artifacts/portal/ (360x640, a small phone)."""
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ import pytest
 import yaml
 
 from hub_agent.config import validate_config
+from hub_agent.sessions.vouchers import format_code, new_local_code
 from tests.lab.netns import HUB_LAN, Client, Lab
 from tests.lab.users import NOBODY, portal_setpriv
-from tests.unit.portal_agent import ADMIN_HASH, ADMIN_PASSWORD, AgentThread, MemoryAgent
-from tests.unit.portal_agent import config_dict as make_config
+from tests.unit.real_agent import ADMIN_HASH, ADMIN_PASSWORD, AgentThread, FakeClock, RealAgent
+from tests.unit.real_agent import config_dict as make_config
 
 pytestmark = pytest.mark.root
 
@@ -46,9 +49,10 @@ CHROMIUM_ARGS = [
 @dataclass
 class PortalLab:
     lab: Lab
-    agent: MemoryAgent
+    agent: RealAgent
     proc: subprocess.Popen[bytes]
     rundir: Path
+    heure: str  # a 1-hour ticket the agent issued
 
 
 @pytest.fixture
@@ -60,16 +64,15 @@ def portal_lab(lab: Lab) -> Iterator[PortalLab]:
     data = make_config(sock, admin_password_hash=ADMIN_HASH)
     cfg = rundir / "hub.yaml"
     cfg.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    agent = MemoryAgent(validate_config(data), {c.ip: c.mac for c in lab.clients})
-    agent.add_voucher("LABO-0001", "heure")
-    agent.add_voucher("LABO-0002", "jour")
+    agent = RealAgent(validate_config(data), {c.ip: c.mac for c in lab.clients}, FakeClock())
+    heure = agent.issue("heure")
     # What the enforcement does for unauthorised devices: port 80, any host, to the portal.
     lab.nft(
         lab.hub_ns,
         "table ip portal_lab {\n chain pre { type nat hook prerouting priority dstnat;\n"
         '  iifname "lan0" tcp dport 80 redirect to :8080\n }\n}\n',
     )
-    with AgentThread(sock, agent, group="nogroup"):
+    with agent, AgentThread(sock, agent, group="nogroup"):
         bin_ = Path(sys.executable).parent / "captive-portal"
         proc = lab.spawn(
             lab.hub_ns,
@@ -81,7 +84,7 @@ def portal_lab(lab: Lab) -> Iterator[PortalLab]:
         )
         lab.wait_port(lab.hub_ns, HUB_LAN, 8080, timeout=20)
         try:
-            yield PortalLab(lab, agent, proc, rundir)
+            yield PortalLab(lab, agent, proc, rundir, heure)
         finally:
             proc.terminate()
             proc.wait(10)
@@ -121,7 +124,7 @@ def test_portal_runs_unprivileged_and_answers_probes_through_the_redirect(
         "--data-urlencode",
         "method=voucher",
         "--data-urlencode",
-        "code=LABO-0001",
+        f"code={portal_lab.heure}",
         "--data-urlencode",
         f"csrf={token.group(1)}",
     )
@@ -169,11 +172,11 @@ def test_real_browser_logs_in_with_a_voucher(portal_lab: PortalLab) -> None:
         assert "Mairie de Démo" in page.inner_text("header")
         assert page.is_visible("text=Pass 1 heure") and page.is_visible("text=100 FCFA")
         _shot(page, "01-splash-fr")
-        page.fill("#code", "FAUX-0000")
+        page.fill("#code", format_code(new_local_code()))  # nobody issued it
         page.click("text=Se connecter")
         assert "Ce code n'existe pas" in page.inner_text("main")
         _shot(page, "02-error-fr")
-        page.fill("#code", "labo-0001")
+        page.fill("#code", portal_lab.heure.lower())
         page.click("text=Se connecter")
         assert page.is_visible("text=Vous êtes connecté")
         assert "Pass 1 heure" in page.inner_text("main")
@@ -202,7 +205,7 @@ def test_real_browser_logs_in_with_a_voucher(portal_lab: PortalLab) -> None:
         _shot(page, "06-admin-dashboard")
         page.fill("#count", "4")
         page.click("text=Émettre et imprimer")
-        codes = re.findall(r"\b[A-Z0-9]{4}-[A-Z0-9]{4}\b", page.inner_text("main"))
+        codes = re.findall(r"\b[2-9A-Z]{4}-?[2-9A-Z]{4}-?[2-9A-Z]{4}\b", page.inner_text("main"))
         assert len(codes) == 4
         _shot(page, "07-vouchers")
         desk.close()

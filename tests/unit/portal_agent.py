@@ -1,5 +1,9 @@
 """A TEST agent for the portal's tests: the protocol's semantics, kept in memory.
 
+Being retired (issue 15): the portal's tests run against the real agent
+(tests/unit/real_agent.py). Only tests/unit/test_portal_pay.py still uses this; delete this
+file once that test is ported. Do not add new users.
+
 It serves the real socket server (hub_agent/api/server.py) with the real protocol models,
 so the portal under test talks to it exactly as it will talk to the real hub-agent. Only
 the state is fake: devices come from a given IP->MAC table instead of the kernel, and

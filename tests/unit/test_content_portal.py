@@ -12,7 +12,7 @@ import yaml
 from captive_portal.app import create_app
 from hub_agent.config import ContentItem, validate_config
 from hub_agent.content.library import Library
-from tests.unit.portal_agent import PortalClient
+from tests.unit.real_agent import PortalClient
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hub.yaml"
 HUB = "http://10.42.0.1:8080"

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.unit.portal_agent import AgentThread, MemoryAgent, config_dict, portal_config
+from tests.unit.real_agent import AgentThread, FakeClock, RealAgent, config_dict, portal_config
 
 BIN = Path(sys.executable).parent / "captive-portal"
 
@@ -82,10 +82,9 @@ def test_serves_http_and_https_and_stops_on_sigterm(tmp_path: Path) -> None:
     data = config_dict(sock, tls_cert=str(cert), tls_key=str(key), https_port=https_port)
     cfg = tmp_path / "hub.yaml"
     cfg.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    agent = MemoryAgent(portal_config(sock), {"127.0.0.1": "02:00:00:00:0b:01"})
-    agent.add_voucher("CLIX-0001", "heure")
+    agent = RealAgent(portal_config(sock), {"127.0.0.1": "02:00:00:00:0b:01"}, FakeClock())
     tls = ssl.create_default_context(cafile=str(cert))
-    with AgentThread(sock, agent):
+    with agent, AgentThread(sock, agent):
         proc = subprocess.Popen(
             [str(BIN), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(http_port)],
             stdout=subprocess.PIPE,

@@ -10,7 +10,7 @@ from captive_portal.live_config import LiveConfig
 from captive_portal.settings import build_settings
 from hub_agent.config import validate_config
 from hub_agent.portal_view import portal_view, portal_view_path, write_portal_view
-from tests.unit.portal_agent import running_hub
+from tests.unit.real_agent import running_hub
 
 
 def test_splash_follows_a_pushed_config_and_ignores_a_broken_copy(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from captive_portal.settings import SettingsError, build_settings
 from captive_portal.state import AdminSessions, PortalState, StoredLockout
 from hub_agent.api.protocol import DeviceView, SessionView
 from hub_agent.config import validate_config
-from tests.unit.portal_agent import config_dict, portal_config
+from tests.unit.real_agent import config_dict, portal_config
 
 
 def test_accept_language_ranking() -> None:

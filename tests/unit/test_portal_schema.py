@@ -1,7 +1,8 @@
 """schemathesis against the portal's own OpenAPI: generated input never yields a 5xx.
 
-The app runs in-process with the TEST agent behind the real socket; schemathesis' ASGI
-client sends Host "testserver" from "testclient", which the hub here knows as a device."""
+The app runs in-process with the real agent (tests/unit/real_agent.py) behind the real
+socket; schemathesis' ASGI client sends Host "testserver" from "testclient", which the hub
+here knows as a device."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tests.unit.portal_agent import ADMIN_PASSWORD, csrf_of, running_hub
+from tests.unit.real_agent import ADMIN_PASSWORD, csrf_of, running_hub
 
 schemathesis = pytest.importorskip("schemathesis")
 
@@ -20,7 +21,7 @@ EXAMPLES_PER_OPERATION = 6  # ~20 operations: about a hundred requests in all
 def test_generated_requests_never_get_a_server_error(tmp_path: Path) -> None:
     with running_hub(tmp_path, extra_hosts=("testserver",), login_attempts=100) as hub:
         hub.agent.neighbours["testclient"] = "02:00:00:00:0a:01"
-        hub.agent.add_voucher("ABCD-2345", "heure")
+        hub.agent.issue("heure")
         # A caretaker session, so the admin handlers get past the login to their own checks.
         desk = hub.client("testclient", base_url="http://testserver")
         token = csrf_of(desk.get("/admin").text)
