@@ -77,6 +77,17 @@ class _Strict(BaseModel):
 Localised = dict[str, str]
 
 
+class HubContact(_Strict):
+    """Who people call about this hub (every portal page and the dashboard show it)."""
+
+    name: str = Field(default="", max_length=80, description="e.g. the caretaker's name")
+    phone: str = Field(min_length=3, max_length=40, pattern=r"^\+?[0-9][0-9 .-]*$")
+    hours: Localised = Field(default_factory=dict, description="{fr: ..., en: ...}")
+    support_phone: str | None = Field(
+        default=None, max_length=40, description="whom the caretaker calls when the uplink is down"
+    )
+
+
 class HubIdentity(_Strict):
     id: Ident = Field(description="stable hub id, e.g. tg-lome-mairie-01")
     kind: HubKind
@@ -84,6 +95,7 @@ class HubIdentity(_Strict):
     region: str | None = None
     prefecture: str | None = None
     timezone: str = "Africa/Lome"
+    contact: HubContact | None = None
 
 
 class LanSettings(_Strict):

@@ -19,6 +19,7 @@ from typing import Protocol, TypeVar, cast
 
 from hub_agent.api.protocol import (
     Block,
+    CaretakerInfo,
     DeviceView,
     Disconnect,
     Health,
@@ -27,6 +28,7 @@ from hub_agent.api.protocol import (
     ListDevices,
     Login,
     Logout,
+    NameDevice,
     Pay,
     PayStatus,
     Request,
@@ -34,6 +36,7 @@ from hub_agent.api.protocol import (
     SessionView,
     Whoami,
 )
+from hub_agent.caretaker import Desk
 from hub_agent.config import normalise_mac
 from hub_agent.enforce.model import DesiredState, Grant
 from hub_agent.purchases import Purchases
@@ -98,7 +101,9 @@ class AgentHandler:
         on_event: Callable[..., None] = lambda *a, **k: None,
         clock: Callable[[], float] = time.time,
         executor: Executor | None = None,
+        caretaker: Desk | None = None,
     ) -> None:
+        self.caretaker = caretaker  # names, sales, hourly data, hub's own MACs
         self.executor = executor
         self.sessions = sessions
         self.kernel = kernel
@@ -190,6 +195,8 @@ class AgentHandler:
                 self.kernel.deauthorize(mac)
                 self.on_event("device_deauthorised", mac=mac, reason="caretaker")
                 return Response(ok=True)
+            case Block(mac=mac, blocked=True) if self.caretaker and self.caretaker.is_hub(mac):
+                return Response(ok=False, error="own_hub")  # the hub never blocks itself
             case Block(mac=mac, blocked=blocked):
                 mac = normalise_mac(mac)
                 self.sessions.block(mac, blocked, now)
@@ -202,6 +209,14 @@ class AgentHandler:
                 except KeyError:
                     return Response(ok=False, error="unknown_plan")
                 return Response(ok=True, vouchers=codes)
+            case NameDevice(mac=mac, name=name) if self.caretaker is not None:
+                try:
+                    self.caretaker.name_device(mac, name)
+                except ValueError:
+                    return Response(ok=False, error="bad_mac")
+                return Response(ok=True)
+            case CaretakerInfo() if self.caretaker is not None:
+                return Response(ok=True, caretaker=self.caretaker.view(now))
         return Response(ok=False, error="bad_request")  # pragma: no cover - exhaustive
 
     def _restore(self, mac: str, grant: Grant | None) -> None:

@@ -58,6 +58,27 @@ class HealthView(_Msg):
     cache_items: int
 
 
+class SalesRow(_Msg):
+    period: str  # a local day "2026-03-14" or a month "2026-03"
+    issued: int  # this hub's own tickets issued (what the caretaker sold)
+    issued_value: int  # in the plans' currency (from their price labels)
+    used: int  # tickets first used here, central ones included
+    used_value: int
+
+
+class CaretakerView(_Msg):
+    """The dashboard's figures beyond devices and health (hub_agent/caretaker.py)."""
+
+    names: dict[str, str]  # MAC -> the name the caretaker gave the device
+    hub_macs: list[str]  # the hub's own LAN addresses: never a device to list or block
+    sales_days: list[SalesRow]  # newest first
+    sales_months: list[SalesRow]
+    currency: str
+    hours_today: list[int]  # bytes in each local hour of today (24 values)
+    uplink_down_since: float | None  # None: the Internet is up
+    now: float  # the hub's clock, for "seen 3 min ago"
+
+
 # --- mobile money (hub_agent/purchases.py) ----------------------------------------------
 Network = Literal["tmoney", "flooz"]
 # requested: sent to the centre, no answer yet; pending: the phone is asked to confirm;
@@ -132,6 +153,18 @@ class IssueVouchers(_Msg):
     count: int = Field(ge=1, le=200)
 
 
+class NameDevice(_Msg):
+    """The caretaker names a device ("" removes the name)."""
+
+    op: Literal["name_device"] = "name_device"
+    mac: str
+    name: str = Field(max_length=80)
+
+
+class CaretakerInfo(_Msg):
+    op: Literal["caretaker"] = "caretaker"
+
+
 class Pay(_Msg):
     """Start a mobile-money purchase for the device at ``ip``."""
 
@@ -160,6 +193,8 @@ Request = Annotated[
     | Disconnect
     | Block
     | IssueVouchers
+    | NameDevice
+    | CaretakerInfo
     | Pay
     | PayStatus,
     Field(discriminator="op"),
@@ -195,6 +230,7 @@ class Response(_Msg):
     health: HealthView | None = None
     vouchers: list[str] | None = None
     uplink_up: bool | None = None
+    caretaker: CaretakerView | None = None
     # a refused login: seconds until the device may try again (locked), or the wrong
     # codes it has left when few are (the page warns "encore 2 essais")
     retry_after: int | None = None
