@@ -40,10 +40,10 @@ from hub_agent.sessions import loop as sessions_loop
 from hub_agent.sessions.db import SESSIONS
 from hub_agent.sessions.service import Action, SessionService
 from hub_agent.store import open_db, secure_data_dir
-from hub_agent.worker import PriorityWorker
 from hub_agent.telemetry import db_path
 from hub_agent.telemetry.health import AgentStats
 from hub_agent.telemetry.outbox import OUTBOX
+from hub_agent.worker import PriorityWorker
 
 log = logging.getLogger("hub_agent")
 
