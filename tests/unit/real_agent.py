@@ -12,7 +12,6 @@ accounting pass (``sessions.loop.tick``), caretaker actions go through the handl
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import re
 import threading
@@ -326,7 +325,6 @@ def running_hub(
     *,
     agent_up: bool = True,
     extra_hosts: tuple[str, ...] = (),
-    agent_timeout_s: float = 2.0,
     **portal: Any,
 ) -> Iterator[Hub]:
     sock = tmp_path / "agent.sock"
@@ -335,7 +333,6 @@ def running_hub(
     clock = FakeClock()
     agent = RealAgent(config, {DEV1: MAC1, DEV2: MAC2, DEV3: MAC3}, clock)
     settings = build_settings(config, extra_hosts=extra_hosts)
-    settings = dataclasses.replace(settings, agent_timeout_s=agent_timeout_s)
     app = create_app(config, secret=b"s" * 32, settings=settings, clock=clock)
     hub = Hub(config, agent, app, clock)
     try:

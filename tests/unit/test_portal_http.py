@@ -224,7 +224,6 @@ def test_free_tier_needs_the_terms_then_once_a_day(hub: Hub) -> None:
     # The allowance is the day's bytes: back after a logout with what is left of it ...
     c.post("/logout", data={"csrf": csrf_of(c.get("/status").text)})
     _assert_captive(hub)
-    hub.agent.tick()  # an accounting pass between the two
     assert login(c, method="free", terms="1").status_code == 200
     # ... and not once it is used up, until tomorrow.
     hub.agent.use_bytes(MAC1, 100_000_000)
@@ -343,29 +342,32 @@ def test_a_right_code_after_wrong_ones_is_accepted(hub: Hub, codes: Codes) -> No
 
 # --- an agent that answers late ------------------------------------------------------------
 def test_a_login_answered_late_gets_the_waiting_page_then_the_status(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    code = hub.agent.issue("heure")
+    c = hub.client()
+    # The kernel change takes longer than the portal waits (short waits, not 8 s).
+    release = hub.agent.kernel.hold()
+    agent = hub.app.state.portal.agent
     monkeypatch.setattr(login_route, "LOGIN_TIMEOUT_S", 0.2)
-    with running_hub(tmp_path, agent_timeout_s=0.2) as hub:
-        code = hub.agent.issue("heure")
-        c = hub.client()
-        release = hub.agent.kernel.hold()  # the kernel change takes longer than the portal waits
-        r = login(c, code)
-        assert r.status_code == 200 and "Un instant" in r.text
-        assert '<meta http-equiv="refresh" content="3;url=/login/wait?n=1&amp;lang=fr">' in r.text
-        assert f'name="code" value="{code}"' in r.text  # "send the same code again"
-        # Still busy: the page keeps waiting (the agent's worker is behind the login).
-        r = c.get("/login/wait?n=1&lang=fr")
-        assert r.status_code == 200 and "url=/login/wait?n=2" in r.text
-        release.set()
-        hub.agent.kernel.wait_granted(MAC1)
-        r = c.get("/login/wait?n=2&lang=fr")
-        assert r.status_code == 200 and "Vous êtes connecté" in r.text
-        _assert_free(hub)
-        # The same code again from the same device is the same login, not "already used".
-        r = login(c, code)
-        assert r.status_code == 200 and "Vous êtes connecté" in r.text
-        assert hub.agent.kernel.calls.count(("authorize", MAC1)) == 2  # same grant, again
+    monkeypatch.setattr(agent, "timeout_s", 0.2)
+    r = login(c, code)
+    assert r.status_code == 200 and "Un instant" in r.text
+    assert '<meta http-equiv="refresh" content="3;url=/login/wait?n=1&amp;lang=fr">' in r.text
+    assert f'name="code" value="{code}"' in r.text  # "send the same code again"
+    # Still busy: the page keeps waiting (the agent's worker is behind the login).
+    r = c.get("/login/wait?n=1&lang=fr")
+    assert r.status_code == 200 and "url=/login/wait?n=2" in r.text
+    release.set()
+    hub.agent.kernel.wait_granted(MAC1)
+    monkeypatch.undo()  # the usual waits again: nothing below may be slow by accident
+    r = c.get("/login/wait?n=2&lang=fr")
+    assert r.status_code == 200 and "Vous êtes connecté" in r.text
+    _assert_free(hub)
+    # The same code again from the same device is the same login, not "already used".
+    r = login(c, code)
+    assert r.status_code == 200 and "Vous êtes connecté" in r.text
+    assert hub.agent.kernel.calls.count(("authorize", MAC1)) == 2  # the same grant, again
 
 
 # --- RFC 8908 ------------------------------------------------------------------------------
