@@ -87,13 +87,22 @@ DB_MODE = 0o600  # SQLite makes its -wal and -shm files with the database's own 
 
 
 def private_file(path: Path, mode: int = DB_MODE) -> None:
-    """Create ``path`` if missing, and make its mode ``mode`` whatever the umask was."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
+    """Create ``path`` if missing, and make its mode ``mode`` whatever the umask was.
+
+    An existing file is never opened here: closing any descriptor of a file drops every
+    POSIX lock this process holds on it, so an open-and-close beside a live SQLite
+    connection would silently release that connection's locks (and let another process
+    write the database under it: "database disk image is malformed")."""
     try:
-        if os.fstat(fd).st_mode & 0o777 != mode:
-            os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
+        st = os.stat(path)
+    except FileNotFoundError:
+        try:
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode))  # no locks yet
+        except FileExistsError:  # another process made it meanwhile
+            pass
+        st = os.stat(path)
+    if st.st_mode & 0o777 != mode:
+        os.chmod(path, mode)
 
 
 def connect(path: Path | str) -> sqlite_utils.Database:

@@ -73,3 +73,29 @@ def test_database_and_data_folder_modes_do_not_depend_on_the_umask(tmp_path: Pat
         assert ((tmp_path / "plain").stat().st_mode & 0o777) == 0o750
     finally:
         os.umask(old)
+
+
+def test_reopening_a_live_database_keeps_its_locks(tmp_path: Path) -> None:
+    """Opening a second connection to a database this process already holds must not
+    release the first one's locks (closing any descriptor of a file drops the process's
+    POSIX locks on it). Without them another process believes it is the last one using
+    the database and, closing, checkpoints and deletes the WAL under the live connection:
+    "database disk image is malformed", as after an agent restart and a
+    `hub-agent vouchers issue`."""
+    import subprocess
+    import sys
+
+    from hub_agent.store import connect
+
+    path = tmp_path / "hub.db"
+    first = connect(path)
+    first.execute("CREATE TABLE t (x)")
+    first.execute("INSERT INTO t VALUES (1)")
+    connect(path)  # a second connection in this process (the agent opens several)
+    other = (
+        "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nc.execute('SELECT 1')\nc.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", other, str(path)], check=True)
+    # the other process saw it was not alone: the WAL the live connection uses is still there
+    assert (tmp_path / "hub.db-wal").exists()
+    assert first.execute("SELECT x FROM t").fetchall() == [(1,)]
