@@ -93,9 +93,14 @@ def test_reopening_a_live_database_keeps_its_locks(tmp_path: Path) -> None:
     first.execute("INSERT INTO t VALUES (1)")
     connect(path)  # a second connection in this process (the agent opens several)
     other = (
-        "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nc.execute('SELECT 1')\nc.close()\n"
-    )
+        "import sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "for i in range(100):\n"
+        "    c.execute('INSERT INTO t VALUES (?)', (i,))\n"
+        "c.close()\n"
+    )  # as `hub-agent vouchers issue` writes while the agent runs
     subprocess.run([sys.executable, "-c", other, str(path)], check=True)
     # the other process saw it was not alone: the WAL the live connection uses is still there
     assert (tmp_path / "hub.db-wal").exists()
-    assert first.execute("SELECT x FROM t").fetchall() == [(1,)]
+    assert first.execute("SELECT count(*) FROM t").fetchall() == [(101,)]
+    assert first.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
