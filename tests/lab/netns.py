@@ -147,6 +147,7 @@ class Lab:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="relais-lab-")))
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     lab_nat: bool = True
+    lan_prefix: int = 24
 
     # --- building -----------------------------------------------------------------
     @classmethod
@@ -157,7 +158,9 @@ class Lab:
         http: bool = True,
         dns: bool = True,
         www_root: Path | None = None,
+        lan_prefix: int = 24,
     ) -> Lab:
+        """``lan_prefix`` 16 makes room for more than 150 phones (the crowd test)."""
         reason = can_run_lab()
         if reason:
             raise LabError(reason)
@@ -168,6 +171,7 @@ class Lab:
             hub_ns=f"{PREFIX}{run_id}-hub",
             upstream_ns=f"{PREFIX}{run_id}-up",
             lab_nat=nat,
+            lan_prefix=lan_prefix,
         )
         try:
             lab._build(clients, nat)
@@ -218,7 +222,7 @@ class Lab:
 
         # LAN: bridge lan0 in the hub, one veth port per client
         self.ip(hub, "link", "add", "lan0", "type", "bridge")
-        self.ip(hub, "addr", "add", f"{HUB_LAN}/24", "dev", "lan0")
+        self.ip(hub, "addr", "add", f"{HUB_LAN}/{self.lan_prefix}", "dev", "lan0")
         self.ip(hub, "addr", "add", f"{HUB_LAN6}/64", "dev", "lan0", "nodad")
         self.ip(hub, "link", "set", "lan0", "up")
         for _ in range(n_clients):
@@ -251,7 +255,7 @@ class Lab:
         self.ip(self.hub_ns, "link", "set", port, "master", "lan0")
         self.ip(self.hub_ns, "link", "set", port, "up")
         self.ip(ns, "link", "set", "eth0", "address", mac)
-        self.ip(ns, "addr", "add", f"{ip4}/24", "dev", "eth0")
+        self.ip(ns, "addr", "add", f"{ip4}/{self.lan_prefix}", "dev", "eth0")
         self.ip(ns, "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad")
         self.ip(ns, "link", "set", "eth0", "up")
         self.ip(ns, "route", "add", "default", "via", HUB_LAN)
@@ -275,10 +279,13 @@ class Lab:
             raise LabError(f"nft in {ns}: {p.stderr.strip()}")
 
     # --- services -----------------------------------------------------------------
-    def spawn(self, ns: str, *cmd: str, log: str | None = None) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, ns: str, *cmd: str, log: str | None = None, outer: tuple[str, ...] = ()
+    ) -> subprocess.Popen[bytes]:
+        """``outer``: words run before entering the namespace (e.g. a cgroup's prefix)."""
         out = open(self.workdir / (log or f"proc{len(self.procs)}.log"), "wb")  # noqa: SIM115
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *cmd],
+            [*outer, "ip", "netns", "exec", ns, *cmd],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
