@@ -76,7 +76,7 @@ class Telemetry:
         self.db = db if db is not None else open_db(db_path(config.data_dir), OUTBOX)
         self.outbox = Outbox(self.db, self.hub_id, config.mqtt.outbox_budget_mb * 1024 * 1024)
         self._wake = asyncio.Event()
-        self.events = Events(self.outbox, on_put=self._wake.set)
+        self.events = Events(self.outbox, on_put=self._wake.set, key=self._pseudonym_key)
         self.agent_stats = agent_stats
         self.config_version: Callable[[], int | None] = lambda: config.version
         self.session_counter = Counter(telemetry_dir(config.data_dir) / "session")
@@ -154,6 +154,11 @@ class Telemetry:
         await self.link.stop()
         self._flush_acks()
         self._write_status()
+
+    def _pseudonym_key(self) -> bytes | None:
+        """Devices in events go as a hash keyed by the deployment's voucher secret."""
+        secret = self.config.trust.voucher_secret
+        return None if secret is None else secret.get_secret_value().encode()
 
     def _flush_for(self, interval_s: float) -> float:
         if self._flush_fixed is not None:
