@@ -7,12 +7,14 @@ import asyncio
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.types import DecoratedCallable as Route
 
 from captive_portal import dashboard as board
 from captive_portal.agent import UNAVAILABLE
@@ -22,8 +24,8 @@ from captive_portal.deps import (
     ClientIp,
     LangDep,
     PortalDep,
-    translator_for,
 )
+from captive_portal.forms import Posted, PostedForm
 from captive_portal.i18n import Translator
 from captive_portal.phone import contact_context
 from captive_portal.render import localised, quota_rows
@@ -142,17 +144,16 @@ async def admin_login(
     request: Request,
     portal: PortalDep,
     ip: ClientIp,
+    form: PostedForm,
     password: Annotated[str, Form(max_length=256)] = "",
-    csrf: Annotated[str, Form(max_length=200)] = "",
-    lang: Annotated[str, Form(max_length=16)] = "",
 ) -> HTMLResponse | RedirectResponse:
-    t = translator_for(portal, request, lang or None)
+    t = form.t
     stored = portal.settings.admin_hash
     if stored is None:
         return _login_page(portal, t, ip, None, 404)
     if portal.admin_lockout.retry_after(ip):
         return _login_page(portal, t, ip, "rate_limited", 429)
-    if not portal.csrf.check(csrf, "admin-login", ip):
+    if not form.signed("admin-login", ip):
         return _login_page(portal, t, ip, "csrf", 403)
     # scrypt is deliberately slow: keep it off the event loop.
     if not password or not await asyncio.to_thread(verify_password, password, stored):
@@ -172,126 +173,94 @@ async def admin_login(
     return resp
 
 
-def _guard(portal: Portal, sid: str | None, csrf: str) -> str | None:
-    """None when the caretaker's session and form token are good, else the refusal."""
-    if sid is None:
-        return "login"
-    if not portal.csrf.check(csrf, "admin", sid):
-        return "csrf"
-    return None
+@dataclass(frozen=True, slots=True)
+class Caretaker:
+    """A form the caretaker posted from the dashboard: who sent it, and what it carries."""
+
+    portal: Portal
+    form: Posted
+    ip: str
+    sid: str | None
+
+    def refusal(self) -> str | None:
+        """None when the caretaker's session and form token are good, else the refusal."""
+        if self.sid is None:
+            return "login"
+        if not self.form.signed("admin", self.sid):
+            return "csrf"
+        return None
+
+    def refused(self, why: str) -> HTMLResponse:
+        login = why == "login"
+        return _login_page(
+            self.portal, self.form.t, self.ip, None if login else why, 401 if login else 403
+        )
+
+
+def get_caretaker(
+    portal: PortalDep, form: PostedForm, ip: ClientIp, sid: AdminSession
+) -> Caretaker:
+    return Caretaker(portal, form, ip, sid)
+
+
+CaretakerForm = Annotated[Caretaker, Depends(get_caretaker)]
+MacField = Annotated[str, Form(max_length=32)]
+
+
+def _action(path: str, summary: str, after: str = "done") -> Callable[[Route], Route]:
+    """A caretaker's form: the login page when refused, else 303 back to the dashboard."""
+    return router.post(
+        path,
+        response_class=HTMLResponse,
+        response_model=None,
+        summary=summary,
+        responses={303: {"description": f"{after}: back to the dashboard"}},
+    )
 
 
 @router.post("/logout", summary="Caretaker logout", status_code=303)
-async def admin_logout(
-    request: Request,
-    portal: PortalDep,
-    sid: AdminSession,
-    csrf: Annotated[str, Form(max_length=200)] = "",
-    lang: Annotated[str, Form(max_length=16)] = "",
-) -> RedirectResponse:
-    t = translator_for(portal, request, lang or None)
-    if _guard(portal, sid, csrf) is None:
-        portal.admin_sessions.close(sid)
-    resp = redirect(f"/admin?{urlencode({'lang': t.lang})}", 303)
+async def admin_logout(c: CaretakerForm) -> RedirectResponse:
+    if c.refusal() is None:
+        c.portal.admin_sessions.close(c.sid)
+    resp = redirect(f"/admin?{urlencode({'lang': c.form.t.lang})}", 303)
     resp.delete_cookie(ADMIN_COOKIE, path="/admin", httponly=True, samesite="strict")
     return resp
 
 
-def _refused(portal: Portal, t: Translator, ip: str, why: str) -> HTMLResponse:
-    return _login_page(
-        portal, t, ip, None if why == "login" else why, 401 if why == "login" else 403
-    )
-
-
 async def _mac_action(
-    request: Request,
-    portal: Portal,
-    ip: str,
-    sid: str | None,
-    mac: str,
-    csrf: str,
-    lang: str,
-    make: Callable[[str], AgentRequest],
-    done: str,
+    c: Caretaker, mac: str, make: Callable[[str], AgentRequest], done: str
 ) -> HTMLResponse | RedirectResponse:
     """A caretaker action on one device: session and CSRF checked, MAC validated, asked."""
-    t = translator_for(portal, request, lang or None)
-    why = _guard(portal, sid, csrf)
+    why = c.refusal()
     if why:
-        return _refused(portal, t, ip, why)
+        return c.refused(why)
     try:
         mac = normalise_mac(mac)
     except ValueError:
-        return _back(t, "bad_mac")
-    r = await portal.agent.ask(make(mac))
-    return _back(t, done if r.ok else _failure(r.error))
+        return _back(c.form.t, "bad_mac")
+    r = await c.portal.agent.ask(make(mac))
+    return _back(c.form.t, done if r.ok else _failure(r.error))
 
 
-@router.post(
-    "/name",
-    response_class=HTMLResponse,
-    response_model=None,
-    summary="Give a device a name (empty: back to its DHCP hostname)",
-    responses={303: {"description": "done: back to the dashboard"}},
-)
+@_action("/name", "Give a device a name (empty: back to its DHCP hostname)")
 async def admin_name(
-    request: Request,
-    portal: PortalDep,
-    ip: ClientIp,
-    sid: AdminSession,
-    mac: Annotated[str, Form(max_length=32)] = "",
-    name: Annotated[str, Form(max_length=80)] = "",
-    csrf: Annotated[str, Form(max_length=200)] = "",
-    lang: Annotated[str, Form(max_length=16)] = "",
+    c: CaretakerForm, mac: MacField = "", name: Annotated[str, Form(max_length=80)] = ""
 ) -> HTMLResponse | RedirectResponse:
-    return await _mac_action(
-        request, portal, ip, sid, mac, csrf, lang, lambda m: NameDevice(mac=m, name=name), "named"
-    )
+    return await _mac_action(c, mac, lambda m: NameDevice(mac=m, name=name), "named")
 
 
-@router.post(
-    "/disconnect",
-    response_class=HTMLResponse,
-    response_model=None,
-    summary="Disconnect a device",
-    responses={303: {"description": "done: back to the dashboard"}},
-)
-async def admin_disconnect(
-    request: Request,
-    portal: PortalDep,
-    ip: ClientIp,
-    sid: AdminSession,
-    mac: Annotated[str, Form(max_length=32)] = "",
-    csrf: Annotated[str, Form(max_length=200)] = "",
-    lang: Annotated[str, Form(max_length=16)] = "",
-) -> HTMLResponse | RedirectResponse:
-    return await _mac_action(
-        request, portal, ip, sid, mac, csrf, lang, lambda m: Disconnect(mac=m), "disconnected"
-    )
+@_action("/disconnect", "Disconnect a device")
+async def admin_disconnect(c: CaretakerForm, mac: MacField = "") -> HTMLResponse | RedirectResponse:
+    return await _mac_action(c, mac, lambda m: Disconnect(mac=m), "disconnected")
 
 
-@router.post(
-    "/block",
-    response_class=HTMLResponse,
-    response_model=None,
-    summary="Block or unblock a MAC address",
-    responses={303: {"description": "done: back to the dashboard"}},
-)
+@_action("/block", "Block or unblock a MAC address")
 async def admin_block(
-    request: Request,
-    portal: PortalDep,
-    ip: ClientIp,
-    sid: AdminSession,
-    mac: Annotated[str, Form(max_length=32)] = "",
-    blocked: Annotated[str, Form(max_length=8)] = "1",
-    csrf: Annotated[str, Form(max_length=200)] = "",
-    lang: Annotated[str, Form(max_length=16)] = "",
+    c: CaretakerForm, mac: MacField = "", blocked: Annotated[str, Form(max_length=8)] = "1"
 ) -> HTMLResponse | RedirectResponse:
     block = blocked not in ("0", "false", "")
-    return await _mac_action(
-        request, portal, ip, sid, mac, csrf, lang,
-        lambda m: Block(mac=m, blocked=block), "blocked" if block else "unblocked",
-    )  # fmt: skip
+    done = "blocked" if block else "unblocked"
+    return await _mac_action(c, mac, lambda m: Block(mac=m, blocked=block), done)
 
 
 def _failure(error: str | None) -> str:
@@ -300,27 +269,16 @@ def _failure(error: str | None) -> str:
     return "unavailable" if error == UNAVAILABLE else "failed"
 
 
-@router.post(
-    "/vouchers",
-    response_class=HTMLResponse,
-    response_model=None,
-    summary="Issue vouchers and show them printable",
-    responses={303: {"description": "refused: back to the dashboard"}},
-)
+@_action("/vouchers", "Issue vouchers and show them printable", after="refused")
 async def admin_vouchers(
-    request: Request,
-    portal: PortalDep,
-    ip: ClientIp,
-    sid: AdminSession,
+    c: CaretakerForm,
     plan_id: Annotated[str, Form(max_length=64)] = "",
     count: Annotated[str, Form(max_length=8)] = "1",
-    csrf: Annotated[str, Form(max_length=200)] = "",
-    lang: Annotated[str, Form(max_length=16)] = "",
 ) -> HTMLResponse | RedirectResponse:
-    t = translator_for(portal, request, lang or None)
-    why = _guard(portal, sid, csrf)
+    why = c.refusal()
     if why:
-        return _refused(portal, t, ip, why)
+        return c.refused(why)
+    portal, t = c.portal, c.form.t
     config = portal.settings.config
     try:
         plan = config.plan(plan_id)

@@ -14,11 +14,12 @@ import math
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from captive_portal.agent import UNAVAILABLE, DeviceState, active_session
-from captive_portal.deps import ClientIp, DeviceDep, LangDep, PortalDep, translator_for
+from captive_portal.deps import ClientIp, DeviceDep, LangDep, PortalDep
+from captive_portal.forms import PostedForm
 from captive_portal.i18n import Translator
 from captive_portal.render import common_context, splash_context, status_context
 from captive_portal.responses import html, redirect
@@ -87,20 +88,18 @@ def _error_page(
 
 @router.post("/login", response_class=HTMLResponse, summary="Log in with a voucher or free tier")
 async def login(
-    request: Request,
     portal: PortalDep,
     ip: ClientIp,
+    form: PostedForm,
     method: Annotated[str, Form(max_length=16)] = "",
     code: Annotated[str, Form(max_length=200)] = "",
     username: Annotated[str, Form(max_length=253)] = "",
     password: Annotated[str, Form(max_length=128)] = "",
     terms: Annotated[str, Form(max_length=8)] = "",
-    csrf: Annotated[str, Form(max_length=200)] = "",
-    lang: Annotated[str, Form(max_length=16)] = "",
 ) -> HTMLResponse:
-    t = translator_for(portal, request, lang or None)
+    t = form.t
     code = code.strip()[:MAX_CODE]
-    if not portal.csrf.check(csrf, "login", ip):
+    if not form.signed("login", ip):
         return _error_page(portal, t, ip, None, "csrf", code)
     if method not in portal.settings.config.portal.login_methods:
         return _error_page(portal, t, ip, None, "method_disabled", code)

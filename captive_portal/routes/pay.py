@@ -14,11 +14,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form
 from fastapi.responses import HTMLResponse
 
 from captive_portal.agent import UNAVAILABLE, DeviceState
-from captive_portal.deps import ClientIp, LangDep, PortalDep, translator_for
+from captive_portal.deps import ClientIp, LangDep, PortalDep
+from captive_portal.forms import PostedForm
 from captive_portal.i18n import Translator
 from captive_portal.render import common_context, localised, session_facts, splash_context
 from captive_portal.responses import html
@@ -126,18 +127,16 @@ def _result_page(
 
 @router.post("/pay", response_class=HTMLResponse, summary="Buy a plan by mobile money")
 async def pay(
-    request: Request,
     portal: PortalDep,
     ip: ClientIp,
+    form: PostedForm,
     plan: Annotated[str, Form(max_length=64)] = "",
     phone: Annotated[str, Form(max_length=32)] = "",
     network: Annotated[str, Form(max_length=16)] = "",
-    csrf: Annotated[str, Form(max_length=200)] = "",
-    lang: Annotated[str, Form(max_length=16)] = "",
 ) -> HTMLResponse:
-    t = translator_for(portal, request, lang or None)
+    t = form.t
     net = network if network in NETWORK_NAMES else ""
-    if not portal.csrf.check(csrf, "pay", ip):
+    if not form.signed("pay", ip):
         return await _splash(portal, t, ip, "csrf", 403, phone, net)
     try:
         togo_phone(phone)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from captive_portal.agent import UNAVAILABLE, DeviceState
-from captive_portal.deps import ClientIp, DeviceDep, LangDep, PortalDep, translator_for
+from captive_portal.deps import ClientIp, DeviceDep, LangDep, PortalDep
+from captive_portal.forms import PostedForm
 from captive_portal.render import splash_context, status_context
 from captive_portal.responses import html, redirect
 from hub_agent.api.protocol import Logout
@@ -42,16 +42,12 @@ async def status(
     responses={303: {"description": "logged out: back to the splash page"}},
 )
 async def logout(
-    request: Request,
-    portal: PortalDep,
-    ip: ClientIp,
-    csrf: Annotated[str, Form(max_length=200)] = "",
-    lang: Annotated[str, Form(max_length=16)] = "",
+    portal: PortalDep, ip: ClientIp, form: PostedForm
 ) -> HTMLResponse | RedirectResponse:
-    t = translator_for(portal, request, lang or None)
+    t = form.t
     error = None
     state: DeviceState | None = None
-    if not portal.csrf.check(csrf, "logout", ip):
+    if not form.signed("logout", ip):
         error, status_code = "csrf", 403
     else:
         resp = await portal.agent.ask(Logout(ip=ip))

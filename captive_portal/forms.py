@@ -1,0 +1,41 @@
+"""What every form the portal posts carries: its CSRF token and the page's language.
+
+A POST answers in the language of the page the form was on (the hidden ``lang`` field,
+then Accept-Language), and its token is checked against the purpose and binding the page
+issued it for (see ``CsrfSigner``). Routes take ``PostedForm`` instead of declaring both
+fields and choosing the translator themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Form, Request
+
+from captive_portal.deps import PortalDep, translator_for
+from captive_portal.i18n import Translator
+from captive_portal.security import CsrfSigner
+
+CsrfField = Annotated[str, Form(max_length=200)]
+LangField = Annotated[str, Form(max_length=16)]
+
+
+@dataclass(frozen=True, slots=True)
+class Posted:
+    t: Translator
+    token: str
+    signer: CsrfSigner
+
+    def signed(self, purpose: str, binding: str) -> bool:
+        """The form's token was issued for this purpose and binding, and lately."""
+        return self.signer.check(self.token, purpose, binding)
+
+
+def get_posted(
+    request: Request, portal: PortalDep, csrf: CsrfField = "", lang: LangField = ""
+) -> Posted:
+    return Posted(translator_for(portal, request, lang or None), csrf, portal.csrf)
+
+
+PostedForm = Annotated[Posted, Depends(get_posted)]
