@@ -329,6 +329,7 @@ class Purchases:
                     "SELECT 1 FROM purchase_grants WHERE ref = ?", [grant.ref]
                 ).fetchone()
                 if done:
+                    log.info("grant %s already applied: acknowledged again", grant.ref)
                     return True
                 row = self._row(grant.request_id)
                 secret = self.config().trust.voucher_secret

@@ -1,0 +1,344 @@
+"""Mobile money for real: hub (agent + portal), phones, broker, centre and provider simulator.
+
+Used by tests/linux/test_payments_lab.py and bench/bench_paid_to_online.py::
+
+    phones ── hub ns (hub-agent run, captive-portal) ── upstream ns (Mosquitto :1883,
+                                                        the "internet" on :80)
+                                                          │ veth (link-local /30)
+    this machine: hubctl payments run (callbacks on 127.0.0.1), the simulator (in process,
+                  a real HTTP server on 127.0.0.1), the test's own MQTT clients
+
+Two hubs are enrolled with the real ``hubctl enroll`` (per-hub broker users and the ACL
+it renders); the first runs, the second's credentials exist to prove the ACL. The centre
+talks to the simulator with the simulator's default credentials (PayGate for T-Money,
+FedaPay for Flooz). Every wait is on a condition.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import yaml
+
+from hub_agent.config import validate_config
+from hub_agent.mqtt.client import Client as MqttClient
+from hub_agent.mqtt.core import BrokerUrl
+from hub_agent.telemetry import db_path
+from provisioning.payments.simulator import SimConfig, Simulator
+from provisioning.statedir import StateDir
+from tests.lab.broker import free_port, mosquitto_path
+from tests.lab.netns import HUB_LAN, UPSTREAM, Client, Lab, run
+from tests.lab.users import portal_setpriv
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+PORTAL = f"http://{HUB_LAN}:8080"
+HUB_A = "tg-lab-pay-a"
+HUB_B = "tg-lab-pay-b"
+MQTT_PORT = 1883
+T = TypeVar("T")
+
+
+class Timeout(AssertionError):
+    pass
+
+
+def wait_for(what: str, pred: Callable[[], T | None], timeout: float, every: float = 0.05) -> T:
+    """``pred()``'s first truthy value; Timeout naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise Timeout(f"{what}: not within {timeout:.0f}s")
+        time.sleep(every)
+
+
+def _get(c: Client, url: str, *args: str, timeout: float = 5) -> tuple[str, str, str]:
+    r = c.curl(url, "-o", "-", "-w", "\n%{http_code} %{redirect_url}", *args, timeout=timeout)
+    body, _, tail = r.stdout.rpartition("\n")
+    code, _, location = tail.partition(" ")
+    return code, location, body
+
+
+def reaches_upstream(c: Client) -> bool:
+    r = c.curl(f"http://{UPSTREAM}/", timeout=3)
+    return r.returncode == 0 and "upstream internet" in r.stdout
+
+
+@dataclass
+class PayLab:
+    lab: Lab
+    root: Path
+    link: str
+    ctl_ip: str
+    sim: Simulator
+    callback_port: int
+    config_path: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    # --- building ------------------------------------------------------------------
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, clients: int, lan_prefix: int = 24) -> Iterator[PayLab]:
+        lab = Lab.create(clients=clients, nat=False, lan_prefix=lan_prefix)
+        root = Path(tempfile.mkdtemp(prefix="relais-paylab-"))
+        os.chmod(root, 0o755)
+        octet = 100 + secrets.randbelow(100)
+        link = f"rlp{lab.run_id.replace('-', '')[-8:]}"[:15]
+        cport = free_port()
+        sim = Simulator(
+            SimConfig(
+                paygate_callback=f"http://127.0.0.1:{cport}/payments/callback/paygate",
+                fedapay_webhook=f"http://127.0.0.1:{cport}/payments/callback/fedapay",
+            )
+        )
+        sim.serve("127.0.0.1", 0)
+        pl = cls(lab, root, link, f"169.254.{octet}.2", sim, cport, root / "hub" / "hub.yaml")
+        try:
+            run(["ip", "link", "add", link, "type", "veth", "peer", "name", "ctlp",
+                 "netns", lab.upstream_ns])  # fmt: skip
+            run(["ip", "addr", "add", f"169.254.{octet}.1/30", "dev", link])
+            run(["ip", "link", "set", link, "up"])
+            lab.ip(lab.upstream_ns, "addr", "add", f"{pl.ctl_ip}/30", "dev", "ctlp")
+            lab.ip(lab.upstream_ns, "link", "set", "ctlp", "up")
+            pl._enroll()
+            pl._start_broker()
+            pl._write_hub_config()
+            pl.start_centre()
+            pl.start_agent()
+            pl.procs["portal"] = lab.spawn(
+                lab.hub_ns, *portal_setpriv(), str(BIN / "captive-portal"), "--config",
+                str(pl.config_path), log="portal.log",
+            )  # fmt: skip
+            lab.wait_port(lab.hub_ns, HUB_LAN, 8080, timeout=20)
+            c = lab.clients[0]
+            offered = lambda: 'action="/pay"' in _get(c, PORTAL + "/")[2]  # noqa: E731
+            wait_for("mobile money offered on the splash", offered, 30, every=0.2)
+            yield pl
+        finally:
+            pl.close()
+
+    @property
+    def central(self) -> Path:
+        return self.root / "central"
+
+    def hubctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run(
+            [str(BIN / "hubctl"), "--state", str(self.central), *args],
+            capture_output=True, text=True, timeout=60, env=_env(),
+        )  # fmt: skip
+        if check and p.returncode != 0:
+            raise AssertionError(f"hubctl {' '.join(args)}: {p.stderr}")
+        return p
+
+    def _enroll(self) -> None:
+        self.central.mkdir(mode=0o700)
+        (self.central / "central.yaml").write_text(yaml.safe_dump({
+            "hub_mqtt_url": f"mqtt://{UPSTREAM}:{MQTT_PORT}",
+            "controller_mqtt_url": f"mqtt://{self.ctl_ip}:{MQTT_PORT}",
+        }))  # fmt: skip
+        for hub_id in (HUB_A, HUB_B):
+            self.hubctl("enroll", hub_id, "--kind", "mairie", "--name", f"Lab {hub_id}")
+        StateDir(self.central).write_secret("payments", {
+            "networks": {"tmoney": "paygate", "flooz": "fedapay"},
+            "paygate": {"auth_token": "sim-paygate-token", "base_url": self.sim.url},
+            "fedapay": {"secret_key": "sk_sandbox_sim", "webhook_secret": "wh_sandbox_sim",
+                        "base_url": self.sim.url},
+        })  # fmt: skip
+
+    def host_vars(self, hub_id: str) -> dict[str, Any]:
+        text = (self.central / "ansible" / "host_vars" / f"{hub_id}.yml").read_text()
+        data: dict[str, Any] = yaml.safe_load(text)
+        return data
+
+    def _start_broker(self) -> None:
+        exe = mosquitto_path()
+        assert exe, "mosquitto is not installed"
+        bdir = self.root / "broker"
+        (bdir / "data").mkdir(parents=True)
+        shutil.copy(self.central / "mosquitto" / "passwd", bdir / "passwd")
+        shutil.copy(self.central / "mosquitto" / "acl", bdir / "acl")
+        (bdir / "mosquitto.conf").write_text("\n".join([
+            f"listener {MQTT_PORT}", "allow_anonymous false",
+            f"password_file {bdir / 'passwd'}", f"acl_file {bdir / 'acl'}",
+            "persistence true", f"persistence_location {bdir / 'data'}/",
+            "set_tcp_nodelay true", "max_inflight_messages 1000",
+            "max_queued_messages 100000", "log_dest stdout", "log_type error",
+            "log_type warning", "log_type notice", "",
+        ]))  # fmt: skip
+        with contextlib.suppress(KeyError):
+            ent = pwd.getpwnam("mosquitto")
+            for p in [bdir, *bdir.rglob("*")]:
+                os.chown(p, ent.pw_uid, ent.pw_gid)
+        self.procs["broker"] = self.lab.spawn(
+            self.lab.upstream_ns, exe, "-c", str(bdir / "mosquitto.conf"), log="broker.log"
+        )
+        self.lab.wait_port(self.lab.upstream_ns, UPSTREAM, MQTT_PORT)
+
+    def _write_hub_config(self) -> None:
+        doc = self.host_vars(HUB_A)["relais_hub_config"]
+        hub_dir = self.config_path.parent
+        (hub_dir / "run").mkdir(parents=True)
+        for d in (hub_dir, hub_dir / "run"):
+            os.chmod(d, 0o755)
+        doc["data_dir"] = str(hub_dir / "data")
+        doc["portal"]["agent_socket"] = str(hub_dir / "run" / "agent.sock")
+        doc.setdefault("staff", {})["devices"] = []
+        doc["network"]["wan"]["dns_servers"] = [UPSTREAM]
+        validate_config(doc, source="pay lab hub config")
+        self.config_path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+
+    # --- processes -------------------------------------------------------------------
+    def start_centre(self) -> None:
+        log = open(self.lab.workdir / "centre.log", "ab")  # noqa: SIM115
+        self.procs["centre"] = subprocess.Popen(
+            [str(BIN / "hubctl"), "--state", str(self.central), "payments", "run",
+             "--http-host", "127.0.0.1", "--http-port", str(self.callback_port)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=_env(),
+        )  # fmt: skip
+        wait_for("centre's callback port", self._centre_listening, 20)
+
+    def _centre_listening(self) -> bool:
+        p = self.procs["centre"]
+        assert p.poll() is None, self.log("centre.log")
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            return s.connect_ex(("127.0.0.1", self.callback_port)) == 0
+
+    def kill_centre(self) -> None:
+        p = self.procs["centre"]
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(5)
+
+    def start_agent(self) -> None:
+        sock = self.config_path.parent / "run" / "agent.sock"
+        sock.unlink(missing_ok=True)
+        self.procs["agent"] = p = self.lab.spawn(
+            self.lab.hub_ns, str(BIN / "hub-agent"), "run", "--config", str(self.config_path),
+            log="agent.log",
+        )  # fmt: skip
+        wait_for("agent socket", lambda: p.poll() is None and sock.exists(), 20)
+
+    def kill_agent(self) -> None:
+        p = self.procs["agent"]
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(5)
+
+    def log(self, name: str) -> str:
+        p = self.lab.workdir / name
+        return p.read_text(errors="replace")[-4000:] if p.exists() else ""
+
+    def close(self) -> None:
+        for name in ("portal", "agent", "centre", "broker"):
+            p = self.procs.get(name)
+            if p is not None and p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait(10)
+        self.sim.close()
+        self.lab.hub_exec("nft", "delete", "table", "inet", "relais")
+        self.lab.close()
+        subprocess.run(["ip", "link", "del", self.link], capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # --- the phone -------------------------------------------------------------------
+    def buy(self, c: Client, phone: str, network: str, plan: str = "heure") -> str:
+        """The splash's mobile-money form, as a browser posts it; the purchase's ref."""
+        _, _, page = _get(c, PORTAL + "/")
+        box = page[page.find('action="/pay"') :]
+        token = re.search(r'name="csrf" value="([^"]+)"', box)
+        assert token, page[:800]
+        code, _, body = _get(
+            c, PORTAL + "/pay", "--data-urlencode", f"plan={plan}", "--data-urlencode",
+            f"phone={phone}", "--data-urlencode", f"network={network}", "--data-urlencode",
+            f"csrf={token.group(1)}", timeout=10,
+        )  # fmt: skip
+        m = re.search(r"url=/pay/([A-Za-z0-9_-]+)", body)
+        assert code == "200" and m, body[:800]
+        return m.group(1)
+
+    def pay_page(self, c: Client, ref: str) -> tuple[str, str]:
+        code, _, body = _get(c, f"{PORTAL}/pay/{ref}")
+        return code, body
+
+    def wait_result(self, c: Client, ref: str, timeout: float = 20) -> tuple[str, str]:
+        """The purchase's page once it stopped waiting (no refresh any more)."""
+
+        def done() -> tuple[str, str] | None:
+            code, body = self.pay_page(c, ref)
+            return (code, body) if 'http-equiv="refresh"' not in body else None
+
+        return wait_for(f"purchase {ref} settled", done, timeout, every=0.2)
+
+    # --- the provider's side -----------------------------------------------------------
+    def sim_payment(self, phone: str, timeout: float = 15) -> dict[str, Any]:
+        """The simulator's payment for ``phone`` once the centre started it there."""
+
+        def find() -> dict[str, Any] | None:
+            rows = httpx.get(f"{self.sim.url}/_sim/payments", timeout=5).json()
+            mine = [r for r in rows if r["phone"].endswith(phone[-8:])]
+            assert len(mine) <= 1, mine  # one payment per phone in these tests
+            return mine[0] if mine and mine[0]["pushed"] else None  # the USSD prompt went
+
+        return wait_for(f"payment of {phone} at the provider", find, timeout)
+
+    def play(self, action: str, **body: Any) -> dict[str, Any]:
+        r = httpx.post(f"{self.sim.url}/_sim/{action}", json=body, timeout=15)
+        assert r.status_code == 200, r.text
+        data: dict[str, Any] = r.json()
+        return data
+
+    # --- the centre's and the hub's records ----------------------------------------------
+    def centre_rows(self, ref: str | None = None) -> list[dict[str, Any]]:
+        with contextlib.closing(sqlite3.connect(StateDir(self.central).registry_path)) as db:
+            db.row_factory = sqlite3.Row
+            q = "SELECT * FROM payments" + (" WHERE ref = ?" if ref else "")
+            return [dict(r) for r in db.execute(q, [ref] if ref else [])]
+
+    def centre_row(self, hub_request_id: str) -> dict[str, Any] | None:
+        rows = [r for r in self.centre_rows() if r["request_id"] == hub_request_id]
+        assert len(rows) <= 1, rows
+        return rows[0] if rows else None
+
+    def hub_query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        path = db_path(self.config_path.parent / "data")
+        with contextlib.closing(sqlite3.connect(path, timeout=10)) as db:
+            return list(db.execute(sql, params))
+
+    def mqtt(self, user: str | None = None, password: str | None = None,
+             on_message: Any = None) -> MqttClient:  # fmt: skip
+        """A connected client as the controller (default) or as ``user``."""
+        if user is None:
+            user, password = StateDir(self.central).controller_credentials()
+        url = BrokerUrl.parse(f"mqtt://{self.ctl_ip}:{MQTT_PORT}").with_credentials(
+            user, password or ""
+        )
+        c = MqttClient(url, on_message=on_message)
+        c.connect()
+        return c
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAIS_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
