@@ -396,7 +396,17 @@ class PaymentService:
             self._inflight.discard(ref)
             self._wake.set()
 
+    def resume(self) -> int:
+        """At start: re-send every unacknowledged grant now rather than within
+        GRANT_RESEND_S (a kill -9 may have come between recording a grant and sending
+        it). Returns how many."""
+        with self.lock:
+            n = store.grants_due_now(self.db, self.clock())
+        self._wake.set()
+        return n
+
     def run(self, stop: threading.Event, tick_s: float = 0.5) -> None:
+        self.resume()
         while not stop.is_set():
             self._wake.clear()
             self.run_due()

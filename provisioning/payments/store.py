@@ -196,6 +196,16 @@ def claim(db: Database, ref: str, seen: State, checks: int, until: float) -> boo
     return bool(cur.rowcount)
 
 
+def grants_due_now(db: Database, now: float) -> int:
+    """Make every unacknowledged grant due at ``now`` (a restart: the last one may never
+    have left); re-sending a grant is harmless, it is the same signed message."""
+    cur = db.execute(
+        "UPDATE payments SET next_check_at = ? WHERE state = 'granted' AND next_check_at > ?",
+        [now, now],
+    )
+    return int(cur.rowcount or 0)
+
+
 def due(db: Database, now: float, limit: int = 200) -> list[Payment]:
     """Payments whose next step is due: start, check, grant, or re-send the grant."""
     cur = db.execute(

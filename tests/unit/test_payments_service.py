@@ -147,6 +147,23 @@ def test_kill_between_paid_and_grant_grants_once_after_restart(world: World) -> 
     assert len(world.grants()) == 2
 
 
+def test_a_restart_sends_unacknowledged_grants_at_once(world: World) -> None:
+    a = world.service()
+    p = request(a)
+    a.step(p.ref)
+    now = world.clock()
+    store.transition(a.db, p.ref, "pending", "paid", now, paid_at=now, next_check_at=now)
+    a.step(p.ref)
+    assert store.get(a.db, p.ref).state == "granted"  # type: ignore[union-attr]
+    world.sent.clear()  # kill -9 between recording the grant and the broker taking it
+    b = world.service()
+    b.step(p.ref)
+    assert world.grants() == []  # not due for GRANT_RESEND_S...
+    assert b.resume() == 1  # ...unless the service has just started
+    b.step(p.ref)
+    assert len(world.grants()) == 1 and world.grants()[0]["ref"] == p.ref
+
+
 def test_start_retries_then_polls_then_expires(world: World) -> None:
     world.provider.unavailable = 99
     svc = world.service()
