@@ -155,7 +155,7 @@ def consumer(
     url: str,
     kind: str,
     client_id: str,
-    db: Path,
+    db: Path | str,
     shared: bool,
     prime: bool,
     start_at: float = 0.0,
