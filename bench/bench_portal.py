@@ -1,10 +1,12 @@
 """Portal benchmark: splash requests/s on one uvicorn worker, and login->authorised
 latency p50/p99, each beside nginx serving the same HTML on this machine (ratio).
 
-The portal is the real `captive-portal` process; behind its socket is the TEST agent
-(tests/unit/portal_agent.py) in this process, so every splash request includes the real
-whoami round trip over the UNIX socket. Load: wrk (Debian package) when present, else an
-asyncio httpx loop. Run: .venv/bin/python bench/bench_portal.py
+The portal is the real `captive-portal` process; behind its socket is the REAL agent
+(tests/unit/real_agent.py: AgentHandler over SessionService on an in-memory SQLite, a
+recording kernel) in this process, so every splash request includes the real whoami round
+trip over the UNIX socket and every login the agent's own voucher and session code.
+Load: wrk (Debian package) when present, else an asyncio httpx loop.
+Run: .venv/bin/python bench/bench_portal.py
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hub_agent.config import validate_config  # noqa: E402
-from tests.unit.portal_agent import AgentThread, MemoryAgent, config_dict  # noqa: E402
+from tests.unit.real_agent import AgentThread, FakeClock, RealAgent, config_dict  # noqa: E402
 
 DURATION_S = 8
 CONNECTIONS = 32
@@ -127,12 +129,12 @@ def pct(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
 
 
-async def login_latencies(base: str, agent: MemoryAgent) -> list[float]:
+async def login_latencies(base: str, agent: RealAgent) -> list[float]:
     """POST /login with a fresh voucher, then poll the Android probe until it says 204."""
     out = []
     async with httpx.AsyncClient(base_url=base) as c:
-        for i in range(LOGINS):
-            code = agent.add_voucher(f"BNCH-{i:04d}", "heure")
+        for _ in range(LOGINS):
+            code = agent.issue("heure")  # a code the caretaker would print
             m = _CSRF.search((await c.get("/")).text)
             assert m
             t0 = time.perf_counter()
@@ -163,11 +165,11 @@ def main() -> None:
     data = config_dict(sock, login_attempts=100)
     cfg = workdir / "hub.yaml"
     cfg.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    agent = MemoryAgent(validate_config(data), {"127.0.0.1": "02:00:00:00:0c:01"})
+    agent = RealAgent(validate_config(data), {"127.0.0.1": "02:00:00:00:0c:01"}, FakeClock())
     pport, nport = free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        with AgentThread(sock, agent):
+        with agent, AgentThread(sock, agent):
             portal = subprocess.Popen(
                 [
                     str(Path(sys.executable).parent / "captive-portal"),
