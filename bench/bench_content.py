@@ -44,14 +44,9 @@ from hub_agent.config import ContentItem  # noqa: E402
 from hub_agent.content.fetch import FetchError, fetch, range_chunk_for  # noqa: E402
 from hub_agent.content.nginx import NginxPlan, NginxServer, nginx_binary  # noqa: E402
 from tests.lab import upstream_http  # noqa: E402
+from tests.lab.broker import free_port  # noqa: E402
 
 PY = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = 10) -> None:

@@ -6,7 +6,8 @@ The portal is the real `captive-portal` process; behind its socket is the REAL a
 recording kernel) in this process, so every splash request includes the real whoami round
 trip over the UNIX socket and every login the agent's own voucher and session code.
 Load: wrk (Debian package) when present, else an asyncio httpx loop.
-Run: .venv/bin/python bench/bench_portal.py
+
+    .venv/bin/python bench/bench_portal.py
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import asyncio
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hub_agent.config import validate_config  # noqa: E402
+from tests.lab.broker import free_port  # noqa: E402
 from tests.unit.real_agent import AgentThread, FakeClock, RealAgent, config_dict  # noqa: E402
 
 DURATION_S = 8
@@ -37,12 +38,6 @@ CONNECTIONS = 32
 LOGINS = 200
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(url: str, timeout: float = 15) -> None:
