@@ -398,6 +398,17 @@ class RadiusSettings(_Strict):
         return str(ipaddress.ip_address(v))
 
 
+class RoamingSettings(_Strict):
+    """Central codes' balances follow them between hubs (hub_agent/roaming.py)."""
+
+    offline_share_pct: int = Field(
+        default=25, ge=0, le=100,
+        description="share of a central code's plan quota granted while the centre is unreachable",
+    )  # fmt: skip
+    query_timeout_ms: int = Field(default=200, ge=10, le=5000)  # the centre's answer at login
+    report_every_s: float = Field(default=60.0, gt=0, le=3600)  # usage per code to the centre
+
+
 class HubConfig(_Strict):
     version: int = Field(ge=1, description="strictly increasing")
     hub: HubIdentity
@@ -412,6 +423,7 @@ class HubConfig(_Strict):
     content: ContentSettings = ContentSettings()
     mqtt: MqttSettings = MqttSettings()
     trust: TrustSettings = TrustSettings()
+    roaming: RoamingSettings = RoamingSettings()
     # validated even when absent: login method "account" needs it
     radius: RadiusSettings | None = Field(default=None, validate_default=True)
 

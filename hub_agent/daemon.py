@@ -307,7 +307,7 @@ class Agent:
             self.handler.accounts = self.accounts
             await self.accounts.start()
         server = await start_server(self.config.portal.agent_socket, self.handler)
-        paylink = None
+        paylink = roaming = None
         if self.telemetry_enabled:
             from hub_agent.telemetry.service import Telemetry
 
@@ -325,6 +325,11 @@ class Agent:
             from hub_agent.purchase_link import PurchaseLink
 
             paylink = PurchaseLink(shop, self.telemetry, self.on_worker, self.clock)
+            from hub_agent.roaming_link import RoamingLink  # central codes' balances
+
+            roaming = RoamingLink(lambda: self.config, self.telemetry, self.sessions,
+                                  self.kernel, self.on_worker, self.clock)  # fmt: skip
+            self.handler.roaming = roaming
             await self.telemetry.start()
         # The content cache keeps its own connection on the loop's thread (its sync and its
         # usage collection share it and must not interleave).
@@ -337,6 +342,8 @@ class Agent:
         ]
         if paylink is not None:
             tasks.append(asyncio.create_task(paylink.run(self._stop)))
+        if roaming is not None:
+            tasks.append(asyncio.create_task(roaming.run(self._stop)))
         log.info("hub %s running", self.config.hub.id)
         try:
             await self._stop.wait()

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from hub_agent.api.protocol import (
     Block,
@@ -41,6 +41,7 @@ from hub_agent.config import normalise_mac
 from hub_agent.enforce.model import DesiredState, Grant
 from hub_agent.purchases import Purchases
 from hub_agent.radius import RadiusUnavailable
+from hub_agent.roaming import Asked
 from hub_agent.sessions.accounts import Terms
 from hub_agent.sessions.attempts import WRONG_CODE, Verdict, warn
 
@@ -58,6 +59,7 @@ class Sessions(Protocol):
         now: float,
         enforce: Callable[[Grant], None] | None = None,
         account: Terms | None = None,
+        balance: Asked | None = None,
     ) -> tuple[SessionView | None, str | None]: ...
     def logout(self, mac: str, now: float) -> None: ...
     def end(self, mac: str, reason: str, now: float) -> None: ...
@@ -87,8 +89,15 @@ class Radius(Protocol):
     def sync(self) -> None: ...
 
 
+class Roaming(Protocol):
+    """Central codes' balances from the centre (hub_agent/roaming_link.py)."""
+
+    async def before_login(self, code: str) -> Asked | None: ...
+
+
 class AgentHandler:
     purchases: Purchases | None = None  # mobile money (hub_agent/purchases.py)
+    roaming: Roaming | None = None  # roaming balances (hub_agent/roaming_link.py)
     accounts: Radius | None = None  # accounts through RADIUS (hub_agent/accounts.py)
 
     def __init__(
@@ -119,6 +128,11 @@ class AgentHandler:
         # A PriorityWorker runs them ahead of the agent's queued periodic passes.
         if isinstance(req, Login) and req.method == "account" and self.accounts is not None:
             return await self._account_login(req, self.accounts)
+        if isinstance(req, Login) and req.method == "voucher" and self.roaming is not None:
+            # the centre's balance first, on the loop; then the login on the worker
+            balance = await self.roaming.before_login(req.code or "")
+            if balance is not None:
+                return await self._work(lambda: self._login(req, self.clock(), balance=balance))
         return await self._work(self.handle, req)
 
     async def _work(self, fn: Callable[..., _T], *args: object) -> _T:
@@ -243,13 +257,17 @@ class AgentHandler:
         )
         return Response(ok=True, device=device, uplink_up=up)
 
-    def _login(self, req: Login, now: float, account: Terms | None = None) -> Response:
+    def _login(
+        self, req: Login, now: float, account: Terms | None = None, balance: Asked | None = None
+    ) -> Response:
         mac = self.mac_for_ip(req.ip)
         if mac is None:
             return Response(ok=False, error="unknown_device", uplink_up=self.uplink_up())
         self.sessions.seen(mac, req.ip, now)
         before = self.sessions.grant_for(mac, now)  # what the kernel holds for it now
-        extra = {"account": account} if req.method == "account" else {}
+        extra: dict[str, Any] = {"account": account} if req.method == "account" else {}
+        if balance is not None:
+            extra["balance"] = balance
         try:
             view, error = self.sessions.login(
                 mac, req.ip, req.method, req.code, now, enforce=self.kernel.authorize, **extra

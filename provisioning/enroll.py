@@ -56,6 +56,7 @@ def hash_password(password: str) -> str:
 
 PAY_WRITE = ("request", "ack")  # relais/hubs/<id>/payments/..., docs/operations.md
 PAY_READ = ("grant", "status")
+BALANCE_WRITE, BALANCE_READ = "balances/query", "balances/answer"  # roaming (docs/operations.md)
 
 
 def render_acl(hub_ids: Iterable[str], controller_user: str) -> str:
@@ -76,6 +77,9 @@ def render_acl(hub_ids: Iterable[str], controller_user: str) -> str:
         # mobile money: the hub asks and acknowledges; it reads only its own grants
         lines += [f"topic write {topics.topic(hub_id, f'payments/{x}')}" for x in PAY_WRITE]
         lines += [f"topic read {topics.topic(hub_id, f'payments/{x}')}" for x in PAY_READ]
+        # roaming: the hub asks its own balance queries and reads only its own answers
+        lines.append(f"topic write {topics.topic(hub_id, BALANCE_WRITE)}")
+        lines.append(f"topic read {topics.topic(hub_id, BALANCE_READ)}")
         lines.append("")
     return "\n".join(lines)
 

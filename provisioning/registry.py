@@ -26,6 +26,7 @@ MIGRATION_SETS = (
     "provisioning.registry:migrations",
     "provisioning.vouchers:VOUCHERS",
     "provisioning.content_catalogue:CATALOGUE",
+    "provisioning.balances:BALANCES",
 )
 
 

@@ -228,6 +228,12 @@ def findings_command(db: Database, as_json: bool = False) -> int:
     allow (sold twice, or used on two offline hubs) and codes never issued. Exit 1 when
     there are any, so a cron job can alert."""
     found = findings_for(db)
+    roaming = _roaming_findings(db)
+    if as_json and roaming:  # roaming balances (provisioning/balances.py)
+        print(json.dumps(_finding_rows(found) + roaming[1], indent=1))
+        return 1
+    for line in roaming[0] if roaming else []:
+        print(line)
     if as_json:
         rows = [
             {"kind": f.kind, "code": format_code(f.code), "plan": f.plan_id,
@@ -236,7 +242,7 @@ def findings_command(db: Database, as_json: bool = False) -> int:
             for f in found
         ]  # fmt: skip
         print(json.dumps(rows, indent=1))
-    elif not found:
+    elif not found and not roaming:
         print("no voucher findings")
     for f in [] if as_json else found:
         devices = len({m for _, m, _ in f.redemptions})
@@ -244,7 +250,21 @@ def findings_command(db: Database, as_json: bool = False) -> int:
             f"{f.kind:13} {format_code(f.code)}  plan {f.plan_id}: {devices} device(s) of "
             f"{f.devices_max} allowed, on {', '.join(f.hubs)}"
         )
-    return 1 if found else 0
+    return 1 if found or roaming else 0
+
+
+def _roaming_findings(db: Database) -> tuple[list[str], list[dict[str, object]]] | None:
+    from provisioning import balances
+
+    found = balances.roaming_findings(db)
+    return (balances.finding_lines(found), balances.finding_rows(found)) if found else None
+
+
+def _finding_rows(found: list[Finding]) -> list[dict[str, object]]:
+    return [{"kind": f.kind, "code": format_code(f.code), "plan": f.plan_id,
+             "devices_max": f.devices_max, "hubs": f.hubs,
+             "redemptions": [{"hub": h, "device": m, "at": a} for h, m, a in f.redemptions]}
+            for f in found]  # fmt: skip
 
 
 # --- hubctl vouchers issue ---------------------------------------------------------------

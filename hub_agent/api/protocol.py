@@ -33,6 +33,16 @@ class SessionView(_Msg):
     seconds_remaining: int | None  # None: unlimited
     started_at: float
     ended_reason: EndReason | None = None
+    # a central code's roaming balance (hub_agent/roaming.py): where else it was used;
+    # None: not a central code, or never decided; ``balance_offline``: the centre could
+    # not be asked, the balance is a bounded offline allowance until it answers
+    used_elsewhere: list[UsedElsewhere] | None = None
+    balance_offline: bool = False
+
+
+class UsedElsewhere(_Msg):
+    hub: str  # the hub's name
+    bytes: int
 
 
 class DeviceView(_Msg):

@@ -103,3 +103,24 @@ def m003_session_terms(db: sqlite_utils.Database) -> None:
     # an account (RADIUS) session's own terms, as JSON (sessions/accounts.py); NULL: the
     # session follows its plan_id as before
     db.execute("ALTER TABLE sessions ADD COLUMN terms TEXT")
+
+
+@SESSIONS
+def m004_roaming(db: sqlite_utils.Database) -> None:
+    # roaming balances (hub_agent/sessions/roaming.py): what the centre (or the offline
+    # allowance) left a central code on this hub, and what was reported of its usage
+    db.execute(
+        """CREATE TABLE roaming (
+            code TEXT PRIMARY KEY,
+            source TEXT NOT NULL CHECK (source IN ('centre', 'offline')),
+            issued INTEGER,
+            bytes_elsewhere INTEGER NOT NULL DEFAULT 0,
+            cap_bytes INTEGER,
+            used_at TEXT NOT NULL DEFAULT '[]',
+            decided_at REAL NOT NULL
+        )"""
+    )
+    db.execute(
+        "CREATE TABLE roaming_reports (code TEXT PRIMARY KEY, bytes INTEGER NOT NULL, "
+        "at REAL NOT NULL)"
+    )

@@ -33,11 +33,13 @@ from typing import Literal
 
 import sqlite_utils
 
-from hub_agent.api.protocol import DeviceView, EndReason, SessionView
+from hub_agent.api.protocol import DeviceView, EndReason, SessionView, UsedElsewhere
 from hub_agent.config import HubConfig, normalise_mac
 from hub_agent.enforce.discovery import Device
 from hub_agent.enforce.model import Counters, DesiredState, Grant
+from hub_agent.roaming import Asked
 from hub_agent.sessions import attempts, quota
+from hub_agent.sessions import roaming as sroaming
 from hub_agent.sessions.accounting import DayDelta, fold, merge_days
 from hub_agent.sessions.accounts import ACCOUNT, Terms
 from hub_agent.sessions.quota import Limits, Usage, Verdict
@@ -205,7 +207,9 @@ class SessionService:
             return None  # the plan was removed from the config
 
     def _limits_of(self, s: _Row) -> Limits | None:
-        return Terms.load(s.terms).limits() if s.terms is not None else self._limits(s.plan_id)
+        if s.terms is not None:
+            return Terms.load(s.terms).limits()
+        return sroaming.limits_for(self.conn, s.code, self._limits(s.plan_id))
 
     def _secret(self) -> bytes | None:
         s = self.config.trust.voucher_secret
@@ -295,6 +299,7 @@ class SessionService:
         now: float | None = None,
         enforce: Callable[[Grant], None] | None = None,
         account: Terms | None = None,
+        balance: Asked | None = None,
     ) -> LoginResult:
         """Start (or resume) the device's session; ``(view, None)`` or ``(None, error)``
         where error is a ``protocol.LoginError`` code.
@@ -303,7 +308,8 @@ class SessionService:
         it raises, nothing of the login is kept (the code stays unused). A crash after the
         kernel change but before the commit leaves a kernel device the database does not
         know, which the reconcile on start removes; so code, session and kernel agree
-        after a crash at any instruction."""
+        after a crash at any instruction. ``balance``: a central code's roaming decision
+        (hub_agent/roaming.py), stored with the login, capping the slot here."""
         now = time.time() if now is None else now
         mac = normalise_mac(mac)
         methods = self.config.portal.login_methods
@@ -319,6 +325,11 @@ class SessionService:
                 result = self._login_free(mac, now)
             elif method == ACCOUNT:  # ``account``: what RADIUS accepted; None: rejected
                 result = self._login_account(mac, account, now)
+            elif balance is not None:  # a central code, with what the centre said
+                d = sroaming.decide_here(self.conn, balance, now)
+                result = (None, d.error) if d.error else self._login_voucher(mac, balance.code, now)
+                if result[0] is not None and sroaming.earlier_first_use(self.conn, d):
+                    result = self.session_view(mac, now), None
             else:
                 result = self._login_voucher(mac, code or "", now)
             if result[1] in attempts.WRONG_CODE:
@@ -398,7 +409,7 @@ class SessionService:
         plan_id = str(plan_id)
         if status == "revoked":
             return None, "revoked"
-        limits = self._limits(plan_id)
+        limits = sroaming.limits_for(self.conn, code, self._limits(plan_id))
         if limits is None:
             return None, "revoked"  # its plan is no longer sold on this hub
         redeemed = self._one("SELECT 1 FROM redemptions WHERE code = ? AND mac = ?", [code, mac])
@@ -599,6 +610,21 @@ class SessionService:
                 "UPDATE redemptions SET reported = 1 WHERE code = ? AND mac = ?",
                 [(r.code, r.mac) for r in redemptions],
             )
+
+    def apply_roaming(self, asked: Asked, now: float | None = None) -> list[Action]:
+        """A later answer for a code (the centre reachable again): store it and re-grant
+        the code's live sessions with what is left under it."""
+        now = time.time() if now is None else now
+        actions: list[Action] = []
+        with transaction(self.db):
+            sroaming.decide_here(self.conn, asked, now)
+            for s in self._session_rows("code = ? AND state != 'ended'", [asked.code]):
+                s.granted_used = s.total
+                self.conn.execute(
+                    "UPDATE sessions SET granted_used = ? WHERE id = ?", (s.total, s.id)
+                )
+                actions.append(Action("regrant", s.mac, grant=self._grant(s)))
+        return actions
 
     # --- accounting -----------------------------------------------------------------------
     def note_kernel_reset(self, macs: Iterable[str], now: float | None = None) -> None:
@@ -840,7 +866,15 @@ class SessionService:
             else quota.seconds_remaining(limits, first, now),
             started_at=s.started_at,
             ended_reason=reason,
+            **self._roaming_view(s.code),
         )
+
+    def _roaming_view(self, code: str | None) -> dict[str, object]:
+        w = sroaming.where(self.conn, code)
+        if w is None:
+            return {}
+        used = [UsedElsewhere(hub=u.name, bytes=u.bytes) for u in w.used_at]
+        return {"used_elsewhere": used, "balance_offline": w.source == "offline"}
 
     def session_view(self, mac: str, now: float | None = None) -> SessionView | None:
         """The live session, or the last one if it ended in the past day (so the portal

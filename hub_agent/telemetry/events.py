@@ -29,6 +29,7 @@ EventType = Literal[
     "device_throttled",
     "quota_reached",
     "voucher_redeemed",
+    "code_usage",  # a central code's cumulative usage on this hub (roaming balances)
     "config_applied",
     "config_rejected",
     "cache_sync_done",

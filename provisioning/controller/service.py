@@ -24,7 +24,7 @@ from pathlib import Path
 from hub_agent.mqtt.core import BrokerUrl, ConnectFailed, MqttError
 from hub_agent.mqtt.pumped import PumpedClient
 from hub_agent.sessions.service import Redemption
-from provisioning import registry, topics, vouchers
+from provisioning import balances, registry, topics, vouchers
 from provisioning.controller.ingest import Ingestor
 from provisioning.controller.leader import Housekeeper
 from provisioning.registry import Batch
@@ -177,6 +177,7 @@ class Ingest:
         with transaction(self.db):  # SQLite: waits for another controller's write lock
             registry.write_batch(self.db, batch)
             findings = reconcile_redemptions(self.db, batch)
+            balances.fold_events(self.db, batch.events)  # roaming: usage per code
         self.stats.lock_waits = self.db.lock_waits
         for f in findings:
             self.stats.voucher_findings += 1
@@ -262,6 +263,11 @@ def run_controller(
     except MqttError as e:
         log.error("%s", e)
         return 2
+    desk = balances.BalanceDesk(db_path, url, state.signing_key(), client_id=None)
+    try:  # roaming: hubs' balance queries answered, signed
+        desk.start()
+    except MqttError as e:
+        log.error("balances: %s", e)
     server = serve(db_path, http[0], http[1]) if http else None
     if server is not None:
         log.info("fleet page on http://%s:%d/", *server.server_address[:2])
@@ -283,4 +289,5 @@ def run_controller(
     if server is not None:
         server.shutdown()
     ingest.stop()
+    desk.stop()
     return 0

@@ -41,6 +41,8 @@ def test_acl_confines_each_hub_to_its_own_topics() -> None:
         "topic write relais/hubs/hub-a/payments/ack",
         "topic read relais/hubs/hub-a/payments/grant",
         "topic read relais/hubs/hub-a/payments/status",
+        "topic write relais/hubs/hub-a/balances/query",
+        "topic read relais/hubs/hub-a/balances/answer",
     ]
     assert "hub-b/" not in hub_a
 

@@ -15,7 +15,7 @@ from hub_agent.telemetry.outbox import OUTBOX, Outbox
 def test_the_contracts_event_types() -> None:
     assert {
         "device_authorised", "device_deauthorised", "device_throttled", "quota_reached",
-        "voucher_redeemed", "config_applied", "config_rejected", "cache_sync_done",
+        "voucher_redeemed", "code_usage", "config_applied", "config_rejected", "cache_sync_done",
         "cache_sync_failed", "cache_item_evicted", "cache_item_removed", "agent_start",
         "agent_stop", "disk_nearly_full", "uplink_lost", "uplink_back",
     } == EVENT_TYPES  # fmt: skip

@@ -1,0 +1,179 @@
+"""Roaming balances over the hub's MQTT link (the telemetry's ``MqttLink``, QoS 1).
+
+- ``before_login(code)``: on the event loop, before the login's transaction. A code that
+  is not central (or fails its offline check) gives None: the login goes on as before. A
+  central one is asked of the centre (``balances/query``) when the link is up, waiting at
+  most ``roaming.query_timeout_ms`` for the signed ``balances/answer``; no link, no answer
+  in time or a bad signature mean "no answer" (the offline allowance, hub_agent/roaming.py).
+- ``run(stop)``: every ``roaming.report_every_s``, the usage of each central code used here
+  goes to the outbox as a ``code_usage`` event (cumulative bytes; the centre folds them by
+  (hub, code) keeping the highest event ``seq``, so re-sends are harmless); while the link
+  is up, codes granted offline that still have a live session are asked again and their
+  sessions re-granted with what the centre says is left (reconciliation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from hub_agent.config import HubConfig
+from hub_agent.mqtt.link import Message, MqttLink
+from hub_agent.roaming import Answer, AnswerError, Asked, balance_topic, verify_answer
+from hub_agent.sessions import loop as sessions_loop
+from hub_agent.sessions import roaming as sroaming
+from hub_agent.sessions.quota import plan_limits
+from hub_agent.sessions.service import SessionService
+from hub_agent.sessions.vouchers import normalise_code, verify_central_code
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+RECONCILE_EVERY_S = 5.0
+
+
+class RoamingLink:
+    def __init__(
+        self,
+        config: Callable[[], HubConfig],
+        telemetry: Any,  # hub_agent.telemetry.service.Telemetry (its .link may be replaced)
+        sessions: SessionService,
+        kernel: Callable[[], sessions_loop.Kernel],
+        on_worker: Callable[[Callable[[], T]], Awaitable[T]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.telemetry = telemetry
+        self.sessions = sessions
+        self.kernel = kernel
+        self.on_worker: Any = on_worker
+        self.clock = clock
+        self.hub_id = config().hub.id
+        self._waiting: dict[str, asyncio.Future[Answer]] = {}
+        self.rejected = 0  # answers that failed verification
+        self.timeouts = 0
+        self.link.subscribe(balance_topic(self.hub_id, "answer"), self._on_answer)
+
+    @property
+    def link(self) -> MqttLink:
+        link: MqttLink = self.telemetry.link
+        return link
+
+    # --- at login -------------------------------------------------------------------------
+    async def before_login(self, text: str) -> Asked | None:
+        cfg = self.config()
+        code = normalise_code(text)
+        secret = cfg.trust.voucher_secret
+        if code is None or secret is None:
+            return None
+        found = verify_central_code(
+            secret.get_secret_value().encode(), code, [p.id for p in cfg.plans]
+        )
+        if found is None:
+            return None
+        quota = plan_limits(cfg.plan(found.plan_id)).quota_bytes
+        answer = await self.ask(code, found.plan_id, cfg.roaming.query_timeout_ms / 1000)
+        return Asked(code, quota, answer, cfg.roaming.offline_share_pct)
+
+    async def ask(self, code: str, plan_id: str, timeout_s: float) -> Answer | None:
+        """The centre's verified answer, or None (link down, timeout)."""
+        if not self.link.connected.is_set() or self.config().trust.central_public_key is None:
+            return None
+        request_id = secrets.token_hex(8)
+        fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = fut
+        query = {"request_id": request_id, "code": code, "plan_id": plan_id, "ts": self.clock()}
+        sent = self.link.publish(balance_topic(self.hub_id, "query"), query)
+        sent.add_done_callback(lambda f: f.cancelled() or f.exception())
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            self.timeouts += 1
+            return None
+        finally:
+            self._waiting.pop(request_id, None)
+
+    async def _on_answer(self, msg: Message) -> None:
+        key = self.config().trust.central_public_key
+        try:
+            body = json.loads(msg.payload)
+        except ValueError:
+            return
+        if key is None:
+            return
+        try:
+            answer = verify_answer(body, key, self.hub_id)
+        except AnswerError as e:
+            self.rejected += 1
+            log.warning("balance answer refused: %s", e)
+            return
+        fut = self._waiting.get(answer.request_id)
+        if fut is not None and not fut.done():
+            fut.set_result(answer)
+
+    # --- in the background ------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        next_report = 0.0
+        while not stop.is_set():
+            try:
+                if time.monotonic() >= next_report:
+                    next_report = time.monotonic() + self.config().roaming.report_every_s
+                    await self.report_usage()
+                if self.link.connected.is_set():
+                    await self.reconcile()
+            except Exception:  # one bad pass must not stop the next
+                log.exception("roaming pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), min(RECONCILE_EVERY_S, self._report_s()))
+
+    def _report_s(self) -> float:
+        return self.config().roaming.report_every_s
+
+    async def report_usage(self) -> int:
+        """Usage per central code to the outbox, then marked reported (a crash in between
+        re-sends the same cumulative figure: harmless at the centre)."""
+        conn = self.sessions.conn
+        pending = await self.on_worker(lambda: sroaming.pending_usage(conn))
+        for u in pending:
+            fields = u.as_event()
+            self.telemetry.events.emit(str(fields.pop("type")), **fields)
+        if pending:
+            now = self.clock()
+            await self.on_worker(lambda: _mark(self.sessions, pending, now))
+        return len(pending)
+
+    async def reconcile(self) -> int:
+        """Codes granted offline with a live session here: ask again, re-grant."""
+        conn = self.sessions.conn
+        codes = await self.on_worker(lambda: sroaming.offline_codes(conn))
+        cfg = self.config()
+        done = 0
+        for code, plan_id in codes:
+            try:
+                quota = plan_limits(cfg.plan(plan_id)).quota_bytes
+            except KeyError:
+                continue
+            answer = await self.ask(code, plan_id, max(1.0, cfg.roaming.query_timeout_ms / 1000))
+            if answer is None:
+                continue
+            asked = Asked(code, quota, answer, cfg.roaming.offline_share_pct)
+
+            def apply(asked: Asked = asked) -> None:
+                actions = self.sessions.apply_roaming(asked, self.clock())
+                sessions_loop.apply(actions, self.kernel())
+
+            await self.on_worker(apply)
+            done += 1
+        return done
+
+
+def _mark(sessions: SessionService, usage: list[sroaming.Usage], now: float) -> None:
+    from hub_agent.store import transaction
+
+    with transaction(sessions.db):
+        sroaming.mark_reported(sessions.conn, usage, now)
