@@ -199,9 +199,13 @@ def findings_for(db: Database, codes: Iterable[str] | None = None) -> list[Findi
     """The problems recorded redemptions reveal, for ``codes`` (all redeemed codes when
     None): ``hubctl vouchers findings`` shows them at any time, not only as logged."""
     VOUCHERS.apply(db)
-    if codes is None:
+    if codes is None:  # only the codes with a problem, found in one query (no loop per code)
         codes = [str(c) for (c,) in db.execute(
-            "SELECT DISTINCT code FROM central_redemptions ORDER BY code"
+            "SELECT r.code FROM central_redemptions AS r"
+            " LEFT JOIN central_vouchers AS v ON v.code = r.code"
+            " GROUP BY r.code, v.devices_max"
+            " HAVING v.devices_max IS NULL OR count(DISTINCT r.mac) > v.devices_max"
+            " ORDER BY r.code"
         ).fetchall()]  # fmt: skip
     findings = []
     for code in codes:
