@@ -1,8 +1,10 @@
 """The fleet web server: stdlib ThreadingHTTPServer over the registry (read-only).
 
-Routes: ``/`` (map + table), ``/hubs/<id>`` (health charts, events, gaps),
-``/api/fleet.json``. Each request opens its own read connection: WAL lets pages read
-while the ingest writer commits (PostgreSQL: MVCC does the same).
+Routes: ``/`` (map + table: ``?q=&region=&kind=&state=&config=&sort=&desc=1&page=&per=``,
+``?lang=fr|en`` or Accept-Language), ``/hubs/<id>`` (state, desired vs running config,
+push history, health charts, events in words, gaps), ``/api/fleet.json``. Each request
+opens its own read connection: WAL lets pages read while the ingest writer commits
+(PostgreSQL: MVCC does the same).
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from provisioning import fleet, registry, vouchers
-from provisioning.controller import pages
+from provisioning.controller import fleet_query, pages
 from provisioning.storage import Database, DbUrl, connect
 
 HISTORY_S = 24 * 3600.0
@@ -41,21 +43,26 @@ def make_handler(db_path: Path | str | DbUrl) -> type[BaseHTTPRequestHandler]:
             self.send_header("Cache-Control", "no-store")
             self.send_header(
                 "Content-Security-Policy",
-                "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
-                "img-src 'self' data:",
+                "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:",
             )
             self.end_headers()
             self.wfile.write(data)
 
         def do_GET(self) -> None:
-            path = urlsplit(self.path).path
+            url = urlsplit(self.path)
+            path = url.path
+            params = parse_qs(url.query)
+            lang = pages.choose_lang(
+                (params.get("lang") or [""])[0], self.headers.get("Accept-Language")
+            )
             now = time.time()
             db = _read_db(db_path)
             try:
                 if path == "/":
-                    rows = fleet.fleet_rows(registry.all_hubs(db), now)
+                    query = fleet_query.FleetQuery.from_params(params)
+                    view = fleet_query.fleet_view(db, query, now)
                     findings = vouchers.findings_for(db)
-                    self._send(200, pages.fleet_page(rows, now, findings))
+                    self._send(200, pages.fleet_page(view, now, findings, lang))
                 elif path == "/api/fleet.json":
                     rows = fleet.fleet_rows(registry.all_hubs(db), now)
                     self._send(200, json.dumps([r.as_json() for r in rows]), "application/json")
@@ -63,9 +70,9 @@ def make_handler(db_path: Path | str | DbUrl) -> type[BaseHTTPRequestHandler]:
                     hub_id = unquote(path[len("/hubs/") :])
                     row = registry.get_hub(db, hub_id)
                     if row is None:
-                        self._send(404, "<h1>no such hub</h1>")
+                        self._send(404, "<h1>no such hub / point d'accès inconnu</h1>")
                         return
-                    gaps = registry.open_gaps(db).get((hub_id, "health"), [])
+                    gaps = fleet_query.hub_gaps(db, hub_id)
                     self._send(
                         200,
                         pages.hub_page(
@@ -74,6 +81,9 @@ def make_handler(db_path: Path | str | DbUrl) -> type[BaseHTTPRequestHandler]:
                             registry.recent_events(db, hub_id),
                             gaps,
                             now,
+                            fleet_query.push_history(db, hub_id),
+                            row,
+                            lang,
                         ),
                     )
                 else:

@@ -405,7 +405,7 @@ def test_fleet_page_renders_in_chromium(central: Central) -> None:
     assert dom.count("<circle") >= 3 + 4  # 3 hubs + the legend
     for hub in HUBS:
         assert f"/hubs/{hub.id}" in dom
-    assert "offline" in dom and "41%" in dom
+    assert "offline" in dom and "41 %" in dom  # English: chromium asks for en-US
     shot = ARTIFACTS / "fleet.png"
     shot.unlink(missing_ok=True)
     subprocess.run(

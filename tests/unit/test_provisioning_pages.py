@@ -9,6 +9,7 @@ import time
 
 from provisioning import fleet
 from provisioning.controller import pages
+from provisioning.controller.fleet_query import FleetQuery, FleetView
 from provisioning.geo import TOGO_OUTLINE, Projection, default_position
 from provisioning.push import Tracker
 
@@ -47,14 +48,19 @@ def test_outline_is_togo_and_projection_keeps_it_in_the_viewport() -> None:
     assert default_position("tg-x", None) == (None, None)
 
 
+def view_of(rows: list[fleet.FleetRow]) -> FleetView:
+    counts = {s: sum(1 for r in rows if r.status == s) for s in fleet.STATUSES}
+    return FleetView(FleetQuery(), rows, len(rows), len(rows), counts, 0, ["Kara"], rows)  # type: ignore[arg-type]
+
+
 def test_fleet_page_has_map_dots_by_state_table_and_no_external_resources() -> None:
     rows = [row("a-online", 1, 9.5, 1.1), row("b-offline", 0, 6.3, 1.2)]
-    html = pages.fleet_page(rows, NOW)
+    html = pages.fleet_page(view_of(rows), NOW)
     assert html.count("<circle") == 2 + 4  # hubs + legend
     assert f"fill='{pages.COLOURS['offline']}'" in html
-    assert "<table class='sortable' id='fleet'>" in html
+    assert '<table id="fleet">' in html and "<script" not in html
     assert "École &lt;a-online&gt;" in html and "<a-online>" not in html  # escaped
-    assert "55%" in html and "7 MB" in html
+    assert "55 %" in html and "7 Mo" in html and "hors ligne" in html
     assert not re.search(r"(src|href)=['\"]?(https?:)?//", html)  # nothing external
 
 
@@ -79,9 +85,9 @@ def test_fleet_page_lists_voucher_findings_from_the_registry(central_db_url: str
             html = r.read().decode()
     finally:
         server.shutdown()
-    assert "<b>1</b>voucher findings" in html
-    assert "never_issued" in html and "ABCD-EFGH-JKMN" in html and "tg-a, tg-b" in html
-    assert "<b>0</b>voucher findings" in pages.fleet_page([], NOW)
+    assert "<b>1</b>anomalies de tickets" in html
+    assert "jamais émis" in html and "ABCD-EFGH-JKMN" in html and "tg-a, tg-b" in html
+    assert "<b>0</b>anomalies de tickets" in pages.fleet_page(view_of([]), NOW)
 
 
 def test_hub_page_draws_charts_and_events() -> None:
@@ -89,8 +95,8 @@ def test_hub_page_draws_charts_and_events() -> None:
     events = [{"seq": 1, "ts": NOW - 30, "type": "agent_start", "data": json.dumps({"x": 1})}]
     html = pages.hub_page(row("a", 1, 9.5, 1.1), samples, events, [(4, 6)], NOW)
     assert html.count("<polyline") == 3  # cpu, disk, devices; no data for the others
-    assert "CPU: 19%" in html and "agent_start" in html and "4–6" in html
-    assert "no data" in html
+    assert "CPU: 19%" in html and "Agent démarré" in html and "4–6" in html
+    assert "pas de données" in html and "agent_start" not in html
 
 
 def test_tracker_follows_reports_of_the_version_sent() -> None:
