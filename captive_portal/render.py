@@ -17,7 +17,7 @@ from captive_portal.agent import DeviceState
 from captive_portal.i18n import Translator
 from captive_portal.phone import contact_context, status_extras
 from captive_portal.settings import Settings
-from hub_agent.api.protocol import DeviceView, HealthView, SessionView
+from hub_agent.api.protocol import SessionView
 from hub_agent.config import HubConfig, Localised
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
@@ -208,58 +208,6 @@ def status_context(
         "csrf": csrf,
         "voucher_enabled": "voucher" in settings.config.portal.login_methods,
     }
-
-
-def device_rows(
-    devices: list[DeviceView], t: Translator, default_lang: str
-) -> list[dict[str, str | bool]]:
-    rows: list[dict[str, str | bool]] = []
-    for d in sorted(devices, key=lambda d: (d.session is None, d.hostname or "", d.mac)):
-        s = d.session
-        facts = session_facts(s, t, default_lang) if s is not None else None
-        active = s is not None and s.state in ("authorised", "throttled")
-        rows.append(
-            {
-                "mac": d.mac,
-                "name": d.hostname or "—",
-                "ip": d.ip or "—",
-                "plan": facts["plan"] if facts else "—",
-                "state": t(f"state.{s.state}") if s else "—",
-                "used": facts["data_used"] if facts else "—",
-                "data_left": facts["data_left"] if facts and active else "—",
-                "time_left": facts["time_left"] if facts and active else "—",
-                "blocked": d.blocked,
-                "staff": d.staff,
-                "active": active,
-            }
-        )
-    return rows
-
-
-def health_rows(h: HealthView, t: Translator, config: HubConfig) -> list[tuple[str, str]]:
-    temp = f"{_num(h.temperature_c, t)} °C" if h.temperature_c is not None else "—"
-    uplink = t("health.up") if h.uplink_up else t("health.down")
-    if h.uplink_up and h.uplink_latency_ms is not None:
-        uplink += f" ({_num(h.uplink_latency_ms, t, 0)} ms)"
-    budget = config.content.budget_mb
-    return [
-        (t("health.cpu"), f"{_num(h.cpu_pct, t, 0)} %"),
-        (t("health.memory"), f"{_num(h.mem_pct, t, 0)} %"),
-        (t("health.disk"), f"{_num(h.disk_pct, t, 0)} %"),
-        (t("health.temperature"), temp),
-        (t("health.uplink"), uplink),
-        (t("health.broker"), t("health.up") if h.broker_connected else t("health.down")),
-        (
-            t("health.cache"),
-            t(
-                "health.cache_value",
-                used=fmt_bytes(int(h.cache_used_mb * 1_000_000), t),
-                budget=fmt_bytes(budget * 1_000_000, t),
-                items=h.cache_items,
-            ),
-        ),
-        (t("health.config_version"), str(h.config_version)),
-    ]
 
 
 def quota_rows(config: HubConfig, t: Translator) -> list[tuple[str, str]]:

@@ -257,31 +257,32 @@ class Journal:
         self, session_id: str, up_bytes: int, down_bytes: int, now: float | None = None
     ) -> bool:
         """Counters from an accounting pass; queue an Interim-Update when one is due."""
+        return self._interim(session_id, up_bytes, down_bytes, now, observed=True)
+
+    def interim(
+        self, session_id: str, up_bytes: int, down_bytes: int, now: float | None = None
+    ) -> bool:
+        """Queue an Interim-Update now, due or not (e.g. after a CoA changed the session)."""
+        return self._interim(session_id, up_bytes, down_bytes, now, observed=False)
+
+    def _interim(
+        self, session_id: str, up_bytes: int, down_bytes: int, now: float | None, observed: bool
+    ) -> bool:
+        """An Interim-Update for a session still open. ``observed``: the counters of an
+        accounting pass, stored first, and the update queued only when one is due."""
         now = self.clock() if now is None else now
         with transaction(self.db):
             got = self.session(session_id)
             if got is None or got[3] is not None:
                 return False
             s, _, last, _ = got
-            self.db.execute(
-                "UPDATE radius_sessions SET up_bytes = ?, down_bytes = ? WHERE session_id = ?",
-                [up_bytes, down_bytes, session_id],
-            )
-            if not interim_due(last, s.interim_s, now):
-                return False
-            self._queue(session_id, "Interim-Update", up_bytes, down_bytes, None, now)
-        self._notify()
-        return True
-
-    def interim(
-        self, session_id: str, up_bytes: int, down_bytes: int, now: float | None = None
-    ) -> bool:
-        """Queue an Interim-Update now, due or not (e.g. after a CoA changed the session)."""
-        now = self.clock() if now is None else now
-        with transaction(self.db):
-            got = self.session(session_id)
-            if got is None or got[3] is not None:
-                return False
+            if observed:
+                self.db.execute(
+                    "UPDATE radius_sessions SET up_bytes = ?, down_bytes = ? WHERE session_id = ?",
+                    [up_bytes, down_bytes, session_id],
+                )
+                if not interim_due(last, s.interim_s, now):
+                    return False
             self._queue(session_id, "Interim-Update", up_bytes, down_bytes, None, now)
         self._notify()
         return True
