@@ -147,7 +147,7 @@ def _wait_idle(args: argparse.Namespace, count: Callable[[], int]) -> None:
         n = count()
         if n != prev:
             prev, still = n, time.monotonic()
-        elif n > 0 and time.monotonic() - still > 1.0:
+        elif n > 0 and time.monotonic() - still > args.idle_s:
             return
 
 
@@ -178,6 +178,7 @@ def consumer(
         cmd.append("--prime")
     if start_at:
         cmd += ["--start-at", str(start_at)]
+    cmd += ["--idle-s", str(IDLE_S[0])]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
 
 
@@ -217,6 +218,7 @@ def publish_backlog(url: str, hubs: list[registry.HubRecord], n: int, seq0: dict
 
 
 BROKER_PID = [0]
+IDLE_S = [1.0]  # a consumer is done once nothing new came for this long
 
 
 def broker_cpu() -> float:
@@ -350,6 +352,7 @@ def main() -> None:
     p.add_argument("--shared", action="store_true")
     p.add_argument("--prime", action="store_true")
     p.add_argument("--start-at", type=float, default=0.0, help="epoch second to connect at")
+    p.add_argument("--idle-s", type=float, default=1.0, help="consumer: done after idle this long")
     args = p.parse_args()
     if args.consumer:
         run_consumer(args)

@@ -332,10 +332,14 @@ def main() -> None:
     p.add_argument("--backlog", type=int, default=30_000)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument(
+        "--idle-s", type=float, default=5.0, help="a drain is over after this long without news"
+    )
+    p.add_argument(
         "--skip", default="", help="comma list of phases to skip: cpu,sustained,failover"
     )
     args = p.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    bi.IDLE_S[0] = args.idle_s
     hubs = simulate.fleet_ids(args.hubs)
     print(f"bench_ingest_pg: {os.cpu_count()} cores, {args.hubs} hubs")
     with (
