@@ -16,7 +16,10 @@
    accounting, telemetry, config sync and the content cache, which syncs the items from
    upstream and serves them with nginx on :8081) and ``captive-portal`` (nobody) in the
    hub namespace;
-5. runs ``hubctl controller run`` on this machine (fleet page on 127.0.0.1:8090);
+5. runs ``hubctl controller run`` on this machine (fleet page on 127.0.0.1:8090), and
+   mobile money against the provider simulator: ``hubctl payments simulator`` (the phone's
+   confirmation page on 127.0.0.1:8092) and ``hubctl payments run`` (callbacks on :8091)
+   with ``secrets/payments.json`` pointing both providers at the simulator;
 6. waits until the phone sees the portal, the library is synced and the fleet shows the
    hub online; pushes the demo's layer with ``hubctl push`` (signed, over MQTT: the
    registry's desired config is then the one running, v2 applied), writes
@@ -53,6 +56,7 @@ import yaml
 from captive_portal.security import hash_password
 from hub_agent.config import validate_config
 from provisioning.pushplan import deep_merge
+from provisioning.statedir import StateDir
 from tests.lab.broker import mosquitto_path
 from tests.lab.netns import Lab, LabError, delete_netns, list_netns
 from tests.lab.users import portal_gid, portal_setpriv
@@ -78,6 +82,11 @@ UPSTREAM_URL = "http://198.51.100.1"
 CTL_HOST_IP = "169.254.42.1"
 CTL_UP_IP = "169.254.42.2"
 VOUCHERS = (("heure", 3), ("jour", 2))
+# Mobile money: the centre's callback endpoint and the provider simulator, beside the fleet.
+PAY_PORT = FLEET_PORT + 1
+SIM_PORT = FLEET_PORT + 2
+SIM_URL = f"http://127.0.0.1:{SIM_PORT}"
+DEMO_PHONE = "90123456"  # T-Money (PayGate); 96… numbers are Flooz (FedaPay)
 
 START_TIMEOUT_S = 120.0
 
@@ -211,9 +220,38 @@ def shown(path: Path) -> str:
 
 def login_script(code: str) -> str:
     """A shell line that logs the phone in as its browser would: splash form, then POST."""
-    token = rf'curl -s {PORTAL}/ | grep -o "name=.csrf. value=.[^\"]*" | cut -d\" -f4'
+    token = rf'curl -s {PORTAL}/ | grep -o "name=.csrf. value=.[^\"]*" | head -1 | cut -d\" -f4'
     post = f"curl -s -d method=voucher -d code={code} --data-urlencode csrf=$t {PORTAL}/login"
     return f"""sh -c 't=$({token}); {post} | grep -o "<h1>[^<]*"'"""
+
+
+def payments_settings() -> dict[str, Any]:
+    """``secrets/payments.json`` for the demo: both providers are the simulator, with its
+    default credentials (``hubctl payments simulator``)."""
+    return {
+        "networks": {"tmoney": "paygate", "flooz": "fedapay"},
+        "paygate": {"auth_token": "sim-paygate-token", "base_url": SIM_URL},
+        "fedapay": {"secret_key": "sk_sandbox_sim", "webhook_secret": "wh_sandbox_sim",
+                    "base_url": SIM_URL},
+    }  # fmt: skip
+
+
+def pay_script(phone: str, plan: str = "heure") -> str:
+    """A shell line that buys ``plan`` from the phone as its browser would (the splash's
+    mobile-money form and its CSRF token); prints the purchase's page path."""
+    box = r'sed -n "/action=.\/pay./,\$p"'
+    token = (
+        rf'curl -s {PORTAL}/ | {box} | grep -o "name=.csrf. value=.[^\"]*" | head -1 | cut -d\" -f4'
+    )
+    post = (f"curl -s -d plan={plan} -d phone={phone} --data-urlencode csrf=$t {PORTAL}/pay"
+            ' | grep -o "/pay/[A-Za-z0-9_-]*" | head -1')  # fmt: skip
+    return f"""bash -c 't=$({token}); {post}'"""
+
+
+def confirm_script(phone: str) -> str:
+    """The phone types its PIN: the simulator's JSON API (its page does the same)."""
+    return (f"curl -sf -H 'Content-Type: application/json' -d '{{\"phone\": \"{phone}\"}}'"
+            f" {SIM_URL}/_sim/confirm >/dev/null && echo confirmed")  # fmt: skip
 
 
 def render_text(info: dict[str, Any]) -> str:
@@ -231,6 +269,8 @@ def render_text(info: dict[str, Any]) -> str:
         ("Demo config pushed", f"{info['push']} (signed, over MQTT)"),
         ("Vouchers, 1-hour", "  ".join(v.get("heure", []))),
         ("Vouchers, day pass", "  ".join(v.get("jour", []))),
+        ("Mobile money", f"{SIM_URL}/   (simulator: confirm or refuse as the phone)"),
+        ("Payments", f"{hubctl} payments list"),
         ("MQTT broker", f"mqtt://198.51.100.1:{MQTT_PORT} (hubs), {info['controller_mqtt']}"),
         ("Logs", f"{shown(STATE)}/*.log"),
         ("Stop", "make demo-stop"),
@@ -246,6 +286,12 @@ def render_text(info: dict[str, Any]) -> str:
         f"  ip netns exec {ns} bash                                 # a shell on the phone",
         f"  ip netns exec {ns} chromium --no-sandbox --user-data-dir=/tmp/relais-phone "
         f"{PORTAL}/   # with a desktop",
+        "",
+        "Buy a plan by mobile money (T-Money via the PayGate simulator; 96… numbers: Flooz):",
+        f"  ip netns exec {ns} {pay_script(DEMO_PHONE)}   # prints /pay/<ref>",
+        f"  {confirm_script(DEMO_PHONE)}   # the phone types its PIN",
+        f'  ip netns exec {ns} curl -s {PORTAL}/pay/<ref> | grep -o "<h1>[^<]*"',
+        f"  # or in a browser: the splash's 'Payer par mobile money', then confirm at {SIM_URL}/",
         "",
         *(f"  {k:<22} {val}" for k, val in rows),
     ]
@@ -506,6 +552,20 @@ def push_layer(central: Path, layer: dict[str, Any]) -> str:
     return last.removeprefix("summary: ").strip()
 
 
+def start_payments(sup: Supervisor, central: Path, ctl_mqtt: str) -> None:
+    """The provider simulator and ``hubctl payments run`` on this machine, out of the box."""
+    hubctl = [str(BIN / "hubctl"), "--state", str(central)]
+    callback = f"http://127.0.0.1:{PAY_PORT}/payments/callback"
+    sup.spawn("paysim", [*hubctl, "payments", "simulator", "--host", "127.0.0.1", "--port",
+                         str(SIM_PORT), "--paygate-callback", f"{callback}/paygate",
+                         "--fedapay-webhook", f"{callback}/fedapay"])  # fmt: skip
+    StateDir(central).write_secret("payments", payments_settings())  # 0600, never on a hub
+    sup.spawn("payments", [*hubctl, "--mqtt", ctl_mqtt, "payments", "run", "--http-host",
+                           "127.0.0.1", "--http-port", str(PAY_PORT)])  # fmt: skip
+    wait_until("payment simulator", lambda: sup.check("paysim") or listening(None, SIM_PORT), 20)
+    wait_until("payments service", lambda: sup.check("payments") or listening(None, PAY_PORT), 20)
+
+
 def issue_vouchers(config: Path) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for plan, count in VOUCHERS:
@@ -559,14 +619,16 @@ def bring_up(sup: Supervisor) -> tuple[Lab, dict[str, Any]]:
     """Start everything (see the module's docstring); on any failure, stop what started."""
 
     fresh_state()
-    with socket.socket() as s:  # say it plainly now rather than as a controller crash later
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", FLEET_PORT))
-        except OSError:
-            raise DemoError(
-                f"127.0.0.1:{FLEET_PORT} is in use: free it or set RELAIS_DEMO_FLEET_PORT"
-            ) from None
+    for port in (FLEET_PORT, PAY_PORT, SIM_PORT):  # say it plainly now, not as a crash later
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                raise DemoError(
+                    f"127.0.0.1:{port} is in use: free it or set RELAIS_DEMO_FLEET_PORT"
+                    f" (the demo uses it, {PAY_PORT} and {SIM_PORT})"
+                ) from None
     www = STATE / "upstream-www"
     (www / "library").mkdir(parents=True)
     (www / "index.html").write_text("<h1>upstream internet</h1>\n")
@@ -606,6 +668,7 @@ def bring_up(sup: Supervisor) -> tuple[Lab, dict[str, Any]]:
             ],
         )
         fleet_url = f"http://127.0.0.1:{FLEET_PORT}/"
+        start_payments(sup, central, ctl_mqtt)
 
         sup.spawn("agent", [str(BIN / "hub-agent"), "run", "--config", str(config)], ns=lab.hub_ns)
         sock = hub_dir / "run" / "agent.sock"

@@ -114,8 +114,10 @@ def get(d: Demo, url: str, *args: str) -> tuple[str, str, str]:
     return code, location, body
 
 
-def csrf(page: str) -> str:
-    m = re.search(r'name="csrf" value="([^"]+)"', page)
+def csrf(page: str, action: str = "") -> str:
+    """The CSRF token of the page's first form, or of the form posting to ``action``."""
+    at = page.find(f'action="{action}"') if action else 0
+    m = re.search(r'name="csrf" value="([^"]+)"', page[max(at, 0) :])
     assert m, page[:500]
     return m.group(1)
 
@@ -226,7 +228,27 @@ def test_demo_phone_caretaker_fleet_and_teardown(demo: Demo) -> None:
 
     # Log out: captive again. Then the login line the demo printed, typed as is.
     _, _, status_page = get(d, f"{PORTAL}/status")
-    get(d, f"{PORTAL}/logout", "--data-urlencode", f"csrf={csrf(status_page)}")
+    get(d, f"{PORTAL}/logout", "--data-urlencode", f"csrf={csrf(status_page, '/logout')}")
+    assert not reaches_upstream(d)
+    # Mobile money out of the box, with the lines printed: buy, confirm as the phone, online.
+    lines = [ln.strip() for ln in d.text.splitlines()]
+    (buy,) = [ln for ln in lines if "bash -c" in ln and "/pay" in ln]
+    (confirm,) = [ln for ln in lines if "/_sim/confirm" in ln]
+    ref = subprocess.run(["bash", "-c", buy], capture_output=True, text=True, timeout=20).stdout
+    assert ref.startswith("/pay/"), ref + d.log("portal")
+    deadline = time.monotonic() + 10  # until the centre has asked the (simulated) phone
+    while "confirmed" not in subprocess.run(["bash", "-c", confirm], capture_output=True,
+                                            text=True, timeout=20).stdout:  # fmt: skip
+        assert time.monotonic() < deadline, d.log("payments") + d.log("paysim")
+        time.sleep(0.2)
+    deadline, receipt = time.monotonic() + 10, ""
+    while "Paiement reçu" not in receipt:
+        assert time.monotonic() < deadline, receipt[:800] + d.log("payments") + d.log("agent")
+        receipt = get(d, f"{PORTAL}{ref.strip()}")[2]
+        time.sleep(0.2)
+    wait_online(d)
+    _, _, status_page = get(d, f"{PORTAL}/status")
+    get(d, f"{PORTAL}/logout", "--data-urlencode", f"csrf={csrf(status_page, '/logout')}")
     assert not reaches_upstream(d)
     (line,) = [ln.strip() for ln in d.text.splitlines() if " sh -c " in ln]
     typed = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=20)
