@@ -222,12 +222,16 @@ class Members:
             cmd += ["--client-id", client_id]
         p = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         assert p.stderr is not None
+        said: list[bytes] = []
         for line in p.stderr:
             if b"controller connected" in line:
                 self.procs[name] = p
                 threading.Thread(target=p.stderr.read, daemon=True).start()  # keep draining
                 return time.monotonic() - t0
-        raise RuntimeError(f"controller {name} did not connect")
+            said = [*said[-5:], line]
+        p.kill()
+        p.wait()
+        raise RuntimeError(f"controller {name} did not connect: {b''.join(said).decode()}")
 
     def kill(self, name: str) -> None:
         p = self.procs.pop(name)
@@ -316,9 +320,11 @@ def failover(
         sim.stop()
         runner.join()
         sim.close()
-    out["lost"] = complete(url, sim, timeout=15)
-    out["sent"] = sim.stats.health
-    members.close()
+        try:
+            out["lost"] = complete(url, sim, timeout=15)
+            out["sent"] = sim.stats.health
+        finally:
+            members.close()
     for cid in ids.values():
         if cid:
             end_session(broker_url, cid)
