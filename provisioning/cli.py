@@ -16,12 +16,16 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hub_agent.clikit import fail, parser
 from hub_agent.mqtt.core import BrokerUrl, MqttError
 from provisioning import content_cli, fleet, registry
 from provisioning.statedir import StateDir
 from provisioning.storage import Database
+
+if TYPE_CHECKING:
+    from provisioning.pushplan import PushFile
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,14 +92,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     vouchers = sub.add_parser("vouchers", help="centrally issued vouchers")
     vsub = vouchers.add_subparsers(dest="vverb", required=True, metavar="VERB")
-    issue = vsub.add_parser("issue")
+    issue = vsub.add_parser(
+        "issue", help="codes any hub verifies offline, and A4 sheets of cards (--out)"
+    )
     issue.add_argument("--plan", required=True)
     issue.add_argument("--count", type=int, required=True)
-    issue.add_argument("--out", type=Path, default=None)
+    issue.add_argument(
+        "--out", type=Path, default=None, help="sheet.pdf; split into sheet-001.pdf, ... if big"
+    )
+    issue.add_argument(
+        "--per-pdf", type=int, default=1000, help="cards per PDF file (default 1000)"
+    )
     findings = vsub.add_parser(
         "findings", help="codes redeemed beyond their devices, or never issued (exit 1 if any)"
     )
     findings.add_argument("--json", action="store_true")
+
+    plan = sub.add_parser("plan", help="edit one plan of a hub or group (a push)")
+    plsub = plan.add_subparsers(dest="plverb", required=True, metavar="VERB")
+    pset = plsub.add_parser(
+        "set", help="set keys of one plan (others untouched) and push: plan set HUB jour key=value"
+    )
+    pset.add_argument("target", metavar="HUB_OR_GROUP", help="a hub id, or a --group value")
+    pset.add_argument("plan_id", metavar="PLAN_ID")
+    pset.add_argument(
+        "settings", nargs="+", metavar="KEY=VALUE", help="YAML values; name.fr=... for nested"
+    )
+    pset.add_argument("--wave", default=None)
+    pset.add_argument("--max-failures", type=int, default=0)
+    pset.add_argument("--timeout", type=float, default=120)
+    pset.add_argument("--dry-run", action="store_true", help="render and validate only")
 
     content = sub.add_parser("content", help="content library catalogue")
     content_cli.register(content.add_subparsers(dest="cverb", required=True, metavar="VERB"))
@@ -217,14 +243,41 @@ def cmd_remove(ctx: Ctx) -> int:
 
 
 def cmd_push(ctx: Ctx) -> int:
+    from provisioning import push, pushplan
+
+    a = ctx.args
+    try:
+        pf = push.load_push_file(a.file)
+    except pushplan.PushError as e:
+        fail(f"push refused, nothing published: {e}")
+    return run_push(ctx, pf, a.hub_id, a.group, str(a.file))
+
+
+def cmd_plan(ctx: Ctx) -> int:
+    """``hubctl plan set HUB_OR_GROUP PLAN_ID key=value...``: a push whose only layer edits
+    one plan by id (``pushplan.merge_plans``); every other plan and setting stays."""
+    from provisioning import pushplan
+
+    a = ctx.args
+    try:
+        change = pushplan.parse_settings(a.settings)
+    except pushplan.PushError as e:
+        fail(f"plan set: {e}")
+    pf = pushplan.PushFile(defaults={"plans": {a.plan_id: change}})
+    enrolled = registry.get_hub(ctx.db, a.target) is not None
+    hub_id, group = (a.target, None) if enrolled else (None, a.target)
+    source = f"hubctl plan set {a.target} {a.plan_id} {' '.join(a.settings)}"
+    return run_push(ctx, pf, hub_id, group, source)
+
+
+def run_push(ctx: Ctx, pf: PushFile, hub_id: str | None, group: str | None, source: str) -> int:
     from hub_agent.mqtt.client import Client
     from provisioning import push, pushplan, topics
 
     a = ctx.args
     try:
-        pf = push.load_push_file(a.file)
         wave = pushplan.parse_wave(a.wave) if a.wave else None
-        rendered = push.prepare(ctx.state, ctx.db, pf, hub_id=a.hub_id, group=a.group)
+        rendered = push.prepare(ctx.state, ctx.db, pf, hub_id=hub_id, group=group)
     except pushplan.PushError as e:
         fail(f"push refused, nothing published: {e}")
     print(f"{len(rendered)} hub(s) rendered and valid")
@@ -247,7 +300,7 @@ def cmd_push(ctx: Ctx) -> int:
             client,
             tracker,
             rendered,
-            source=str(a.file),
+            source=source,
             wave_pct=wave,
             max_failures=a.max_failures,
             timeout_s=a.timeout,
@@ -275,6 +328,11 @@ def cmd_push(ctx: Ctx) -> int:
 
 
 def cmd_fleet(ctx: Ctx) -> int:
+    if ctx.args.db is None and not ctx.state.registry_path.exists():
+        fail(
+            f"no registry at {ctx.state.registry_path} (nothing created): give --state DIR, "
+            "set RELAIS_CENTRAL_DIR, or --db URL"
+        )
     now = time.time()
     rows = fleet.fleet_rows(registry.all_hubs(ctx.db), now)
     if ctx.args.json:
@@ -290,7 +348,9 @@ def cmd_vouchers(ctx: Ctx) -> int:
     a = ctx.args
     if a.vverb == "findings":
         return vouchers.findings_command(ctx.db, as_json=a.json)
-    return vouchers.issue_command(state=ctx.state, db=ctx.db, plan=a.plan, count=a.count, out=a.out)
+    return vouchers.issue_command(
+        state=ctx.state, db=ctx.db, plan=a.plan, count=a.count, out=a.out, per_pdf=a.per_pdf
+    )
 
 
 def cmd_content(ctx: Ctx) -> int:
@@ -349,6 +409,7 @@ VERBS = {
     "enroll": cmd_enroll,
     "remove": cmd_remove,
     "push": cmd_push,
+    "plan": cmd_plan,
     "fleet": cmd_fleet,
     "vouchers": cmd_vouchers,
     "content": cmd_content,

@@ -186,6 +186,7 @@ def push_with_tracker(
         for hub_id in wave:
             r = by_id[hub_id]
             registry.record_desired(db, hub_id, r.version, redacted(r.config.to_wire()), source)
+            rename_from_config(db, r)
             tracker.expect(hub_id, r.version)
             publish(client, key, r)
             out(f"  {hub_id:<32} v{r.version:<5} pending")
@@ -202,6 +203,19 @@ def push_with_tracker(
         waves=len(waves),
         not_pushed=sorted(set(by_id) - pushed),
     )
+
+
+def rename_from_config(db: Database, rendered: Rendered) -> bool:
+    """A push that renames a hub (``hub.name``, region, prefecture) renames it in the
+    registry too, so the fleet page and the next push's templates agree with the hub."""
+    ident = rendered.config.hub
+    cur = db.execute(
+        "UPDATE hubs SET name = ?, region = ?, prefecture = ? WHERE id = ? AND"
+        " (name <> ? OR coalesce(region, '') <> ? OR coalesce(prefecture, '') <> ?)",
+        [ident.name, ident.region, ident.prefecture, rendered.hub_id,
+         ident.name, ident.region or "", ident.prefecture or ""],
+    )  # fmt: skip
+    return bool(cur.rowcount)
 
 
 def record_reports(db: Database, rendered: list[Rendered], result: PushResult) -> None:

@@ -9,9 +9,10 @@ A push file is YAML with optional sections, applied in this order (later wins)::
     hubs:     {tg-x: {...}}    # per-hub overrides
 
 A document without any of these sections is taken as ``defaults``. Mappings merge key by
-key; lists and scalars replace. String values may be Jinja2 templates over ``hub``
-(``"{{ hub.name }}"``), rendered in a sandbox. Each hub's result is validated with the
-agent's own schema before anything is published.
+key; lists and scalars replace, except ``plans`` given as a mapping ``{id: {key: value}}``,
+which edits the listed plans by id (``null`` removes one; see ``merge_plans``). String
+values may be Jinja2 templates over ``hub`` (``"{{ hub.name }}"``), rendered in a sandbox.
+Each hub's result is validated with the agent's own schema before anything is published.
 """
 
 from __future__ import annotations
@@ -110,6 +111,68 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
     return out
 
 
+def merge_plans(base: Any, edits: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
+    """``plans`` given as a mapping ``{plan_id: {key: value}}`` edits the list by id:
+    an existing plan's keys merge (as mappings do), a new id is appended (it must then be
+    a whole plan), ``null`` removes the plan. A list still replaces the whole list."""
+    plans = [dict(p) for p in base] if isinstance(base, list) else []
+    index = {str(p.get("id")): i for i, p in enumerate(plans)}
+    removed: set[str] = set()
+    for plan_id, change in edits.items():
+        pid = str(plan_id)
+        if change is None:
+            if pid not in index:
+                raise PushError(f"{where}.plans.{pid}: no such plan to remove")
+            removed.add(pid)
+        elif not isinstance(change, Mapping):
+            raise PushError(f"{where}.plans.{pid}: expected a mapping of plan settings or null")
+        elif pid in index:
+            plans[index[pid]] = deep_merge(plans[index[pid]], change)
+        else:
+            index[pid] = len(plans)
+            plans.append({"id": pid, **change})
+    return [p for p in plans if str(p.get("id")) not in removed]
+
+
+def parse_settings(items: Sequence[str]) -> dict[str, Any]:
+    """``["price_xof=150", "name.fr=Journée"]`` -> ``{"price_xof": 150, "name": {"fr":
+    "Journée"}}``: values are YAML scalars (numbers, true/false, null), dots nest."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise PushError(f"{item!r}: expected KEY=VALUE")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, dict | list):
+            raise PushError(f"{key}: a single value is expected (use name.fr=... to nest)")
+        *parents, leaf = key.strip().split(".")
+        node = out
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise PushError(f"{key}: {part} is set twice")
+            node = child
+        node[leaf] = value
+    return out
+
+
+def apply_layer(doc: Mapping[str, Any], layer: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """One push layer over a document: ``deep_merge``, except ``plans`` as a mapping,
+    which edits the plan list by id (``merge_plans``)."""
+    plans = layer.get("plans")
+    if isinstance(plans, Mapping):
+        rest = {k: v for k, v in layer.items() if k != "plans"}
+        out = deep_merge(doc, rest)
+        out["plans"] = merge_plans(doc.get("plans"), plans, name)
+        return out
+    return deep_merge(doc, layer)
+
+
 def layers_for(hub: HubView, pf: PushFile) -> list[tuple[str, dict[str, Any]]]:
     """The push file's layers that apply to ``hub``, in merge order, with their names."""
     out: list[tuple[str, dict[str, Any]]] = []
@@ -185,8 +248,8 @@ def render_hub(
     (identity, credentials, trust) merged last; validated with the agent's schema."""
     layers = layers_for(hub, pf)
     doc: dict[str, Any] = dict(base)
-    for _name, layer in layers:
-        doc = deep_merge(doc, layer)
+    for name, layer in layers:
+        doc = apply_layer(doc, layer, name)
     try:
         doc = render_templates(doc, {"hub": hub.context()})
     except PushError as e:

@@ -18,7 +18,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -272,6 +272,21 @@ def _finding_rows(found: list[Finding]) -> list[dict[str, object]]:
 
 
 # --- hubctl vouchers issue ---------------------------------------------------------------
+PER_PDF = 1000  # cards per PDF file: 100 A4 pages, a print job a shop's printer takes
+
+
+def pdf_paths(out: Path, count: int, per_pdf: int) -> list[Path]:
+    """``sheet.pdf`` for one file, else ``sheet-001.pdf``, ``sheet-002.pdf``, ..."""
+    files = max(1, -(-count // per_pdf))
+    if files == 1:
+        return [out]
+    width = max(3, len(str(files)))
+    return [
+        out.with_name(f"{out.stem}-{i:0{width}d}{out.suffix or '.pdf'}")
+        for i in range(1, files + 1)
+    ]
+
+
 def issue_command(
     state: StateDir,
     db: Database,
@@ -279,21 +294,38 @@ def issue_command(
     count: int,
     out: Path | None,
     valid_months: int = DEFAULT_VALID_MONTHS,
+    per_pdf: int = PER_PDF,
+    progress: Callable[[str], None] | None = None,
 ) -> int:
-    """``hubctl vouchers issue --plan P --count N [--out sheet.pdf]``: print the codes and,
-    with ``--out``, write the A4 sheet of cards. Exit 2 on a bad argument."""
+    """``hubctl vouchers issue --plan P --count N [--out sheet.pdf] [--per-pdf 1000]``:
+    print the codes on stdout and, with ``--out``, write the A4 sheets of cards, at most
+    ``per_pdf`` cards a file (``sheet-001.pdf``, ...). Progress goes to stderr. Exit 2 on
+    a bad argument."""
+    say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     plans = catalogue()
     if plan not in plans:
         print(f"--plan: unknown plan {plan!r} (plans: {', '.join(sorted(plans))})", file=sys.stderr)
+        return 2
+    if not 1 <= per_pdf <= 10_000:
+        print(f"--per-pdf: {per_pdf} outside 1..10000", file=sys.stderr)
         return 2
     try:
         batch = issue_batch(db, voucher_secret(state), plans[plan], count, None, valid_months)
     except ValueError as e:
         print(f"--{e}", file=sys.stderr)
         return 2
+    say(f"{len(batch.codes)} code(s) issued for plan {plan} (recorded in the registry)")
     for code in batch.codes:
         print(format_code(code))
     if out is not None:
-        pages = render_sheet(cards_for(batch), out, title=f"{NETWORK_NAME} — {plan}")
-        print(f"{out}: {len(batch.codes)} cards on {pages} page(s)", file=sys.stderr)
+        cards = cards_for(batch)
+        paths = pdf_paths(out, len(cards), per_pdf)
+        done = 0
+        for i, path in enumerate(paths):
+            chunk = cards[i * per_pdf : (i + 1) * per_pdf]
+            part = f" ({i + 1}/{len(paths)})" if len(paths) > 1 else ""
+            title = f"{NETWORK_NAME} — {plan}{part}"
+            pages = render_sheet(chunk, path, title=title)
+            done += len(chunk)
+            say(f"{path}: {len(chunk)} cards on {pages} page(s){part}; {done}/{len(cards)} done")
     return 0
