@@ -1,5 +1,6 @@
-"""What every phone page adds: the hub's contact, the clock time a pass ends, and the
-low-balance warning (10% of the data or the time left). Pure; no I/O."""
+"""What every phone page adds: the hub's contact, the clock time a pass ends, the
+low-balance warning (10% of the data or the time left) and whether "prolonger" (buy more)
+is offered. Pure; no I/O."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from zoneinfo import ZoneInfo
 from captive_portal.i18n import Translator
 from hub_agent.api.protocol import SessionView
 from hub_agent.config import HubConfig
+from hub_agent.purchases import plan_price
 
 LOW_FRACTION = 0.10
 
@@ -70,6 +72,19 @@ def low_balance(s: SessionView, config: HubConfig) -> str | None:
         left.append((s.seconds_remaining / secs, "time"))
     low = min(left, default=None)
     return low[1] if low is not None and low[0] <= LOW_FRACTION else None
+
+
+def can_extend(config: HubConfig, session: SessionView | None, pay_online: bool | None) -> bool:
+    """Whether the device may buy more now: the status page's "prolonger" and RFC 8908's
+    ``can-extend-session`` both come from here. It needs a session that lets the device
+    through (a throttled one too: buying more is the way out), mobile money working now
+    (the agent's word) and a plan with a price."""
+    return (
+        session is not None
+        and session.state in ("authorised", "throttled")
+        and bool(pay_online)
+        and any(plan_price(p) is not None for p in config.plans)
+    )
 
 
 def status_extras(s: SessionView, config: HubConfig, t: Translator, now: float) -> dict[str, Any]:

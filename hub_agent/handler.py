@@ -44,6 +44,7 @@ from hub_agent.radius import RadiusUnavailable
 from hub_agent.roaming import Asked
 from hub_agent.sessions.accounts import Terms
 from hub_agent.sessions.attempts import WRONG_CODE, Verdict, warn
+from hub_agent.sessions.vouchers import typo_position
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -72,6 +73,7 @@ class Sessions(Protocol):
     def is_blocked(self, mac: str) -> bool: ...
     def seen(self, mac: str, ip: str, now: float) -> None: ...
     def attempts(self, mac: str, now: float) -> Verdict: ...
+    def device_codes(self, mac: str) -> list[str]: ...
 
 
 class Kernel(Protocol):
@@ -257,6 +259,12 @@ class AgentHandler:
         )
         return Response(ok=True, device=device, uplink_up=up)
 
+    def _typo(self, req: Login, mac: str) -> int | None:
+        """Where a mistyped code is wrong, from the input and this device's own codes."""
+        if req.method != "voucher" or not req.code:
+            return None
+        return typo_position(req.code, self.sessions.device_codes(mac))
+
     def _login(
         self, req: Login, now: float, account: Terms | None = None, balance: Asked | None = None
     ) -> Response:
@@ -282,7 +290,8 @@ class AgentHandler:
                 error=error or "internal",
                 uplink_up=self.uplink_up(),
                 retry_after=v.retry_after or None,
-                attempts_left=warn(v) if error in WRONG_CODE else None,
+                attempts_left=warn(v) if error in WRONG_CODE and not v.retry_after else None,
+                typo_position=self._typo(req, mac) if error == "unknown_code" else None,
             )
         self.on_event("device_authorised", mac=mac, plan=view.plan_id, method=req.method)
         device = DeviceView(mac=mac, ip=req.ip, session=view)

@@ -8,7 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from captive_portal.agent import DeviceState
-from captive_portal.deps import DeviceDep, PortalDep
+from captive_portal.deps import ClientIp, DeviceDep, PortalDep
+from captive_portal.extend import extend_offered
 from captive_portal.settings import Settings
 
 router = APIRouter()
@@ -16,15 +17,18 @@ router = APIRouter()
 MEDIA_TYPE = "application/captive+json"
 
 
-def captive_document(settings: Settings, state: DeviceState) -> dict[str, Any]:
-    """Pure: the RFC 8908 JSON for this device's state (fail closed: captive when unsure)."""
+def captive_document(
+    settings: Settings, state: DeviceState, can_extend: bool = False
+) -> dict[str, Any]:
+    """Pure: the RFC 8908 JSON for this device's state (fail closed: captive when unsure).
+    ``can_extend``: what the status page offers (``captive_portal.extend``)."""
     base = settings.api_base_url
     session = state.session
     doc: dict[str, Any] = {
         "captive": session is None,
         "user-portal-url": base,
         "venue-info-url": base + "content/",
-        "can-extend-session": session is not None,
+        "can-extend-session": session is not None and can_extend,
     }
     if session is not None:
         if session.seconds_remaining is not None:
@@ -40,6 +44,7 @@ def captive_document(settings: Settings, state: DeviceState) -> dict[str, Any]:
     response_class=Response,
     responses={200: {"content": {MEDIA_TYPE: {}}}},
 )
-async def captive_api(portal: PortalDep, state: DeviceDep) -> Response:
-    body = json.dumps(captive_document(portal.settings, state), separators=(",", ":"))
+async def captive_api(portal: PortalDep, ip: ClientIp, state: DeviceDep) -> Response:
+    doc = captive_document(portal.settings, state, await extend_offered(portal, ip, state))
+    body = json.dumps(doc, separators=(",", ":"))
     return Response(body, media_type=MEDIA_TYPE, headers={"Cache-Control": "private"})

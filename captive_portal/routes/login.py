@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from captive_portal.agent import UNAVAILABLE, DeviceState, active_session
 from captive_portal.deps import ClientIp, DeviceDep, LangDep, PortalDep
+from captive_portal.extend import extend_box
 from captive_portal.forms import PostedForm
 from captive_portal.i18n import Translator
 from captive_portal.render import common_context, splash_context, status_context
@@ -62,10 +63,13 @@ def _error_page(
     retry_after: int = 0,
     attempts_left: int | None = None,
     username: str = "",
+    typo_position: int | None = None,
 ) -> HTMLResponse:
     lock_s = portal.settings.config.portal.lockout_seconds
     if error == "rate_limited" and not retry_after:
         retry_after = lock_s
+    # this wrong code was the one too many: the device is locked from now on
+    now_locked = bool(retry_after) and error not in _STATUS
     params = {"minutes": max(1, math.ceil(retry_after / 60))} if retry_after else None
     ctx = splash_context(
         portal.settings,
@@ -77,13 +81,21 @@ def _error_page(
         error_params=params,
     )
     ctx["username"] = username
-    if attempts_left is not None:  # warn before the lock, in the error's own notice
-        warning = t("error.attempts_left", n=attempts_left, minutes=max(1, lock_s // 60))
+    extra = []  # said in the error's own notice
+    if typo_position is not None:
+        g, k = divmod(typo_position - 1, 4)
+        extra.append(t("error.typo_at", n=typo_position, g=g + 1, k=k + 1))
+    if now_locked:
+        extra.append(t("error.now_locked", minutes=max(1, math.ceil(retry_after / 60))))
+    elif attempts_left is not None:  # warn before the lock
+        extra.append(t("error.attempts_left", n=attempts_left, minutes=max(1, lock_s // 60)))
+    if extra:
         notice = ctx["notices"][0]
-        ctx["notices"][0] = type(notice)(notice.kind, f"{notice.text} {warning}")
+        ctx["notices"][0] = type(notice)(notice.kind, " ".join([notice.text, *extra]))
     headers = {"Retry-After": str(retry_after)} if retry_after else None
+    status = 429 if now_locked else _STATUS.get(error, 400)
     body = portal.renderer.page("splash.html", ctx)
-    return html(body, status_code=_STATUS.get(error, 400), headers=headers)
+    return html(body, status_code=status, headers=headers)
 
 
 @router.post("/login", response_class=HTMLResponse, summary="Log in with a voucher or free tier")
@@ -127,12 +139,12 @@ async def login(
         error = resp.error or "generic"
         return _error_page(
             portal, t, ip, state, error, code, resp.retry_after or 0, resp.attempts_left,
-            username if method == "account" else "",
+            username if method == "account" else "", resp.typo_position,
         )  # fmt: skip
-    return _status_page(portal, t, ip, state, session)
+    return await _status_page(portal, t, ip, state, session)
 
 
-def _status_page(
+async def _status_page(
     portal: Portal, t: Translator, ip: str, state: DeviceState, session: SessionView
 ) -> HTMLResponse:
     ctx = status_context(
@@ -146,6 +158,7 @@ def _status_page(
     return html(portal.renderer.page("status.html", ctx))
 
 
+    ctx["pay"] = await extend_box(portal, t, ip, state)  # "prolonger", or None
 def _wait_page(portal: Portal, t: Translator, ip: str, round_: int, code: str) -> HTMLResponse:
     ctx = {
         **common_context(portal.settings, t, "/login/wait", t("wait.title")),
@@ -165,7 +178,7 @@ async def login_wait(
     device is through, the same page while it is silent, the splash when it gave up."""
     session = state.session
     if session is not None:
-        return _status_page(portal, t, ip, state, session)
+        return await _status_page(portal, t, ip, state, session)
     if not state.available and 0 < n < WAIT_ROUNDS:
         return _wait_page(portal, t, ip, n + 1, "")
     error = UNAVAILABLE if not state.available else "generic"

@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from captive_portal.agent import UNAVAILABLE, DeviceState
 from captive_portal.deps import ClientIp, DeviceDep, LangDep, PortalDep
+from captive_portal.extend import extend_box
 from captive_portal.forms import PostedForm
 from captive_portal.render import splash_context, status_context
 from captive_portal.responses import html, redirect
@@ -31,6 +32,7 @@ async def status(
     if session is None:
         return redirect(f"/?{urlencode({'lang': t.lang})}", 303)
     ctx = status_context(portal.settings, t, state, session, csrf=portal.csrf.issue("logout", ip))
+    ctx["pay"] = await extend_box(portal, t, ip, state)  # "prolonger", or None
     return html(portal.renderer.page("status.html", ctx))
 
 

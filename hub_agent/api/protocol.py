@@ -245,5 +245,8 @@ class Response(_Msg):
     # codes it has left when few are (the page warns "encore 2 essais")
     retry_after: int | None = None
     attempts_left: int | None = None
+    # an unknown code that failed its check: the symbol to re-read (1-based, dashes not
+    # counted), when it can be told without saying whether any code exists
+    typo_position: int | None = Field(default=None, ge=1, le=12)
     purchase: PurchaseView | None = None  # Pay, PayStatus
     pay_online: bool | None = None  # PayStatus: mobile money is offered now

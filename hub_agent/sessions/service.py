@@ -342,6 +342,16 @@ class SessionService:
                         enforce(grant)
             return result
 
+    def device_codes(self, mac: str, limit: int = 20) -> list[str]:
+        """The codes this device has logged in with, newest first (it knows them already:
+        a typo hint may use them without telling anyone which codes exist)."""
+        rows = self.conn.execute(
+            "SELECT code FROM sessions WHERE mac = ? AND code IS NOT NULL "
+            "GROUP BY code ORDER BY MAX(id) DESC LIMIT ?",
+            (normalise_mac(mac), limit),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
     def attempts(self, mac: str, now: float | None = None) -> attempts.Verdict:
         """Whether the device may try a code now, and how many wrong ones it has left."""
         now = time.time() if now is None else now

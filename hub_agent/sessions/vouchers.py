@@ -76,6 +76,61 @@ def normalise_code(text: str) -> str | None:
     return s
 
 
+# Which character a person may have typed for which (both ways): look-alikes on a printed
+# ticket (2/Z, 5/S, 8/B ...) and neighbours on a phone's AZERTY keyboard and digit row.
+_LOOK_ALIKE = "2Z 5S 6G 8B 38 UV VY MN MW CG EF PR KX 7T 4A 9G QD VW"
+_KEYS = ("AZERTYU", "QSDFGHJK", "WXCVBN", "23456789")
+_CONFUSED: dict[str, frozenset[str]] = {
+    c: frozenset(
+        [p[1] for p in _LOOK_ALIKE.split() if p[0] == c]
+        + [p[0] for p in _LOOK_ALIKE.split() if p[1] == c]
+        + [r[i + d] for r in _KEYS for i, k in enumerate(r) if k == c for d in (-1, 1)
+           if 0 <= i + d < len(r)]
+    )
+    for c in ALPHABET
+}  # fmt: skip
+
+
+def typo_position(text: str, known: tuple[str, ...] | list[str] = ()) -> int | None:
+    """The 1-based position (in the 12 symbols, dashes not counted) of the one character
+    worth re-reading in a code that failed its check, or None when it cannot be told.
+
+    A single weighted check symbol says *that* a symbol is wrong, not *which*: for every
+    position exactly one other symbol would make the check pass. So the position comes
+    only from what does not reveal whether any code exists:
+
+    1. a single symbol outside the alphabet (0, O, 1, I, L, punctuation): that one;
+    2. ``known``: codes this device already logged in with (it knows them already),
+       one symbol away: that symbol;
+    3. otherwise, the one position (if only one) where the symbol that passes the check is
+       a likely slip for the typed one (a look-alike or a keyboard neighbour).
+
+    It never consults the codes the hub has issued: answering "n° 7" because the hub
+    knows the corrected code would tell a guesser that code exists (12 guesses per try).
+    Case 3 is a good guess, not a certainty: the page says "vérifiez", not "corrigez".
+    """
+    s = "".join(text.split()).replace("-", "").upper()
+    if len(s) != CODE_LEN:
+        return None
+    outside = [i for i, c in enumerate(s) if c not in _INDEX]
+    if outside:
+        return outside[0] + 1 if len(outside) == 1 else None
+    digits = [_INDEX[c] for c in s]
+    syndrome = sum((i + 1) * d for i, d in enumerate(digits)) % BASE
+    if syndrome == 0:
+        return None  # the check passes: nothing to locate
+    for k in known:
+        diff = [i for i, (a, b) in enumerate(zip(s, k, strict=False)) if a != b]
+        if len(k) == CODE_LEN and len(diff) == 1:
+            return diff[0] + 1
+    likely = [
+        p
+        for p in range(CODE_LEN)
+        if ALPHABET[(digits[p] - syndrome * pow(p + 1, -1, BASE)) % BASE] in _CONFUSED[s[p]]
+    ]
+    return likely[0] + 1 if len(likely) == 1 else None
+
+
 def payload_of(code: str) -> int:
     value = 0
     for c in code[:PAYLOAD_LEN]:

@@ -223,7 +223,7 @@ def test_screenshots_dashboard_and_low_balance_status(site: Site) -> None:
         page.set_default_timeout(10_000)
         page.goto(site.url + "/status")
         main = page.inner_text("main")
-        assert "moins de 10 % de vos données" in main
+        assert "10 % de vos données ou moins" in main
         assert "fin " in main and "Besoin d'aide ?" in page.inner_text("footer")
         assert "+228 90 00 00 00" in page.inner_text("footer")
         page.screenshot(path=str(ARTIFACTS / "status-low-balance-fr.png"), full_page=True)
