@@ -54,11 +54,13 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(live.run()) if live else None
+        tasks = [asyncio.create_task(portal.agent.watch())]  # the device cache's feed
+        if live:
+            tasks.append(asyncio.create_task(live.run()))
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -104,7 +104,7 @@ def common_context(settings: Settings, t: Translator, path: str, title: str) -> 
 def _banners(state: DeviceState | None, t: Translator) -> list[Notice]:
     if state is None:
         return []
-    if not state.available:
+    if not state.available or state.stale:
         return [Notice("warn", t("banner.unavailable"))]
     if state.offline:
         return [Notice("info", t("banner.offline"))]

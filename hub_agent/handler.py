@@ -34,6 +34,7 @@ from hub_agent.api.protocol import (
     Request,
     Response,
     SessionView,
+    Watch,
     Whoami,
 )
 from hub_agent.caretaker import Desk
@@ -127,6 +128,12 @@ class AgentHandler:
     async def __call__(self, req: Request) -> Response:
         # Sessions (SQLite) and the kernel (pyroute2's sync API, nft) block: they run on the
         # agent's one worker thread, which also serialises them; the loop stays free.
+        if isinstance(req, Watch):  # a long poll: on the loop, never on the worker
+            changes = getattr(self.sessions, "changes", None)
+            if changes is None:
+                return Response(ok=False, error="bad_request")
+            gen, changed = await changes.wait(req.since, req.wait_s)
+            return Response(ok=True, generation=gen, changed=changed)
         # A PriorityWorker runs them ahead of the agent's queued periodic passes.
         if isinstance(req, Login) and req.method == "account" and self.accounts is not None:
             return await self._account_login(req, self.accounts)
@@ -136,6 +143,10 @@ class AgentHandler:
             if balance is not None:
                 return await self._work(lambda: self._login(req, self.clock(), balance=balance))
         return await self._work(self.handle, req)
+
+    def _generation(self) -> int | None:
+        changes = getattr(self.sessions, "changes", None)
+        return int(changes.generation) if changes is not None else None
 
     async def _work(self, fn: Callable[..., _T], *args: object) -> _T:
         urgent = getattr(self.executor, "submit_urgent", None)
@@ -248,8 +259,10 @@ class AgentHandler:
     def _whoami(self, ip: str, now: float) -> Response:
         mac = self.mac_for_ip(ip)
         up = self.uplink_up()
+        # mobile money's offer rides along: the splash needs no second round trip
+        pay = self.purchases.offered() if self.purchases is not None else None
         if mac is None:
-            return Response(ok=False, error="unknown_device", uplink_up=up)
+            return Response(ok=False, error="unknown_device", uplink_up=up, pay_online=pay)
         self.sessions.seen(mac, ip, now)
         device = DeviceView(
             mac=mac,
@@ -257,7 +270,8 @@ class AgentHandler:
             blocked=self.sessions.is_blocked(mac),
             session=self.sessions.session_view(mac, now),
         )
-        return Response(ok=True, device=device, uplink_up=up)
+        gen = self._generation()  # read after its own writes: on the worker, in order
+        return Response(ok=True, device=device, uplink_up=up, pay_online=pay, generation=gen)
 
     def _typo(self, req: Login, mac: str) -> int | None:
         """Where a mistyped code is wrong, from the input and this device's own codes."""
@@ -295,4 +309,5 @@ class AgentHandler:
             )
         self.on_event("device_authorised", mac=mac, plan=view.plan_id, method=req.method)
         device = DeviceView(mac=mac, ip=req.ip, session=view)
-        return Response(ok=True, device=device, uplink_up=self.uplink_up())
+        gen = self._generation()  # the portal keeps this answer past its own change
+        return Response(ok=True, device=device, uplink_up=self.uplink_up(), generation=gen)

@@ -133,8 +133,11 @@ async def login(
     state = DeviceState(True, resp.device, resp.uplink_up)
     session = active_session(resp.device)
     if resp.ok and session is None:  # the agent said yes without a view: ask once more
+        portal.agent.devices.forget(ip)
         state = await portal.agent.whoami(ip)
         session = state.session
+    elif resp.ok:  # the device's probes and pages see it at once, without asking again
+        portal.agent.remember(ip, state, resp.generation)
     if not resp.ok or session is None:
         error = resp.error or "generic"
         return _error_page(
@@ -155,10 +158,10 @@ async def _status_page(
         csrf=portal.csrf.issue("logout", ip),
         just_logged_in=True,
     )
+    ctx["pay"] = await extend_box(portal, t, ip, state)  # "prolonger", or None
     return html(portal.renderer.page("status.html", ctx))
 
 
-    ctx["pay"] = await extend_box(portal, t, ip, state)  # "prolonger", or None
 def _wait_page(portal: Portal, t: Translator, ip: str, round_: int, code: str) -> HTMLResponse:
     ctx = {
         **common_context(portal.settings, t, "/login/wait", t("wait.title")),
@@ -179,7 +182,7 @@ async def login_wait(
     session = state.session
     if session is not None:
         return await _status_page(portal, t, ip, state, session)
-    if not state.available and 0 < n < WAIT_ROUNDS:
+    if (not state.available or state.stale) and 0 < n < WAIT_ROUNDS:
         return _wait_page(portal, t, ip, n + 1, "")
     error = UNAVAILABLE if not state.available else "generic"
     return _error_page(portal, t, ip, state, error)

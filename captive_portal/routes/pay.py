@@ -52,12 +52,22 @@ def _plans(portal: Portal, t: Translator) -> list[dict[str, str]]:
 
 
 async def pay_offer(
-    portal: Portal, t: Translator, ip: str, phone: str = "", network: str = ""
+    portal: Portal,
+    t: Translator,
+    ip: str,
+    phone: str = "",
+    network: str = "",
+    state: DeviceState | None = None,
 ) -> dict[str, Any] | None:
-    """The splash's mobile-money box, or None when it is not offered now."""
-    resp = await portal.agent.ask(PayStatus(ip=ip))
+    """The splash's mobile-money box, or None when it is not offered now. ``state``: the
+    device's (cached) state, which carries the offer when the agent gave it."""
     plans = _plans(portal, t)
-    if not resp.pay_online or not plans:
+    if not plans:
+        return None
+    online = state.pay_online if state is not None else None
+    if online is None:
+        online = bool((await portal.agent.ask(PayStatus(ip=ip))).pay_online)
+    if not online:
         return None
     csrf = portal.csrf.issue("pay", ip)
     return {"plans": plans, "csrf": csrf, "phone": phone, "network": network}
@@ -71,7 +81,7 @@ async def _splash(
     ctx = splash_context(
         portal.settings, t, state, csrf=portal.csrf.issue("login", ip), error=error
     )
-    ctx["pay"] = await pay_offer(portal, t, ip, phone, network)
+    ctx["pay"] = await pay_offer(portal, t, ip, phone, network, state)
     return html(portal.renderer.page("splash.html", ctx), status_code=status)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, Response
 
-from captive_portal.deps import DeviceDep, PortalDep
+from captive_portal.deps import CaptiveDep, PortalDep
 from captive_portal.responses import redirect
 
 router = APIRouter()
@@ -45,7 +45,7 @@ PROBE_PATHS = frozenset(PROBES)
 
 
 def _make(answer: ProbeAnswer, path: str) -> Callable[..., Awaitable[Response]]:
-    async def probe(portal: PortalDep, state: DeviceDep) -> Response:
+    async def probe(portal: PortalDep, state: CaptiveDep) -> Response:
         if not state.authorised:  # unknown, expired, blocked or agent silent: captive
             return redirect(portal.settings.base_url, 302)
         return Response(

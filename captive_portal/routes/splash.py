@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
-from captive_portal.deps import ClientIp, DeviceDep, LangDep, PortalDep
+from captive_portal.deps import CaptiveDep, ClientIp, LangDep, PortalDep
 from captive_portal.render import splash_context
 from captive_portal.responses import html
 from captive_portal.routes.pay import pay_offer
@@ -20,10 +20,10 @@ async def splash(
     portal: PortalDep,
     t: LangDep,
     ip: ClientIp,
-    state: DeviceDep,
+    state: CaptiveDep,
     code: Annotated[str, Query(max_length=64)] = "",
 ) -> HTMLResponse:
     csrf = portal.csrf.issue("login", ip)
     ctx = splash_context(portal.settings, t, state, csrf=csrf, code=code.strip())
-    ctx["pay"] = await pay_offer(portal, t, ip)  # None: mobile money not offered now
+    ctx["pay"] = await pay_offer(portal, t, ip, state=state)  # None: not offered now
     return html(portal.renderer.page("splash.html", ctx))

@@ -53,6 +53,7 @@ async def logout(
         error, status_code = "csrf", 403
     else:
         resp = await portal.agent.ask(Logout(ip=ip))
+        portal.agent.devices.forget(ip)  # the next page asks the agent again
         if resp.error == UNAVAILABLE:
             error, status_code, state = UNAVAILABLE, 503, DeviceState(False, None, None)
         else:  # "no session" is fine: the device is logged out either way

@@ -175,6 +175,15 @@ class CaretakerInfo(_Msg):
     op: Literal["caretaker"] = "caretaker"
 
 
+class Watch(_Msg):
+    """Long poll of the device changes after ``since`` (hub_agent/api/changes.py): the
+    portal's device cache stays true without a round trip per request."""
+
+    op: Literal["watch"] = "watch"
+    since: int = -1
+    wait_s: float = Field(default=20.0, ge=0, le=60)
+
+
 class Pay(_Msg):
     """Start a mobile-money purchase for the device at ``ip``."""
 
@@ -206,7 +215,8 @@ Request = Annotated[
     | NameDevice
     | CaretakerInfo
     | Pay
-    | PayStatus,
+    | PayStatus
+    | Watch,
     Field(discriminator="op"),
 ]
 
@@ -250,3 +260,6 @@ class Response(_Msg):
     typo_position: int | None = Field(default=None, ge=1, le=12)
     purchase: PurchaseView | None = None  # Pay, PayStatus
     pay_online: bool | None = None  # PayStatus: mobile money is offered now
+    # the change feed's generation this answer reflects (whoami, login, Watch)
+    generation: int | None = None
+    changed: dict[str, int] | None = None  # Watch: MAC -> its latest change ("*": all)

@@ -33,6 +33,7 @@ from typing import Literal
 
 import sqlite_utils
 
+from hub_agent.api.changes import ALL, ChangeFeed
 from hub_agent.api.protocol import DeviceView, EndReason, SessionView, UsedElsewhere
 from hub_agent.config import HubConfig, normalise_mac
 from hub_agent.enforce.discovery import Device
@@ -154,6 +155,7 @@ class SessionService:
         self.config = config
         self.db = db
         self.conn: sqlite3.Connection = db.conn
+        self.changes = ChangeFeed()  # devices whose session changed: the portal's cache
 
     # --- config ---------------------------------------------------------------------------
     def update_config(self, config: HubConfig, now: float | None = None) -> list[Action]:
@@ -163,6 +165,7 @@ class SessionService:
         under the new terms, counted from now; one whose plan was removed ends
         (``caretaker``). Other sessions keep their kernel state untouched."""
         now = time.time() if now is None else now
+        self.changes.bump([ALL])  # plans, names, banners: every page may read differently
         day = quota.local_day(now, self.tz)
         live = self._session_rows("state != 'ended'")
         before = {s.plan_id: self._terms(s.plan_id) for s in live}
@@ -288,6 +291,7 @@ class SessionService:
             )
             if blocked:
                 self._end(mac, "blocked", now)
+            self.changes.bump([mac])
 
     # --- login / logout -------------------------------------------------------------------
     def login(
@@ -335,6 +339,7 @@ class SessionService:
             if result[1] in attempts.WRONG_CODE:
                 attempts.record_failure(self.conn, mac, now, self.config.portal.lockout_seconds)
             elif result[0] is not None:
+                self.changes.bump([mac])
                 attempts.clear(self.conn, mac)
                 if enforce is not None:
                     grant = self.grant_for(mac, now)
@@ -545,6 +550,7 @@ class SessionService:
             self._end(normalise_mac(mac), reason, now)
 
     def _end(self, mac: str, reason: str, now: float) -> None:
+        self.changes.bump([mac])
         self.conn.execute(
             "UPDATE sessions SET state = 'ended', ended_at = ?, ended_reason = ? "
             "WHERE mac = ? AND state != 'ended'",
@@ -692,6 +698,7 @@ class SessionService:
                             free_today[s.mac] = free_today.get(s.mac, 0) + f.delta
                 action = self._decide(s, c, reset, today, free_today, firsts, now)
                 if action is not None:
+                    self.changes.bump([s.mac])
                     actions.append(action)
                     if action.kind == "deauthorize":
                         ended.append(s)

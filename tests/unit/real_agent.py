@@ -237,6 +237,12 @@ class AgentThread:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._loop.run_until_complete(self._main())
+        # what the server still runs (the portal's long-poll Watch): ended, as asyncio.run
+        # ends the daemon's
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self._loop.close()
 
     async def _main(self) -> None:
