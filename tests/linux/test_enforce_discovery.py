@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -30,6 +31,14 @@ def test_neighbours_and_sniffed_dhcp_arp_merge() -> None:
         c1, c2 = lab.clients
         seen: list[Observation] = []
         sniffer = LanSniffer("lan0", seen.append, netns=lab.hub_ns)
+        handled: list[Any] = []  # what reached Python at all
+        parse = sniffer._handle
+
+        def counting(pkt: Any) -> None:
+            handled.append(pkt)
+            parse(pkt)
+
+        sniffer._handle = counting  # type: ignore[method-assign]
         sniffer.start()
         try:
             c1.exec("ip", "neigh", "flush", "all")
@@ -42,6 +51,12 @@ def test_neighbours_and_sniffed_dhcp_arp_merge() -> None:
                 time.sleep(0.1)
         finally:
             sniffer.stop()
+        # the kernel's filter let only ARP and DHCP up to Python, not the pings' ICMP
+        from scapy.layers.dhcp import BOOTP
+        from scapy.layers.l2 import ARP, Ether
+
+        frames = [p if isinstance(p, Ether) else Ether(bytes(p)) for p in handled]
+        assert frames and all(ARP in f or BOOTP in f for f in frames), frames
         neigh = read_neighbours("lan0", netns=lab.hub_ns)
         assert {(o.mac, o.ip) for o in neigh if o.ip} >= {(c1.mac, c1.ip), (c2.mac, c2.ip)}
         assert any(o.source == "arp" and o.mac == c1.mac and o.ip == c1.ip for o in seen), seen
