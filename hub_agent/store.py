@@ -96,10 +96,8 @@ def private_file(path: Path, mode: int = DB_MODE) -> None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        try:
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
             os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode))  # no locks yet
-        except FileExistsError:  # another process made it meanwhile
-            pass
         st = os.stat(path)
     if st.st_mode & 0o777 != mode:
         os.chmod(path, mode)

@@ -125,7 +125,8 @@ def test_offline_allowance_then_reconciled(tmp_path: Path) -> None:
     assert [(u.code, u.bytes, u.granted) for u in usage] == [(code, 100 * MB, "offline")]
     assert sroaming.offline_codes(svc.conn) == [(code, "jour")]
     # the centre is back: 800 MB were used elsewhere -> 200 MB cap, 100 MB left here
-    actions = svc.apply_roaming(Asked(code, 1000 * MB, answer(code=code, bytes_elsewhere=800 * MB), 25), T0 + 20)  # fmt: skip
+    back = Asked(code, 1000 * MB, answer(code=code, bytes_elsewhere=800 * MB), 25)
+    actions = svc.apply_roaming(back, T0 + 20)
     assert [(a.kind, a.grant.quota_bytes if a.grant else None) for a in actions] == [
         ("regrant", 100 * MB)
     ]
