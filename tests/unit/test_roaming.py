@@ -26,6 +26,7 @@ from hub_agent.signing import SigningKey
 from provisioning import balances, vouchers
 from provisioning.registry import open_registry
 from provisioning.statedir import StateDir
+from provisioning.storage import transaction
 from tests.unit.test_sessions_service import T0, central, ctr, make_service
 
 GB = 1000 * MB
@@ -150,9 +151,9 @@ def test_fold_answer_and_findings(central_db_url: str, tmp_path: Path) -> None:
     state = StateDir(tmp_path / "central")
     secret = vouchers.voucher_secret(state)
     code = vouchers.issue_batch(db, secret, vouchers.catalogue()["heure"], 1, T0).codes[0]
-    with balances.transaction(db):
+    with transaction(db):
         balances.fold(db, [report("hub-a", 4, code, 200 * MB)], T0)
-    with balances.transaction(db):  # a re-sent older report changes nothing
+    with transaction(db):  # a re-sent older report changes nothing
         balances.fold(db, [report("hub-a", 2, code, 100 * MB), report("hub-a", 4, code, 200 * MB)])
     a = balances.answer_for(db, "hub-b", "q1", code, "heure", T0)
     assert (a.issued, a.bytes_elsewhere, a.first_use) == (True, 200 * MB, T0)
@@ -163,7 +164,7 @@ def test_fold_answer_and_findings(central_db_url: str, tmp_path: Path) -> None:
     assert tuple(row.fetchone()) == (200 * MB, 1)
     assert balances.roaming_findings(db) == []
     # hub-b and hub-c were offline: each granted its share, the code is worth 300 MB
-    with balances.transaction(db):
+    with transaction(db):
         balances.fold(db, [report("hub-b", 9, code, 75 * MB, "offline"),
                            report("hub-c", 1, code, 75 * MB, "offline")])  # fmt: skip
     (f,) = balances.roaming_findings(db)
