@@ -1,7 +1,7 @@
 """Who is on the LAN: MAC, IP(s), hostname and last-seen, merged from several sources.
 
 Sources (thin readers): the kernel neighbour table (pyroute2), dnsmasq's lease file, and
-DHCP/ARP frames seen by a scapy ``AsyncSniffer`` on the LAN interface. Each yields
+DHCP/ARP frames read from a packet socket on the LAN interface (parsed by scapy). Each yields
 ``Observation``s; ``merge`` (pure) folds them into ``Device`` records, and ``idle_macs``
 (pure) says which authorised devices have been quiet longer than their idle timeout, from
 the per-device counters the enforcer reads.
@@ -9,9 +9,10 @@ the per-device counters the enforcer reads.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ipaddress
+import logging
+import select
 import socket
 import struct
 import threading
@@ -23,6 +24,8 @@ from typing import Any
 from hub_agent.config import normalise_mac
 from hub_agent.enforce.dnsmasq import Lease
 from hub_agent.enforce.model import Counters
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,7 @@ ARP_OR_DHCP: tuple[tuple[int, int, int, int], ...] = (
     (0x06, 0, 0, 262144),  # accept (whole frame)
 )
 SO_ATTACH_FILTER = 26
+ETH_P_ALL = 0x0003
 
 
 def attach_bpf(sock: socket.socket, program: tuple[tuple[int, int, int, int], ...]) -> None:
@@ -250,7 +254,8 @@ def observations_from_packet(pkt: Any, now: float) -> list[Observation]:
 
 
 class LanSniffer:
-    """Scapy AsyncSniffer on the LAN interface feeding observations to a callback."""
+    """A packet socket on the LAN interface (ARP and DHCP only, filtered in the kernel)
+    read by a thread that hands what it learns to a callback."""
 
     def __init__(
         self,
@@ -261,23 +266,35 @@ class LanSniffer:
         self.ifname = ifname
         self.netns = netns
         self.on_observation = on_observation
-        self._sniffer: Any = None
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
         self._lock = threading.Lock()
 
     def _handle(self, pkt: Any) -> None:
         from scapy.layers.l2 import Ether
 
         if not isinstance(pkt, Ether):
-            # scapy guesses the link type from the interface name in *its* namespace;
-            # inside another one it falls back to raw bytes: LAN frames are Ethernet
-            pkt = Ether(bytes(pkt))
+            pkt = Ether(bytes(pkt))  # LAN frames are Ethernet
         for ob in observations_from_packet(pkt, time.time()):
             with self._lock:
                 self.on_observation(ob)
 
+    def _open(self) -> socket.socket:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        try:
+            attach_bpf(sock, ARP_OR_DHCP)  # before bind: nothing else is ever queued
+            sock.bind((self.ifname, ETH_P_ALL))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
     def start(self) -> None:
-        from scapy.config import conf
-        from scapy.sendrecv import AsyncSniffer
+        # scapy dissects a frame with the layers imported *when it parses it*: load DHCP's
+        # before the first frame, or that frame stays raw UDP (filtered, it may be the one)
+        import scapy.layers.dhcp
+        import scapy.layers.l2  # noqa: F401
 
         # Open the packet socket here (inside the namespace when asked): a socket stays in
         # the namespace it was created in, whatever thread reads it.
@@ -286,17 +303,36 @@ class LanSniffer:
 
             pushns(self.netns)
             try:
-                sock = conf.L2listen(iface=self.ifname)
+                self._sock = self._open()
             finally:
                 popns()
         else:
-            sock = conf.L2listen(iface=self.ifname)
-        attach_bpf(sock.ins, ARP_OR_DHCP)  # the kernel drops the rest: see ARP_OR_DHCP
-        self._sniffer = AsyncSniffer(opened_socket=sock, prn=self._handle, store=False)
-        self._sniffer.start()
+            self._sock = self._open()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="lan-sniffer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        while not self._stop.is_set():
+            ready, _, _ = select.select([sock], [], [], 0.5)
+            if not ready:
+                continue
+            try:
+                frame = sock.recv(65535)
+            except OSError:
+                return
+            try:
+                self._handle(frame)
+            except Exception:  # one odd frame must not stop discovery
+                log.debug("unparsable LAN frame", exc_info=True)
 
     def stop(self) -> None:
-        if self._sniffer is not None:
-            with contextlib.suppress(Exception):
-                self._sniffer.stop()
-            self._sniffer = None
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
