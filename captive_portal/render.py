@@ -207,6 +207,12 @@ def status_context(
         "s": session_facts(session, t, settings.config.portal.default_language),
         "csrf": csrf,
         "voucher_enabled": "voucher" in settings.config.portal.login_methods,
+        # a central code's balance follows it: where else it was used, and whether the
+        # centre could be asked (else the hub grants a bounded offline allowance)
+        "elsewhere": [
+            {"hub": u.hub, "used": fmt_bytes(u.bytes, t)} for u in session.used_elsewhere or []
+        ],
+        "balance_offline": session.balance_offline,
     }
 
 

@@ -151,3 +151,29 @@ def test_screenshot_status_with_low_balance_and_prolonger(hub: Hub) -> None:
         assert page.is_visible("a[href='#prolonger']")
         page.screenshot(path=str(ARTIFACTS / "status-low-balance-prolonger-fr.png"), full_page=True)
         browser.close()
+
+
+def test_status_page_says_where_else_a_roaming_pass_was_used() -> None:
+    """Issue 20: a central code's balance follows it; the page says where it was used."""
+    from captive_portal.agent import DeviceState
+    from captive_portal.render import Renderer, status_context
+    from captive_portal.settings import build_settings
+    from hub_agent.api.protocol import SessionView, UsedElsewhere
+    from tests.unit.real_agent import portal_config
+
+    settings = build_settings(portal_config(Path("/run/relais/agent.sock")))
+    t = settings.languages.translator("fr")
+    s = SessionView(
+        state="authorised", plan_id="jour", plan_name={"fr": "Pass 1 jour"}, down_kbit=2000,
+        up_kbit=1000, bytes_used=0, bytes_remaining=700_000_000, seconds_remaining=3600,
+        started_at=0.0, used_elsewhere=[UsedElsewhere(hub="EPP Bè-Kpota", bytes=300_000_000)],
+    )  # fmt: skip
+    ctx = status_context(settings, t, DeviceState(True, None, True), s, csrf="x", now=0.0)
+    page = unescape(Renderer().page("status.html", ctx))
+    assert "Ce forfait a aussi servi à : EPP Bè-Kpota (300 Mo)." in page
+    assert "700 Mo" in page
+    offline = status_context(
+        settings, t, DeviceState(True, None, True), s.model_copy(update={"balance_offline": True}),
+        csrf="x", now=0.0,
+    )  # fmt: skip
+    assert "Le centre n'a pas pu être joint" in unescape(Renderer().page("status.html", offline))
