@@ -184,6 +184,8 @@ def demo_layer(hub_dir: Path, admin_hash: str, items: list[dict[str, Any]]) -> d
         },
         "content": {"sync_window": "00:00-00:00", "items": items},
         "mqtt": {"telemetry_interval_s": 10},
+        # the hub resolves through the lab's upstream resolver: names work for the phone
+        "network": {"wan": {"dns_servers": [UPSTREAM_URL.removeprefix("http://")]}},
     }
 
 
@@ -283,6 +285,8 @@ def render_text(info: dict[str, Any]) -> str:
         "  # log in with a voucher (the portal's form, with its CSRF token), then browse:",
         f"  ip netns exec {ns} {login_script(v['heure'][-1])}",
         f"  ip netns exec {ns} curl http://198.51.100.1/",
+        f"  ip netns exec {ns} curl -i http://service-public.gouv.tg/   # by name; open "
+        "before login (walled garden)",
         f"  ip netns exec {ns} bash                                 # a shell on the phone",
         f"  ip netns exec {ns} chromium --no-sandbox --user-data-dir=/tmp/relais-phone "
         f"{PORTAL}/   # with a desktop",
@@ -636,6 +640,7 @@ def bring_up(sup: Supervisor) -> tuple[Lab, dict[str, Any]]:
         (www / "library" / name).write_bytes(data)
 
     lab = Lab.create(clients=1, nat=False, www_root=www)
+    lab.resolve_via_hub(lab.clients[0])  # the phone asks the hub's DNS, as DHCP says
     sup.namespaces = [lab.hub_ns, lab.upstream_ns, *(c.ns for c in lab.clients)]
     sup.record()
     try:

@@ -91,9 +91,13 @@ def kill_netns_processes(ns: str) -> None:
             os.kill(int(pid), signal.SIGKILL)
 
 
+NETNS_ETC = Path("/etc/netns")  # `ip netns exec` bind-mounts files found here
+
+
 def delete_netns(ns: str) -> None:
     kill_netns_processes(ns)
     run(["ip", "netns", "del", ns], check=False)
+    shutil.rmtree(NETNS_ETC / ns, ignore_errors=True)
 
 
 def cleanup_stale() -> list[str]:
@@ -358,6 +362,13 @@ class Lab:
             text=True,
             timeout=timeout,
         )
+
+    def resolve_via_hub(self, c: Client) -> None:
+        """The device's resolver is the hub (what DHCP would tell a phone), for programs
+        run with `ip netns exec` in it: browsing by name, the walled garden by name."""
+        d = NETNS_ETC / c.ns
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "resolv.conf").write_text(f"nameserver {HUB_LAN}\n")
 
     def set_uplink(self, up: bool) -> None:
         """Cut or restore the uplink, as a rural link drops."""

@@ -215,6 +215,10 @@ def test_demo_phone_caretaker_fleet_and_teardown(demo: Demo) -> None:
     code, location, _ = get(d, UPSTREAM)
     assert (code, location) == ("302", f"{PORTAL}/"), d.log("agent")
     assert not reaches_upstream(d)
+    # It resolves names through the hub, and the walled garden is open by name before login.
+    code, _, body = get(d, "http://service-public.gouv.tg/")
+    assert code == "200" and "upstream internet" in body, (code, body[:200], d.log("agent"))
+    assert get(d, "http://example.test/")[:2] == ("302", f"{PORTAL}/")  # by name, still captive
 
     # Login over plain HTTP with a printed voucher, then the internet.
     _, _, splash = get(d, f"{PORTAL}/")
