@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
+import socket
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -57,8 +57,10 @@ def missing_interface(config: HubConfig, present: Collection[str]) -> str | None
 
 
 def _interfaces() -> list[str]:
+    # Asked of the kernel for this process's network namespace: /sys/class/net shows the
+    # namespace sysfs was mounted in, which a container (or `ip netns exec`) may not share.
     try:
-        return os.listdir("/sys/class/net")
+        return [name for _, name in socket.if_nameindex()]
     except OSError:
         return []
 
