@@ -32,7 +32,7 @@ router = APIRouter()
 MAX_CODE = 64
 LOGIN_TIMEOUT_S = 8.0  # a login may wait behind a kernel change on a slow box
 WAIT_REFRESH_S = 3
-WAIT_ROUNDS = 10  # then the page gives up waiting and offers the form again
+WAIT_ROUNDS = 40  # ~2 min (a crowd on a small box is slow), then the form again
 # Refusals about the input itself: they do not count against the device's attempts.
 _STATUS = {
     "csrf": 403,
