@@ -719,8 +719,16 @@ def booted(root: Path, netns: str, log: Path, *binds: str) -> Iterator[Booted]:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     try:
         box = Booted(proc, _leader(proc), log)
-        state = box.sh("systemctl", "is-system-running", "--wait", timeout=120).stdout.strip()
-        assert state in ("running", "degraded"), log.read_text()[-3000:]
+        # systemctl answers nothing until the container's manager takes connections (a
+        # just-stopped earlier container makes that slower): ask again until it says
+        deadline = time.monotonic() + 120
+        state, err = "", ""
+        while time.monotonic() < deadline and state not in ("running", "degraded"):
+            r = box.sh("systemctl", "is-system-running", "--wait", timeout=120)
+            state, err = r.stdout.strip(), r.stderr.strip()
+            if state in ("", "offline", "unknown"):
+                time.sleep(0.5)
+        assert state in ("running", "degraded"), f"{state!r} {err}\n" + log.read_text()[-3000:]
         yield box
     finally:
         proc.terminate()  # nspawn asks the container's systemd for a clean poweroff
