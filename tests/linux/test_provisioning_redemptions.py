@@ -44,8 +44,15 @@ def test_double_redemption_on_two_offline_hubs_is_reported(broker: Broker, tmp_p
             hub.publish(
                 f"relais/hubs/{hub_id}/events", json.dumps(payload), qos=1
             ).wait_for_publish(5)
-        deadline = time.monotonic() + 10
-        while ingest.stats.voucher_findings < 1 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 20
+
+        def stored() -> int:  # every redemption, not only the one that made the finding
+            reg = registry.open_registry(db_path)
+            return len(reg.execute("SELECT 1 FROM central_redemptions").fetchall())
+
+        while (ingest.stats.voucher_findings < 1 or stored() < len(uses)) and (
+            time.monotonic() < deadline
+        ):
             time.sleep(0.05)
     finally:
         hub.loop_stop()
