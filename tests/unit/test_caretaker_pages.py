@@ -197,6 +197,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         web.join(10)
         loop.call_soon_threadsafe(loop.stop)
         agent.join(10)
+        # what the agent's server still runs (the portal's Watch long poll): ended here,
+        # not left for the garbage collector to report in some later test
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.close()
 
 
 def _admin_page(site: Site) -> tuple[Any, str]:
