@@ -30,7 +30,8 @@ from hub_agent.enforce.nft_apply import (
     objects_of,
     rule_packets,
 )
-from hub_agent.enforce.nft_plan import LiveDevice, TableDiff
+from hub_agent.enforce.nft_plan import LiveDevice
+from hub_agent.enforce.nft_view import TableDiff, carry_quotas, diff_views, view_of
 from hub_agent.enforce.shares import Shares
 from hub_agent.enforce.tc_apply import TcApplier, side_view
 
@@ -152,14 +153,14 @@ class Enforcer:
             (g.mac for g in counted), {m: d.slot for m, d in have.items()}
         )
         desired_doc = nft_plan.render_ruleset(self.config, state, slots, dynamic_elements(live))
-        diff = nft_plan.diff_views(nft_plan.view_of(desired_doc), nft_plan.view_of(live))
+        diff = diff_views(view_of(desired_doc), view_of(live))
         if not diff.skeleton_ok:
             log.info("nft table differs from plan: full reload")
             quotas = {
                 n: (int(o["bytes"]), int(o.get("used", 0)))
                 for n, o in objects_of(live, "quota").items()
             }
-            self.nft.apply(nft_plan.carry_quotas(desired_doc, quotas))
+            self.nft.apply(carry_quotas(desired_doc, quotas))
             carried = {}
             for mac, d in have.items():
                 if slots.get(mac) == d.slot:
@@ -227,7 +228,7 @@ class Enforcer:
         """Read the kernel back and compare it with the rendering of the current state."""
         live = self.nft.list_table()
         doc = nft_plan.render_ruleset(self.config, self._state(), self._slots)
-        diff = nft_plan.diff_views(nft_plan.view_of(doc), nft_plan.view_of(live))
+        diff = diff_views(view_of(doc), view_of(live))
         return diff.equal and self.tc_equal()
 
     # --- one device -----------------------------------------------------------------------

@@ -20,8 +20,8 @@ from hub_agent.enforce.nft_plan import (
     TABLE,
     Json,
     LiveDevice,
-    _canon,
 )
+from hub_agent.enforce.nft_view import _canon
 
 log = logging.getLogger(__name__)
 

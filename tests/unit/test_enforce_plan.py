@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from hub_agent.config import load_config, validate_config
-from hub_agent.enforce import nft_plan, tc_plan
+from hub_agent.enforce import nft_plan, nft_view, tc_plan
 from hub_agent.enforce.enforcer import validate_grant
 from hub_agent.enforce.model import DesiredState, Grant
 
@@ -51,7 +51,7 @@ def test_render_devices_and_static_sets(config) -> None:
     doc = nft_plan.render_ruleset(
         config, DesiredState(grants=(A, B), blocked_macs=frozenset({"02:00:00:00:00:cc"}))
     )
-    view = nft_plan.view_of(doc)
+    view = nft_view.view_of(doc)
     assert set(view.devices) == {A.mac, B.mac}
     _slot_a, auth_a, quota_a = view.devices[A.mac]
     assert quota_a == 5_000_000 and "auth4:02:00:00:00:00:aa . 10.42.0.101" in auth_a
@@ -92,17 +92,17 @@ def test_portal_redirect_and_isolation_rules(config) -> None:
 
 
 def test_diff_finds_devices_and_skeleton_changes(config) -> None:
-    full = nft_plan.view_of(nft_plan.render_ruleset(config, DesiredState(grants=(A, B))))
-    less = nft_plan.view_of(nft_plan.render_ruleset(config, DesiredState(grants=(A,))))
-    d = nft_plan.diff_views(full, less)
+    full = nft_view.view_of(nft_plan.render_ruleset(config, DesiredState(grants=(A, B))))
+    less = nft_view.view_of(nft_plan.render_ruleset(config, DesiredState(grants=(A,))))
+    d = nft_view.diff_views(full, less)
     assert d.skeleton_ok and d.missing == (B.mac,) and not d.extra
-    assert nft_plan.diff_views(full, full).equal
-    topped = nft_plan.view_of(
+    assert nft_view.diff_views(full, full).equal
+    topped = nft_view.view_of(
         nft_plan.render_ruleset(
             config, DesiredState(grants=(Grant(**{**A.__dict__, "quota_bytes": 1}), B))
         )
     )
-    assert nft_plan.diff_views(full, topped).changed == (A.mac,)
+    assert nft_view.diff_views(full, topped).changed == (A.mac,)
 
 
 def test_slots_stable_and_unique() -> None:
