@@ -24,8 +24,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.lab.broker import Broker  # noqa: E402
-from tests.lab.netns import HUB_LAN, UPSTREAM, Lab  # noqa: E402
+from lab.broker import Broker  # noqa: E402
+from lab.netns import HUB_LAN, UPSTREAM, Lab  # noqa: E402
 
 BIN = Path(sys.executable).parent
 BARE = (

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hub_agent.config import load_config, validate_config
 from hub_agent.enforce.enforcer import Enforcer
 from hub_agent.enforce.model import DesiredState, Grant
-from tests.lab.netns import UPSTREAM, Lab
+from lab.netns import UPSTREAM, Lab
 
 ROOT = Path(__file__).resolve().parents[1]
 

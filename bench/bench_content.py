@@ -43,8 +43,8 @@ import httpx  # noqa: E402
 from hub_agent.config import ContentItem  # noqa: E402
 from hub_agent.content.fetch import FetchError, fetch, range_chunk_for  # noqa: E402
 from hub_agent.content.nginx import NginxPlan, NginxServer, nginx_binary  # noqa: E402
-from tests.lab import upstream_http  # noqa: E402
-from tests.lab.broker import free_port  # noqa: E402
+from lab import upstream_http  # noqa: E402
+from lab.broker import free_port  # noqa: E402
 
 PY = sys.executable
 

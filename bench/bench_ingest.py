@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from hub_agent.mqtt.client import Client  # noqa: E402
 from hub_agent.mqtt.core import BrokerUrl  # noqa: E402
+from lab.broker import Broker  # noqa: E402
 from provisioning import registry, simulate, topics  # noqa: E402
-from tests.lab.broker import Broker  # noqa: E402
 
 PY = sys.executable
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_ingest_pg.py [--hubs 2000] [--seconds 15] [--backlog 30000]
 
-A throwaway PostgreSQL (tests/lab/postgres.py: initdb in a temp dir, fsync off as in the
+A throwaway PostgreSQL (lab/postgres.py: initdb in a temp dir, fsync off as in the
 tests) and a Mosquitto without disk persistence (bench_ingest.BenchBroker).
 
 1. CPU per message: a backlog of health messages is queued for each consumer's persistent
@@ -51,8 +51,8 @@ import bench_ingest as bi  # noqa: E402
 
 from hub_agent.mqtt.client import Client  # noqa: E402
 from hub_agent.mqtt.core import BrokerUrl  # noqa: E402
+from lab.postgres import PgServer  # noqa: E402
 from provisioning import registry, simulate  # noqa: E402
-from tests.lab.postgres import PgServer  # noqa: E402
 
 HUBCTL = Path(sys.executable).parent / "hubctl"
 TELEMETRY_INTERVAL_S = 60  # the hub config's default telemetry_interval_s

@@ -6,7 +6,7 @@
    "connected" to "outbox empty" (every row PUBACKed and deleted), against a bare paho
    QoS 1 publisher with paho's defaults (20 in flight, Nagle on) and the same publisher
    tuned (1000 in flight, TCP_NODELAY) in the same run, on a broker with
-   ``set_tcp_nodelay true`` and ``max_inflight_messages 1000`` (tests.lab.broker) and on
+   ``set_tcp_nodelay true`` and ``max_inflight_messages 1000`` (lab.broker) and on
    one with Mosquitto's defaults. Target >= 1,000 msgs/s.
 2. The agent idle: ``python -m hub_agent.telemetry`` at the default 60 s interval, CPU and
    RSS over 20 s (psutil), against an idle bare paho client process.
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from hub_agent.config import validate_config  # noqa: E402
 from hub_agent.store import transaction  # noqa: E402
 from hub_agent.telemetry.service import Telemetry  # noqa: E402
-from tests.lab.broker import Broker  # noqa: E402
+from lab.broker import Broker  # noqa: E402
 
 N = 10_000
 SAMPLE = {

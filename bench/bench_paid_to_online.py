@@ -1,5 +1,5 @@
 """Paid-to-online: from the provider simulator's callback to the device's first packet
-through the hub, over real processes (tests/lab/paylab.py: portal, agent, Mosquitto with
+through the hub, over real processes (lab/paylab.py: portal, agent, Mosquitto with
 enroll's ACL, `hubctl payments run`, the simulator), beside the hub's voucher
 login -> first packet measured in the same run.
 
@@ -32,8 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.lab.netns import UPSTREAM, Client
-from tests.lab.paylab import BIN, PORTAL, PayLab, _get, wait_for
+from lab.netns import UPSTREAM, Client
+from lab.paylab import BIN, PORTAL, PayLab, _get, wait_for
 
 PROBE = """
 import socket, sys, time

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hub_agent.config import validate_config  # noqa: E402
-from tests.lab.broker import free_port  # noqa: E402
+from lab.broker import free_port  # noqa: E402
 from tests.unit.real_agent import AgentThread, FakeClock, RealAgent, config_dict  # noqa: E402
 
 DURATION_S = 8

@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.lab.broker import Broker
-from tests.lab.roaming import Centre, Hub, hub_config
+from lab.broker import Broker
+from lab.roaming import Centre, Hub, hub_config
 
 
 def p99(xs: list[float]) -> float:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from hub_agent.enforce import tc_plan  # noqa: E402
 from hub_agent.enforce.enforcer import Enforcer  # noqa: E402
 from hub_agent.enforce.model import DesiredState  # noqa: E402
-from tests.lab.netns import UPSTREAM, Client, Lab  # noqa: E402
+from lab.netns import UPSTREAM, Client, Lab  # noqa: E402
 from tests.linux.test_enforce_helpers import grant, lab_config  # noqa: E402
 
 WAN_DOWN, WAN_UP = 3000, 2000

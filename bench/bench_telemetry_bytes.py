@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from hub_agent.config import validate_config  # noqa: E402
 from hub_agent.telemetry.health import AgentStats, ProbeResult  # noqa: E402
 from hub_agent.telemetry.service import Telemetry  # noqa: E402
-from tests.lab.broker import Broker  # noqa: E402
+from lab.broker import Broker  # noqa: E402
 
 HEADER = 52  # IPv4 20 + TCP 20 + timestamps option 12
 N = 15  # samples per measurement (3 groups of 5)

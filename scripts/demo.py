@@ -55,11 +55,11 @@ import yaml
 
 from captive_portal.security import hash_password
 from hub_agent.config import validate_config
+from lab.broker import mosquitto_conf, mosquitto_path
+from lab.netns import Lab, LabError, delete_netns, list_netns
+from lab.users import portal_gid, portal_setpriv
 from provisioning.pushplan import deep_merge
 from provisioning.statedir import StateDir
-from tests.lab.broker import mosquitto_path
-from tests.lab.netns import Lab, LabError, delete_netns, list_netns
-from tests.lab.users import portal_gid, portal_setpriv
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("RELAIS_DEMO_STATE") or ROOT / "demo-state").resolve()
@@ -189,26 +189,11 @@ def demo_layer(hub_dir: Path, admin_hash: str, items: list[dict[str, Any]]) -> d
     }
 
 
-def mosquitto_conf(broker_dir: Path) -> str:
+def broker_conf(broker_dir: Path) -> str:
     # One listener on every address of the upstream namespace: hubs come in over their
     # uplink (198.51.100.1), the controller over the veth from this machine.
-    return "\n".join(
-        [
-            f"listener {MQTT_PORT}",
-            "allow_anonymous false",
-            f"password_file {broker_dir / 'passwd'}",
-            f"acl_file {broker_dir / 'acl'}",
-            "persistence true",
-            f"persistence_location {broker_dir / 'data'}/",
-            "set_tcp_nodelay true",
-            "max_inflight_messages 1000",
-            "max_queued_messages 100000",
-            "log_dest stdout",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-            "",
-        ]
+    return mosquitto_conf(
+        broker_dir, listener=str(MQTT_PORT), anonymous=False, passwords=True, acl=True
     )
 
 
@@ -502,7 +487,7 @@ def start_broker(sup: Supervisor, central: Path, up_ns: str) -> None:
     (bdir / "data").mkdir(parents=True)
     shutil.copy(central / "mosquitto" / "passwd", bdir / "passwd")
     shutil.copy(central / "mosquitto" / "acl", bdir / "acl")
-    (bdir / "mosquitto.conf").write_text(mosquitto_conf(bdir))
+    (bdir / "mosquitto.conf").write_text(broker_conf(bdir))
     with contextlib.suppress(KeyError):  # mosquitto drops to its own user when started as root
         ent = pwd.getpwnam("mosquitto")
         for p in [bdir, *bdir.rglob("*")]:

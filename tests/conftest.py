@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.lab.broker import Broker, mosquitto_path
-from tests.lab.netns import Lab, can_run_lab
-from tests.lab.postgres import PgServer, pg_bin
+from lab.broker import Broker, mosquitto_path
+from lab.netns import Lab, can_run_lab
+from lab.postgres import PgServer, pg_bin
 
 
 def require_lab() -> None:

@@ -23,10 +23,10 @@ import pytest
 import yaml
 
 from hub_agent.enforce.nft_apply import live_devices
+from lab.netns import HUB_WAN, UPSTREAM, Client, Lab
+from lab.radius import SECRET, FreeRadius, radclient, require_freeradius
+from lab.users import portal_setpriv
 from tests.conftest import require_lab
-from tests.lab.netns import HUB_WAN, UPSTREAM, Client, Lab
-from tests.lab.users import portal_setpriv
-from tests.linux.radius_server import SECRET, FreeRadius, radclient, require_freeradius
 from tests.linux.test_agent_e2e import BIN, PORTAL, Hub, _config, _get, _reaches_upstream
 
 pytestmark = pytest.mark.root

@@ -755,7 +755,7 @@ def test_hub_services_run_under_systemd(hub: Deployment, tmp_path: Path) -> None
     tc, or the unprivileged portal reach the agent's socket: boot the box and use it."""
     if not shutil.which("systemd-nspawn"):
         pytest.skip("boot test skipped: systemd-nspawn missing (make test installs it)")
-    from tests.lab.netns import UPSTREAM, Lab
+    from lab.netns import UPSTREAM, Lab
     from tests.linux.test_agent_e2e import PORTAL, _get, _login
 
     # The data partition: a copy of what the role left there, mounted where the unit

@@ -9,7 +9,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from tests.lab.broker import Broker
+from lab.broker import Broker
 
 
 def _client(b: Broker, user: str | None = None, cid: str = "") -> mqtt.Client:

@@ -16,8 +16,8 @@ from hub_agent.config import HubConfig
 from hub_agent.configsync import ConfigSync, load_active_config
 from hub_agent.signing import SigningKey, sign_envelope
 from hub_agent.telemetry.service import Telemetry
+from lab.broker import Broker
 from tests.conftest import require_mosquitto
-from tests.lab.broker import Broker
 from tests.linux.test_telemetry_lab import (
     PASSWORDS,
     Collector,

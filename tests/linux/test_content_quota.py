@@ -16,8 +16,8 @@ import pytest
 
 from hub_agent.enforce.enforcer import Enforcer
 from hub_agent.enforce.model import DesiredState
+from lab.netns import UPSTREAM, Lab
 from tests.conftest import require_lab
-from tests.lab.netns import UPSTREAM, Lab
 from tests.linux.test_content_support import (
     Serving,
     curl,

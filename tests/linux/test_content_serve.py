@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hub_agent.content.kiwix import kiwix_binary
-from tests.lab.netns import Lab
+from lab.netns import Lab
 from tests.linux.test_content_support import (
     Serving,
     curl,

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from tests.lab.netns import HUB_LAN, UPSTREAM, Client, Lab
+from lab.netns import HUB_LAN, UPSTREAM, Client, Lab
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "hub.yaml"

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.lab.netns import Lab
+from lab.netns import Lab
 from tests.linux.test_content_support import (
     ROOT,
     events,

@@ -29,10 +29,10 @@ from hub_agent.sessions.db import SESSIONS
 from hub_agent.sessions.service import SessionService
 from hub_agent.store import open_db
 from hub_agent.telemetry import db_path
+from lab.cgroup import SmallBox
+from lab.netns import HUB_LAN, UPSTREAM, Client, Lab
+from lab.users import portal_setpriv
 from tests.conftest import require_lab
-from tests.lab.cgroup import SmallBox
-from tests.lab.netns import HUB_LAN, UPSTREAM, Client, Lab
-from tests.lab.users import portal_setpriv
 from tests.linux.test_agent_e2e import BIN, PORTAL, _config
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]

@@ -27,6 +27,8 @@ import pytest
 import yaml
 
 from hub_agent.config import validate_config
+from lab.broker import free_port
+from lab.netns import list_netns
 from provisioning.hubdoc import base_document
 from provisioning.pushplan import deep_merge
 from scripts.demo import (
@@ -34,16 +36,14 @@ from scripts.demo import (
     CTL_LINK,
     HUB_ID,
     alive,
+    broker_conf,
     content_items,
     demo_files,
     demo_layer,
-    mosquitto_conf,
     render_text,
     tiny_pdf,
 )
 from tests.conftest import require_lab, require_mosquitto
-from tests.lab.broker import free_port
-from tests.lab.netns import list_netns
 
 ROOT = Path(__file__).resolve().parents[2]
 PORTAL = "http://10.42.0.1:8080"
@@ -164,7 +164,7 @@ def test_tiny_pdf_is_a_real_pdf(tmp_path: Path) -> None:
 
 
 def test_broker_config_uses_enrolls_password_file_and_acl(tmp_path: Path) -> None:
-    conf = mosquitto_conf(tmp_path)
+    conf = broker_conf(tmp_path)
     assert f"password_file {tmp_path / 'passwd'}" in conf.splitlines()
     assert f"acl_file {tmp_path / 'acl'}" in conf.splitlines()
     assert "allow_anonymous false" in conf.splitlines()

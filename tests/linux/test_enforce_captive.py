@@ -9,7 +9,7 @@ import pytest
 
 from hub_agent.enforce.enforcer import Enforcer
 from hub_agent.enforce.model import DesiredState
-from tests.lab.netns import HUB_LAN, UPSTREAM, UPSTREAM6, Lab
+from lab.netns import HUB_LAN, UPSTREAM, UPSTREAM6, Lab
 from tests.linux.test_enforce_helpers import (
     PORTAL_MARK,
     WALLED_CIDR_IP,

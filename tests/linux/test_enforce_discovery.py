@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from hub_agent.enforce.discovery import LanSniffer, Observation, merge, read_neighbours
+from lab.netns import HUB_LAN, Lab
 from tests.conftest import require_lab
-from tests.lab.netns import HUB_LAN, Lab
 
 pytestmark = pytest.mark.root
 

@@ -11,8 +11,8 @@ import pytest
 from hub_agent.enforce.dnsmasq import DnsmasqRunner, captive_api_url, leases_path, parse_leases
 from hub_agent.enforce.enforcer import Enforcer
 from hub_agent.enforce.model import DesiredState
+from lab.netns import DOMAINS, HUB_LAN, UPSTREAM, Lab
 from tests.conftest import require_lab
-from tests.lab.netns import DOMAINS, HUB_LAN, UPSTREAM, Lab
 from tests.linux.test_enforce_helpers import (
     PORTAL_MARK,
     WALLED_DOMAIN,

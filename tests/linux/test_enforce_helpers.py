@@ -11,8 +11,8 @@ from typing import Any
 
 from hub_agent.config import HubConfig, load_config, validate_config
 from hub_agent.enforce.model import Grant
+from lab.netns import DOMAINS, HUB_LAN, Client, Lab
 from tests.conftest import require_lab
-from tests.lab.netns import DOMAINS, HUB_LAN, Client, Lab
 
 ROOT = Path(__file__).resolve().parents[2]
 WALLED_CIDR_IP = DOMAINS["cdn.example.test"]  # reachable before login (CIDR)

@@ -12,8 +12,8 @@ import pytest
 from hub_agent.config import HubConfig
 from hub_agent.enforce.enforcer import Enforcer
 from hub_agent.enforce.model import DesiredState, Grant
+from lab.netns import UPSTREAM, Client, Lab
 from tests.conftest import require_lab
-from tests.lab.netns import UPSTREAM, Client, Lab
 from tests.linux.test_enforce_helpers import grant, lab_config, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]

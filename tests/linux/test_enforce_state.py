@@ -15,7 +15,7 @@ import pytest
 
 from hub_agent.enforce.enforcer import Enforcer
 from hub_agent.enforce.model import DesiredState, Grant
-from tests.lab.netns import UPSTREAM, UPSTREAM6, Lab
+from lab.netns import UPSTREAM, UPSTREAM6, Lab
 from tests.linux.test_enforce_helpers import (
     PORTAL_MARK,
     ZERO_RATED_IP,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.lab.netns import DOMAINS, UPSTREAM, Lab, list_netns
+from lab.netns import DOMAINS, UPSTREAM, Lab, list_netns
 
 pytestmark = pytest.mark.root
 

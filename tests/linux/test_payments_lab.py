@@ -1,7 +1,7 @@
 """Mobile money end to end with real processes (issue 19): a phone's browser in the lab,
 `captive-portal` and `hub-agent run` in the hub namespace, Mosquitto with the users and ACL
 `hubctl enroll` wrote, `hubctl payments run` at the centre and the provider simulator as a
-real HTTP server (tests/lab/paylab.py). Real HTTP and MQTT between all of them.
+real HTTP server (lab/paylab.py). Real HTTP and MQTT between all of them.
 
 Each phone has its own number, so the simulator's payment for a phone is unambiguous.
 T-Money numbers (90…) go through PayGate, Flooz numbers (96…) through FedaPay.
@@ -21,9 +21,9 @@ from hub_agent.payments import Grant, sign_grant
 from hub_agent.sessions.service import device_pseudonym
 from hub_agent.sessions.vouchers import make_central_code, month_index
 from hub_agent.signing import SigningKey
+from lab.netns import Client
+from lab.paylab import HUB_A, HUB_B, PayLab, reaches_upstream, wait_for
 from tests.conftest import require_lab, require_mosquitto
-from tests.lab.netns import Client
-from tests.lab.paylab import HUB_A, HUB_B, PayLab, reaches_upstream, wait_for
 
 pytestmark = pytest.mark.root
 

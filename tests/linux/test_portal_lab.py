@@ -24,8 +24,8 @@ import yaml
 
 from hub_agent.config import validate_config
 from hub_agent.sessions.vouchers import format_code, new_local_code
-from tests.lab.netns import HUB_LAN, Client, Lab
-from tests.lab.users import NOBODY, portal_setpriv
+from lab.netns import HUB_LAN, Client, Lab
+from lab.users import NOBODY, portal_setpriv
 from tests.unit.real_agent import ADMIN_HASH, ADMIN_PASSWORD, AgentThread, FakeClock, RealAgent
 from tests.unit.real_agent import config_dict as make_config
 

@@ -27,8 +27,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.lab.netns import UPSTREAM, Client
-from tests.lab.users import portal_setpriv
+from lab.netns import UPSTREAM, Client
+from lab.users import portal_setpriv
 from tests.linux.test_agent_e2e import (
     BIN,
     PORTAL,

@@ -31,6 +31,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from hub_agent.config import validate_config
 from hub_agent.mqtt.core import BrokerUrl
 from hub_agent.signing import EnvelopeError, verify_envelope
+from lab.broker import Broker
 from provisioning import registry, topics
 from provisioning.controller.service import Ingest
 from provisioning.controller.web import serve
@@ -38,7 +39,6 @@ from provisioning.enroll import enroll
 from provisioning.registry import HubRecord
 from provisioning.statedir import StateDir
 from tests.conftest import require_mosquitto
-from tests.lab.broker import Broker
 
 pytestmark = pytest.mark.root
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from hub_agent.mqtt.core import BrokerUrl
+from lab.broker import Broker
+from lab.postgres import PgServer
 from provisioning import registry, simulate
 from provisioning.controller.service import Ingest
-from tests.lab.broker import Broker
-from tests.lab.postgres import PgServer
 
 pytestmark = pytest.mark.root
 

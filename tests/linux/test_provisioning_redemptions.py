@@ -13,10 +13,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from hub_agent.mqtt.core import BrokerUrl
 from hub_agent.sessions.service import Redemption
+from lab.broker import Broker
 from provisioning import registry, vouchers
 from provisioning.controller.service import Ingest
 from provisioning.statedir import StateDir
-from tests.lab.broker import Broker
 
 pytestmark = pytest.mark.root
 

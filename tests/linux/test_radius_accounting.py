@@ -17,7 +17,7 @@ import pytest
 
 from hub_agent.radius import AccountingSender, Journal, Nas, RadiusClient, SessionStart
 from hub_agent.store import connect
-from tests.linux.radius_server import FreeRadius, hub_config, require_freeradius
+from lab.radius import FreeRadius, hub_config, require_freeradius
 
 GIB = 1 << 32
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,7 +101,7 @@ AGENT = """
 import sys, time
 from hub_agent.radius import Journal, Nas, SessionStart
 from hub_agent.store import connect
-from tests.linux.radius_server import hub_config
+from lab.radius import hub_config
 j = Journal(connect(sys.argv[1]), Nas.from_config(hub_config(("127.0.0.1", 9, 9))))
 j.start(SessionStart("S-3", "alice", "02:00:00:00:00:01", None))
 j.stop("S-3", 3 * 2**32, 5, "data_quota")

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from hub_agent.radius import Accepted, RadiusClient, RadiusUnavailable, Rejected
-from tests.linux.radius_server import FreeRadius, hub_config, require_freeradius
+from lab.radius import FreeRadius, hub_config, require_freeradius
 
 MAC = "02:00:00:00:00:01"
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from hub_agent.radius import Change, CoaListener, Target
-from tests.linux.radius_server import SECRET, hub_config, radclient, require_freeradius
+from lab.radius import SECRET, hub_config, radclient, require_freeradius
 
 SESSIONS = {"S-1": ("alice", "02:00:00:00:00:01")}
 

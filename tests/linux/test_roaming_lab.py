@@ -1,6 +1,6 @@
 """Roaming on a real broker with the real controller ingest and balance desk: two hubs'
 login paths, outboxes and MQTT links (no network namespaces: the kernel is a recorder;
-tests/lab/roaming.py). Use at hub A, log in at hub B, see the right balance; hub B
+lab/roaming.py). Use at hub A, log in at hub B, see the right balance; hub B
 offline: a bounded allowance, reconciled when it comes back; a code the centre never
 issued is refused online and is a finding."""
 
@@ -14,9 +14,9 @@ import pytest
 
 from hub_agent.sessions.quota import MB
 from hub_agent.sessions.vouchers import make_central_code, month_index
+from lab.broker import Broker
+from lab.roaming import Centre, Hub, hub_config
 from provisioning import balances, registry
-from tests.lab.broker import Broker
-from tests.lab.roaming import Centre, Hub, hub_config
 
 pytestmark = pytest.mark.root
 

@@ -23,7 +23,7 @@ from hub_agent.enforce.model import DesiredState
 from hub_agent.sessions import loop
 from hub_agent.sessions.db import open_sessions_db
 from hub_agent.sessions.service import Action, SessionService
-from tests.lab.netns import UPSTREAM, Client, Lab
+from lab.netns import UPSTREAM, Client, Lab
 from tests.linux.test_enforce_helpers import (
     ZERO_RATED_IP,
     lab_config,

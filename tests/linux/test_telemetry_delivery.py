@@ -19,8 +19,8 @@ import pytest
 import sqlite_utils
 
 from hub_agent.telemetry.service import Telemetry
+from lab.broker import Broker
 from tests.conftest import require_mosquitto
-from tests.lab.broker import Broker
 from tests.linux.test_telemetry_lab import (
     Collector,
     hub_config,

@@ -22,8 +22,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from hub_agent.config import HubConfig, load_config
+from lab.broker import Broker
 from tests.conftest import require_mosquitto
-from tests.lab.broker import Broker
 
 pytestmark = pytest.mark.root
 

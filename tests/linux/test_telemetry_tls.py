@@ -15,8 +15,8 @@ from cryptography.x509.oid import NameOID
 
 from hub_agent.config import HubConfig
 from hub_agent.telemetry.service import Telemetry
+from lab.broker import Broker
 from tests.conftest import require_mosquitto
-from tests.lab.broker import Broker
 from tests.linux.test_telemetry_lab import load, until
 
 pytestmark = pytest.mark.root

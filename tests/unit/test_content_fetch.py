@@ -18,7 +18,7 @@ import pytest
 from hub_agent.config import ContentItem
 from hub_agent.content.bucket import TokenBucket
 from hub_agent.content.fetch import FetchError, Paused, Progress, fetch
-from tests.lab import upstream_http
+from lab import upstream_http
 
 
 class NoRange(SimpleHTTPRequestHandler):

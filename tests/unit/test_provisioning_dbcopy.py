@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from hub_agent.sessions.service import Redemption
+from lab.postgres import PgServer
 from provisioning import content_catalogue as catalogue
 from provisioning import registry, vouchers
 from provisioning.content_catalogue import Target
 from provisioning.registry import Batch, HubRecord
 from provisioning.storage import Database
-from tests.lab.postgres import PgServer
 
 BIN = Path(sys.executable).parent
 

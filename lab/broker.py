@@ -25,6 +25,31 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def mosquitto_conf(
+    workdir: Path, *, listener: str, anonymous: bool, passwords: bool, acl: bool
+) -> str:
+    """The one mosquitto config of the lab, the demo and the benches (files in workdir)."""
+    lines = [
+        f"listener {listener}",
+        f"allow_anonymous {'true' if anonymous else 'false'}",
+        "persistence true",
+        f"persistence_location {workdir / 'data'}/",
+        "autosave_interval 1",
+        "set_tcp_nodelay true",
+        "max_inflight_messages 1000",
+        "max_queued_messages 100000",
+        "log_dest stdout",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+    ]
+    if passwords:
+        lines.append(f"password_file {workdir / 'passwd'}")
+    if acl:
+        lines.append(f"acl_file {workdir / 'acl'}")
+    return "\n".join(lines) + "\n"
+
+
 def mosquitto_path() -> str | None:
     return shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
@@ -89,25 +114,15 @@ class Broker:
 
     def _write_config(self) -> Path:
         conf = self.workdir / "mosquitto.conf"
-        lines = [
-            f"listener {self.port} {self.host}",
-            f"allow_anonymous {'true' if self.allow_anonymous else 'false'}",
-            "persistence true",
-            f"persistence_location {self.workdir / 'data'}/",
-            "autosave_interval 1",
-            "set_tcp_nodelay true",
-            "max_inflight_messages 1000",
-            "max_queued_messages 100000",
-            "log_dest stdout",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-        ]
-        if self.users:
-            lines.append(f"password_file {self.workdir / 'passwd'}")
-        if self.acl is not None:
-            lines.append(f"acl_file {self.workdir / 'acl'}")
-        conf.write_text("\n".join(lines) + "\n")
+        conf.write_text(
+            mosquitto_conf(
+                self.workdir,
+                listener=f"{self.port} {self.host}",
+                anonymous=self.allow_anonymous,
+                passwords=bool(self.users),
+                acl=self.acl is not None,
+            )
+        )
         self._give_to_broker_user()
         return conf
 

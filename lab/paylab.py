@@ -41,11 +41,11 @@ from hub_agent.config import validate_config
 from hub_agent.mqtt.client import Client as MqttClient
 from hub_agent.mqtt.core import BrokerUrl
 from hub_agent.telemetry import db_path
+from lab.broker import free_port, mosquitto_path
+from lab.netns import HUB_LAN, UPSTREAM, Client, Lab, run
+from lab.users import portal_setpriv
 from provisioning.payments.simulator import SimConfig, Simulator
 from provisioning.statedir import StateDir
-from tests.lab.broker import free_port, mosquitto_path
-from tests.lab.netns import HUB_LAN, UPSTREAM, Client, Lab, run
-from tests.lab.users import portal_setpriv
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
