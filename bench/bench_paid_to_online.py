@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import subprocess
 import sys
@@ -32,48 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lab.netns import UPSTREAM, Client
-from lab.paylab import BIN, PORTAL, PayLab, _get, wait_for
-
-PROBE = """
-import socket, sys, time
-print("ready", flush=True)
-deadline = time.time() + 30
-while time.time() < deadline:
-    try:  # captive: TCP to 443 is reset by the hub; authorised: upstream answers
-        socket.create_connection((sys.argv[1], 443), timeout=1).close()
-        print(time.time(), flush=True)
-        sys.exit(0)
-    except OSError:
-        pass
-    time.sleep(0.01)
-print("timeout", flush=True)
-"""
-
-
-def start_probe(c: Client) -> subprocess.Popen[str]:
-    p = subprocess.Popen(
-        ["ip", "netns", "exec", c.ns, sys.executable, "-c", PROBE, UPSTREAM],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-    return p
-
-
-def first_packet(p: subprocess.Popen[str]) -> float | None:
-    assert p.stdout is not None
-    line = p.stdout.readline().strip()
-    p.wait(5)
-    return float(line) if line and line != "timeout" else None
-
-
-def logout(c: Client) -> None:
-    _, _, page = _get(c, PORTAL + "/status")
-    at = page.find('action="/logout"')
-    m = re.search(r'name="csrf" value="([^"]+)"', page[at:]) if at >= 0 else None
-    if m:
-        _get(c, PORTAL + "/logout", "--data-urlencode", f"csrf={m.group(1)}")
+from lab.firstpacket import first_packet, login_to_packet, logout, pct, start_probe
+from lab.netns import Client
+from lab.paylab import BIN, PayLab, wait_for
 
 
 def purchase(pl: PayLab, c: Client, n: int) -> float | None:
@@ -86,24 +46,6 @@ def purchase(pl: PayLab, c: Client, n: int) -> float | None:
     t1 = first_packet(probe)
     logout(c)
     return None if t1 is None else t1 - t0
-
-
-def voucher_login(pl: PayLab, c: Client, code: str) -> float | None:
-    _, _, page = _get(c, PORTAL + "/")
-    m = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert m, page[:500]
-    probe = start_probe(c)
-    t0 = time.time()
-    _get(c, PORTAL + "/login", "--data-urlencode", "method=voucher", "--data-urlencode",
-         f"code={code}", "--data-urlencode", f"csrf={m.group(1)}")  # fmt: skip
-    t1 = first_packet(probe)
-    logout(c)
-    return None if t1 is None else t1 - t0
-
-
-def pct(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, int(q * len(s)))]
 
 
 def main() -> int:
@@ -127,7 +69,8 @@ def main() -> int:
             for r in range(a.voucher_rounds):
                 batch = codes[r * len(phones) : (r + 1) * len(phones)]
                 login += pool.map(
-                    lambda cc: voucher_login(pl, *cc), zip(phones, batch, strict=True)
+                    lambda cc: login_to_packet(cc[0], {"method": "voucher", "code": cc[1]}),
+                    zip(phones, batch, strict=True),
                 )
             n = 0
             while n < a.purchases:

@@ -42,6 +42,7 @@ from hub_agent.mqtt.client import Client as MqttClient
 from hub_agent.mqtt.core import BrokerUrl
 from hub_agent.telemetry import db_path
 from lab.broker import free_port, mosquitto_path
+from lab.firstpacket import portal_get as _get
 from lab.netns import HUB_LAN, UPSTREAM, Client, Lab, run
 from lab.users import portal_setpriv
 from provisioning.payments.simulator import SimConfig, Simulator
@@ -70,13 +71,6 @@ def wait_for(what: str, pred: Callable[[], T | None], timeout: float, every: flo
         if time.monotonic() > deadline:
             raise Timeout(f"{what}: not within {timeout:.0f}s")
         time.sleep(every)
-
-
-def _get(c: Client, url: str, *args: str, timeout: float = 5) -> tuple[str, str, str]:
-    r = c.curl(url, "-o", "-", "-w", "\n%{http_code} %{redirect_url}", *args, timeout=timeout)
-    body, _, tail = r.stdout.rpartition("\n")
-    code, _, location = tail.partition(" ")
-    return code, location, body
 
 
 def reaches_upstream(c: Client) -> bool:

@@ -10,6 +10,7 @@ Start and Stop reach FreeRADIUS' detail file with the octets the kernel counted 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -41,11 +42,13 @@ def wait_for(cond: Callable[[], object], timeout: float, what: str, step: float 
         time.sleep(step)
 
 
-@pytest.fixture
-def lab_hub() -> Iterator[tuple[Hub, FreeRadius]]:
+@contextlib.contextmanager
+def account_hub(clients: int = 2) -> Iterator[tuple[Hub, FreeRadius]]:
+    """The lab with `hub-agent run` and `captive-portal` offering account logins against
+    FreeRADIUS in the upstream namespace (also bench/bench_radius.py's)."""
     require_lab()
     require_freeradius()
-    lab = Lab.create(clients=2, nat=False)
+    lab = Lab.create(clients=clients, nat=False)
     (lab.www_root / "blob.bin").write_bytes(os.urandom(BLOB))
     radius = FreeRadius(
         auth_port=1812, acct_port=1813, listen=UPSTREAM, client=HUB_WAN, netns=lab.upstream_ns
@@ -78,6 +81,12 @@ def lab_hub() -> Iterator[tuple[Hub, FreeRadius]]:
         lab.close()
         shutil.rmtree(rundir, ignore_errors=True)
         shutil.rmtree(radius.workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def lab_hub() -> Iterator[tuple[Hub, FreeRadius]]:
+    with account_hub() as running:
+        yield running
 
 
 def account_login(c: Client, username: str, password: str) -> tuple[str, str]:
