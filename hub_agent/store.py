@@ -2,8 +2,9 @@
 
 Power cuts kill hubs without warning, so every commit must be on disk when it returns:
 WAL with ``synchronous=FULL`` gives that at a low cost. Each feature registers its schema
-as numbered migrations under its own name; ``open_db`` applies those not yet applied, each
-in one transaction, recording them in ``_migrations``.
+as numbered migrations under its own name (``hub_agent.migrations``, shared with the
+centre's storage); ``open_db`` applies those not yet applied, each in one transaction,
+recording them in ``_migrations``.
 """
 
 from __future__ import annotations
@@ -12,48 +13,21 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlite_utils
 
-Migration = Callable[[sqlite_utils.Database], None]
+from hub_agent import migrations
 
 
-@dataclass(frozen=True)
-class _Registered:
-    owner: str
-    name: str
-    fn: Migration
-
-
-class Migrations:
+class Migrations(migrations.Migrations[sqlite_utils.Database]):
     """An ordered list of schema steps owned by one feature (e.g. "sessions", "outbox")."""
 
-    def __init__(self, owner: str) -> None:
-        self.owner = owner
-        self.steps: list[_Registered] = []
-
-    def __call__(self, fn: Migration) -> Migration:
-        self.steps.append(_Registered(self.owner, fn.__name__, fn))
-        return fn
-
-    def apply(self, db: sqlite_utils.Database) -> list[str]:
-        """Apply the steps not applied yet; return their names."""
-        _ensure_table(db)
-        done = {
-            row["name"] for row in db.table("_migrations").rows_where("owner = ?", [self.owner])
-        }
-        applied = []
-        for step in self.steps:
-            if step.name in done:
-                continue
-            with transaction(db):  # one transaction per step: all or nothing
-                step.fn(db)
-                db.table("_migrations").insert({"owner": self.owner, "name": step.name})
-            applied.append(step.name)
-        return applied
+    def step_transaction(
+        self, db: sqlite_utils.Database
+    ) -> contextlib.AbstractContextManager[object]:
+        return transaction(db)  # BEGIN IMMEDIATE: SQLite's write lock serialises steps
 
 
 @contextlib.contextmanager
@@ -74,13 +48,6 @@ def transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
-
-
-def _ensure_table(db: sqlite_utils.Database) -> None:
-    if "_migrations" not in db.table_names():
-        db.table("_migrations").create(
-            {"owner": str, "name": str}, pk=("owner", "name"), if_not_exists=True
-        )
 
 
 DB_MODE = 0o600  # SQLite makes its -wal and -shm files with the database's own mode

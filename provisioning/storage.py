@@ -48,12 +48,14 @@ import contextlib
 import functools
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import psycopg
+
+from hub_agent import migrations
 
 Engine = Literal["sqlite", "postgresql"]
 Params = Sequence[Any] | None
@@ -241,63 +243,18 @@ def connect(url: str | Path | DbUrl) -> Database:
     return Database(u, conn)
 
 
-# --- migrations ------------------------------------------------------------------------
-Migration = Callable[[Database], None]
-
-
-@dataclass(frozen=True)
-class Step:
-    owner: str
-    name: str
-    fn: Migration
-
-
-class Migrations:
+# --- migrations (the registry shared with the hub: hub_agent.migrations) ----------------
+class Migrations(migrations.Migrations[Database]):
     """An ordered list of schema steps owned by one feature ("registry", "payments"...)."""
 
-    def __init__(self, owner: str) -> None:
-        self.owner = owner
-        self.steps: list[Step] = []
-
-    def __call__(self, fn: Migration) -> Migration:
-        self.steps.append(Step(self.owner, fn.__name__, fn))
-        return fn
-
-    def apply(self, db: Database) -> list[str]:
-        """Apply the steps not applied yet, each in its own transaction; return their names.
-
-        Safe with several processes starting at once: the list of applied steps is read
-        inside each step's transaction, under a lock (SQLite's write lock; a PostgreSQL
-        transaction-scoped advisory lock), so a step runs once."""
-        if "_migrations" not in db.table_names():
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS _migrations (owner TEXT NOT NULL,"
-                " name TEXT NOT NULL, PRIMARY KEY (owner, name))"
-            )
-        done = {
-            str(r[0])
-            for r in db.execute(
-                "SELECT name FROM _migrations WHERE owner = ?", [self.owner]
-            ).fetchall()
-        }
-        applied = []
-        for step in self.steps:
-            if step.name in done:
-                continue
-            with transaction(db):
-                if db.engine == "postgresql":
-                    db.execute("SELECT pg_advisory_xact_lock(hashtext('relais-migrations'))")
-                if db.execute(  # another process may have applied it meanwhile
-                    "SELECT 1 FROM _migrations WHERE owner = ? AND name = ?",
-                    [self.owner, step.name],
-                ).fetchone():
-                    continue
-                step.fn(db)
-                db.execute(
-                    "INSERT INTO _migrations (owner, name) VALUES (?, ?)", [self.owner, step.name]
-                )
-            applied.append(step.name)
-        return applied
+    @contextlib.contextmanager
+    def step_transaction(self, db: Database) -> Iterator[Database]:
+        """SQLite's write lock, or a PostgreSQL transaction-scoped advisory lock: several
+        controllers starting at once apply each step once."""
+        with transaction(db):
+            if db.engine == "postgresql":
+                db.execute("SELECT pg_advisory_xact_lock(hashtext('relais-migrations'))")
+            yield db
 
 
 def open_database(url: str | Path | DbUrl, *migrations: Migrations) -> Database:
