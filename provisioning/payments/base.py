@@ -10,6 +10,7 @@ call may or may not have reached the provider), ``ProviderRefused`` (a definitiv
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -137,6 +138,29 @@ def json_object(response: httpx.Response, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ProviderUnavailable(f"{what}: answer is not a JSON object")
     return data
+
+
+def call_json(
+    method: str,
+    url: str,
+    body: Mapping[str, Any] | None,
+    what: str,
+    timeout_s: float,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """One call to a provider: ``body`` sent as JSON, its JSON object back, every error
+    mapped (``translated``, ``json_object``). ``what`` names the call in those errors."""
+    with translated(what):
+        r = httpx.request(method, url, json=body, headers=headers, timeout=timeout_s)
+        return json_object(r, what)
+
+
+def callback_json(body: bytes, what: str) -> Any:
+    """A callback's body decoded, or CallbackRejected("<what>: not JSON")."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise CallbackRejected(f"{what}: not JSON") from None
 
 
 def as_int(value: Any) -> int | None:

@@ -28,12 +28,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import httpx
 
 from provisioning.payments.base import (
     Callback,
@@ -45,8 +42,8 @@ from provisioning.payments.base import (
     StartRequest,
     StartResult,
     as_int,
-    json_object,
-    translated,
+    call_json,
+    callback_json,
 )
 
 SANDBOX_URL = "https://sandbox-api.fedapay.com"
@@ -139,15 +136,8 @@ class FedaPay:
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
         what = f"FedaPay {method} {path}"
-        with translated(what):
-            r = httpx.request(
-                method,
-                self.base_url.rstrip("/") + path,
-                json=body,
-                headers={"Authorization": f"Bearer {self.secret_key}"},
-                timeout=self.timeout_s,
-            )
-            return json_object(r, what)
+        auth = {"Authorization": f"Bearer {self.secret_key}"}
+        return call_json(method, self.base_url.rstrip("/") + path, body, what, self.timeout_s, auth)
 
     def start(self, req: StartRequest, known_ref: str | None, record_ref: RecordRef) -> StartResult:
         phone = {"number": "+228" + req.phone, "country": "tg"}
@@ -194,10 +184,7 @@ class FedaPay:
             (v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER.lower()), None
         )
         verify_signature(self.webhook_secret, header, body, now)
-        try:
-            event = json.loads(body)
-        except ValueError:
-            raise CallbackRejected("FedaPay webhook: not JSON") from None
+        event = callback_json(body, "FedaPay webhook")
         entity = event.get("entity") if isinstance(event, dict) else None
         if not isinstance(entity, dict):
             raise CallbackRejected("FedaPay webhook: no transaction entity")

@@ -25,12 +25,9 @@ of prompting the phone a second time.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import httpx
 
 from provisioning.payments.base import (
     Callback,
@@ -43,8 +40,8 @@ from provisioning.payments.base import (
     StartRequest,
     StartResult,
     as_int,
-    json_object,
-    translated,
+    call_json,
+    callback_json,
 )
 
 DEFAULT_BASE_URL = "https://paygateglobal.com"
@@ -77,9 +74,7 @@ class PayGate:
     name: str = "paygate"
 
     def _post(self, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
-        with translated(what):
-            r = httpx.post(self.base_url.rstrip("/") + path, json=body, timeout=self.timeout_s)
-            return json_object(r, what)
+        return call_json("POST", self.base_url.rstrip("/") + path, body, what, self.timeout_s)
 
     def start(self, req: StartRequest, known_ref: str | None, record_ref: RecordRef) -> StartResult:
         # One call does it all; repeating it is safe (same identifier → duplicate).
@@ -118,10 +113,7 @@ class PayGate:
 
     def parse_callback(self, headers: Mapping[str, str], body: bytes, now: float) -> Callback:
         """Unsigned: return only which payment to re-check, never an outcome."""
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise CallbackRejected("PayGate callback: not JSON") from None
+        data = callback_json(body, "PayGate callback")
         if not isinstance(data, dict) or not isinstance(data.get("identifier"), str):
             raise CallbackRejected("PayGate callback: no identifier")
         tx = data.get("tx_reference")
