@@ -147,14 +147,14 @@ def health_rows(h: HealthView, t: Translator, config: HubConfig) -> list[tuple[s
     ]
 
 
-def _period(p: str, t: Translator) -> str:
+def period_label(p: str, t: Translator) -> str:
     if len(p) == 10:  # a day: "sam. 14/03"
         d = date.fromisoformat(p)
         return f"{t(f'weekday.{d.weekday()}')} {d.day:02d}/{d.month:02d}"
     return t(f"month.{int(p[5:7])}") + f" {p[:4]}"
 
 
-def _money(n: int, currency: str) -> str:
+def money(n: int, currency: str) -> str:
     text = f"{n:,}".replace(",", "\u202f")  # thin no-break space: 12 500 FCFA
     return f"{text} {currency}".strip()
 
@@ -162,11 +162,13 @@ def _money(n: int, currency: str) -> str:
 def sales_rows(rows: list[SalesRow], currency: str, t: Translator) -> list[dict[str, str]]:
     return [
         {
-            "period": _period(r.period, t),
+            "period": period_label(r.period, t),
             "issued": str(r.issued),
-            "issued_value": _money(r.issued_value, currency),
+            "issued_value": money(r.issued_value, currency),
             "used": str(r.used),
-            "used_value": _money(r.used_value, currency),
+            "used_value": money(r.used_value, currency),
+            "mobile": str(r.mobile),
+            "mobile_value": money(r.mobile_value, currency or "FCFA"),
         }
         for r in rows
     ]

@@ -185,16 +185,7 @@ def fleet_view(
 ) -> FleetView:
     cutoff = now - stale_after_s
     where, args = fq.where(cutoff)
-    total = int(db.execute(f"SELECT count(*) FROM hubs{where}", args).fetchone()[0])
-    pages = max(1, -(-total // fq.per))
-    fq = replace(fq, page=min(fq.page, pages))
-    rows = [
-        fleet_row(r, now, stale_after_s)
-        for r in db.query(
-            f"SELECT * FROM hubs{where}{fq.order_by(cutoff)} LIMIT ? OFFSET ?",
-            [*args, fq.per, (fq.page - 1) * fq.per],
-        )
-    ]
+    fq, rows, total = fleet_page_rows(db, fq, now, stale_after_s)
     counts = dict.fromkeys(STATUSES, 0)
     for status, n in db.execute(
         f"SELECT {status_sql(cutoff)} AS s, count(*) FROM hubs GROUP BY s"
@@ -211,6 +202,50 @@ def fleet_view(
     return FleetView(
         fq, rows, total, sum(counts.values()), counts, failed, regions, points, left_out
     )
+
+
+def fleet_page_rows(
+    db: Database, fq: FleetQuery, now: float, stale_after_s: float = STALE_AFTER_S
+) -> tuple[FleetQuery, list[FleetRow], int]:
+    """One page of the filtered, sorted fleet: (the query with its page clamped to the
+    last one, the rows, how many hubs match)."""
+    cutoff = now - stale_after_s
+    where, args = fq.where(cutoff)
+    total = int(db.execute(f"SELECT count(*) FROM hubs{where}", args).fetchone()[0])
+    pages = max(1, -(-total // fq.per))
+    fq = replace(fq, page=min(fq.page, pages))
+    rows = [
+        fleet_row(r, now, stale_after_s)
+        for r in db.query(
+            f"SELECT * FROM hubs{where}{fq.order_by(cutoff)} LIMIT ? OFFSET ?",
+            [*args, fq.per, (fq.page - 1) * fq.per],
+        )
+    ]
+    return fq, rows, total
+
+
+def fleet_json(
+    db: Database, fq: FleetQuery, now: float, path: str = "/api/fleet.json"
+) -> dict[str, Any]:
+    """``/api/fleet.json``: the page ``fq`` selects (same parameters as the fleet page),
+    with the match count and the links to the pages before and after (None at the ends);
+    a script reads the whole fleet by following ``next``."""
+    fq, rows, total = fleet_page_rows(db, fq, now)
+    pages = max(1, -(-total // fq.per))
+
+    def link(page: int) -> str:
+        qs = fq.params(page=page)
+        return f"{path}?{qs}" if qs else path
+
+    return {
+        "total": total,
+        "page": fq.page,
+        "pages": pages,
+        "per": fq.per,
+        "next": link(fq.page + 1) if fq.page < pages else None,
+        "prev": link(fq.page - 1) if fq.page > 1 else None,
+        "hubs": [r.as_json() for r in rows],
+    }
 
 
 def map_points(

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 from markupsafe import Markup
 
+from captive_portal.dashboard import money, period_label
 from captive_portal.i18n import Languages, Translator, load_catalogue
 from hub_agent.sessions.vouchers import format_code
 from provisioning.controller.fleet_query import (
@@ -30,6 +31,7 @@ from provisioning.controller.fleet_query import (
     FleetView,
     PushRecord,
 )
+from provisioning.controller.fleet_sales import NETWORKS, RecentPayment, SalesView
 from provisioning.fleet import STATUSES, FleetRow
 from provisioning.geo import REGIONS, Projection
 
@@ -281,7 +283,13 @@ COLUMNS = (
 )
 
 
-def fleet_page(view: FleetView, now: float, findings: Sequence[Any] = (), lang: str = "fr") -> str:
+def fleet_page(
+    view: FleetView,
+    now: float,
+    findings: Sequence[Any] = (),
+    lang: str = "fr",
+    sales: SalesView | None = None,
+) -> str:
     t = translator(lang)
     q = view.query
     other = t("lang_other")
@@ -305,6 +313,10 @@ def fleet_page(view: FleetView, now: float, findings: Sequence[Any] = (), lang: 
         ago=lambda ts: ago(ts, now, t),
         num=num,
         fmt_code=format_code,
+        sales=sales,
+        networks=NETWORKS,
+        fcfa=lambda n: money(n, "FCFA"),
+        day=lambda d: period_label(d, t),
     )
 
 
@@ -317,8 +329,10 @@ def hub_page(
     pushes: Sequence[PushRecord] = (),
     hub: dict[str, Any] | None = None,
     lang: str = "fr",
+    payments: Sequence[RecentPayment] = (),
 ) -> str:
-    """One hub: state, desired vs running config, push history, health charts, events."""
+    """One hub: state, desired vs running config, push history, health charts, events,
+    its recent mobile-money payments."""
     t = translator(lang)
     hub = hub or {}
     charts = "".join(line_chart(t(f"chart.{k}"), series(samples, k), u, t=t) for k, u in CHARTS)
@@ -362,6 +376,8 @@ def hub_page(
         config_colours=CONFIG_COLOURS,
         ago=lambda ts: ago(ts, now, t),
         when=when_t,
+        payments=payments,
+        fcfa=lambda n: money(n, "FCFA"),
     )
 
 

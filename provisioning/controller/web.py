@@ -2,7 +2,8 @@
 
 Routes: ``/`` (map + table: ``?q=&region=&kind=&state=&config=&sort=&desc=1&page=&per=``,
 ``?lang=fr|en`` or Accept-Language), ``/hubs/<id>`` (state, desired vs running config,
-push history, health charts, events in words, gaps), ``/api/fleet.json``. Each request
+push history, health charts, events in words, gaps, recent payments), ``/api/fleet.json``
+(the fleet page's parameters; one page, its total and the next page's link). Each request
 opens its own read connection: WAL lets pages read while the ingest writer commits
 (PostgreSQL: MVCC does the same).
 """
@@ -18,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from provisioning import fleet, registry, vouchers
-from provisioning.controller import fleet_query, pages
+from provisioning.controller import fleet_query, fleet_sales, pages
 from provisioning.storage import Database, DbUrl, connect
 
 HISTORY_S = 24 * 3600.0
@@ -62,10 +63,14 @@ def make_handler(db_path: Path | str | DbUrl) -> type[BaseHTTPRequestHandler]:
                     query = fleet_query.FleetQuery.from_params(params)
                     view = fleet_query.fleet_view(db, query, now)
                     findings = vouchers.findings_for(db)
-                    self._send(200, pages.fleet_page(view, now, findings, lang))
+                    sales = fleet_sales.sales_view(
+                        db, view.query, now, now - fleet.STALE_AFTER_S, pages.TZ.key
+                    )
+                    self._send(200, pages.fleet_page(view, now, findings, lang, sales))
                 elif path == "/api/fleet.json":
-                    rows = fleet.fleet_rows(registry.all_hubs(db), now)
-                    self._send(200, json.dumps([r.as_json() for r in rows]), "application/json")
+                    query = fleet_query.FleetQuery.from_params(params)
+                    body = fleet_query.fleet_json(db, query, now)
+                    self._send(200, json.dumps(body), "application/json")
                 elif path.startswith("/hubs/"):
                     hub_id = unquote(path[len("/hubs/") :])
                     row = registry.get_hub(db, hub_id)
@@ -84,6 +89,7 @@ def make_handler(db_path: Path | str | DbUrl) -> type[BaseHTTPRequestHandler]:
                             fleet_query.push_history(db, hub_id),
                             row,
                             lang,
+                            fleet_sales.recent_payments(db, hub_id),
                         ),
                     )
                 else:
