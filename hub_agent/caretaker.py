@@ -83,6 +83,15 @@ class Voucher:
     first_use: float | None
 
 
+@dataclass(frozen=True)
+class MobileSale:
+    """A mobile-money purchase granted here (hub_agent/purchases.py): paid at the centre,
+    so it is not in the cash box."""
+
+    plan_id: str
+    at: float  # when the centre's grant was applied here
+
+
 def _months_back(today: date, n: int) -> list[str]:
     y, m = today.year, today.month
     out = []
@@ -99,18 +108,20 @@ def sales(
     tz: str,
     days: int = SALES_DAYS,
     months: int = SALES_MONTHS,
+    mobile: Iterable[MobileSale] = (),
 ) -> tuple[list[SalesRow], list[SalesRow]]:
-    """Tickets issued here and tickets used here, with their value, per local day (the
-    last ``days``, newest first) and per month (the last ``months``).
+    """Tickets issued here, tickets used here and mobile-money sales, with their value,
+    per local day (the last ``days``, newest first) and per month (the last ``months``).
 
     "Issued" counts the hub's own tickets (what the caretaker sold for cash); "used"
-    counts every first use here, central tickets included. A plan since removed from
-    the config is worth 0 (its price is not known any more)."""
+    counts every first use here, central tickets included (the caller leaves out the
+    codes mobile money bought: those are counted as mobile-money sales). A plan since
+    removed from the config is worth 0 (its price is not known any more)."""
     zone = ZoneInfo(tz)
     today = datetime.fromtimestamp(now, zone).date()
     day_keys = [(today - timedelta(days=i)).isoformat() for i in range(days)]
     month_keys = _months_back(today, months)
-    acc: dict[str, list[int]] = {k: [0, 0, 0, 0] for k in (*day_keys, *month_keys)}
+    acc: dict[str, list[int]] = {k: [0] * 6 for k in (*day_keys, *month_keys)}
 
     def add(ts: float, plan_id: str, slot: int) -> None:
         d = datetime.fromtimestamp(ts, zone).date().isoformat()
@@ -124,9 +135,12 @@ def sales(
             add(v.issued_at, v.plan_id, 0)
         if v.first_use is not None:
             add(v.first_use, v.plan_id, 2)
+    for m in mobile:
+        add(m.at, m.plan_id, 4)
 
     def rows(keys: list[str]) -> list[SalesRow]:
-        return [SalesRow(period=k, issued=a[0], issued_value=a[1], used=a[2], used_value=a[3])
+        return [SalesRow(period=k, issued=a[0], issued_value=a[1], used=a[2], used_value=a[3],
+                         mobile=a[4], mobile_value=a[5])
                 for k in keys for a in [acc[k]]]  # fmt: skip
 
     return rows(day_keys), rows(month_keys)
@@ -226,14 +240,28 @@ class Desk:
         samples[hour] = max(int(total), int(samples.get(hour, 0)))
         return per_hour({int(h): int(b) for h, b in samples.items()})
 
-    def _vouchers(self, since: float) -> list[Voucher]:
+    def _vouchers(self, since: float, shop: bool) -> list[Voucher]:
+        """Vouchers issued or first used since ``since``; not the codes mobile money
+        bought (``shop``: the purchases table exists), which are mobile-money sales."""
+        bought = " AND code NOT IN (SELECT code FROM purchases WHERE code IS NOT NULL)"
         rows = self.db.conn.execute(
             "SELECT plan_id, kind, issued_at, first_use FROM vouchers "
-            "WHERE issued_at >= ? OR first_use >= ?",
+            "WHERE (issued_at >= ? OR first_use >= ?)" + (bought if shop else ""),
             (since, since),
         )
         return [Voucher(str(p), str(k), float(i), None if f is None else float(f))
                 for p, k, i, f in rows]  # fmt: skip
+
+    def _mobile_sales(self, since: float) -> list[MobileSale]:
+        """Purchases the centre granted here (read from hub_agent/purchases.py's tables),
+        on the day the grant was applied."""
+        rows = self.db.conn.execute(
+            "SELECT p.plan_id, g.applied_at FROM purchase_grants AS g"
+            " JOIN purchases AS p ON p.request_id = g.request_id"
+            " WHERE p.state = 'granted' AND g.applied_at >= ?",
+            (since,),
+        )
+        return [MobileSale(str(p), float(a)) for p, a in rows]
 
     def view(self, now: float | None = None) -> CaretakerView:
         now = self.clock() if now is None else now
@@ -255,7 +283,10 @@ class Desk:
         first = datetime.fromtimestamp(now, ZoneInfo(tz)).replace(
             day=1, hour=0, minute=0, second=0, microsecond=0
         ) - timedelta(days=31 * (SALES_MONTHS - 1))
-        days, months = sales(self._vouchers(first.timestamp()), prices, now, tz)
+        since = first.timestamp()
+        shop = "purchase_grants" in self.db.table_names()  # the agent made it at start
+        mobile = self._mobile_sales(since) if shop else []
+        days, months = sales(self._vouchers(since, shop), prices, now, tz, mobile=mobile)
         return CaretakerView(
             names=self.names(),
             hub_macs=sorted(self.hub_macs()),

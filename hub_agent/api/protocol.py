@@ -72,8 +72,10 @@ class SalesRow(_Msg):
     period: str  # a local day "2026-03-14" or a month "2026-03"
     issued: int  # this hub's own tickets issued (what the caretaker sold)
     issued_value: int  # in the plans' currency (from their price labels)
-    used: int  # tickets first used here, central ones included
+    used: int  # tickets first used here, central ones included (not mobile-money codes)
     used_value: int
+    mobile: int = 0  # mobile-money purchases granted here (paid to the centre, not cash)
+    mobile_value: int = 0
 
 
 class CaretakerView(_Msg):

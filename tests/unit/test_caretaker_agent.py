@@ -11,19 +11,37 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from hub_agent.api.protocol import Block, CaretakerInfo, HealthView, NameDevice, SalesRow
-from hub_agent.caretaker import CARETAKER, Desk, UplinkWatch, Voucher, parse_price, per_hour, sales
+from hub_agent.api.protocol import (
+    Block,
+    CaretakerInfo,
+    HealthView,
+    NameDevice,
+    Pay,
+    SalesRow,
+)
+from hub_agent.caretaker import (
+    CARETAKER,
+    Desk,
+    MobileSale,
+    UplinkWatch,
+    Voucher,
+    parse_price,
+    per_hour,
+    sales,
+)
 from hub_agent.cli import missing_interface
 from hub_agent.enforce.discovery import Observation
 from hub_agent.enforce.model import Counters
 from hub_agent.handler import AgentHandler
 from hub_agent.lan_devices import hub_addresses, not_the_hub
+from hub_agent.purchases import plan_price
 from hub_agent.sessions.db import SESSIONS
 from hub_agent.sessions.service import SessionService
 from hub_agent.status import gather_status, render_text
 from hub_agent.store import open_db
 from hub_agent.telemetry import db_path
-from tests.unit.test_sessions_service import EXAMPLE, A, B, make_config
+from tests.unit.test_purchases import IP_A, Shop
+from tests.unit.test_sessions_service import EXAMPLE, T0, A, B, make_config
 
 LOME = ZoneInfo("Africa/Lome")
 HUB_MAC = "02:00:00:00:00:01"
@@ -79,6 +97,22 @@ def test_sales_per_day_and_month_with_values() -> None:
     assert [m.period for m in months] == ["2026-03", "2026-02", "2026-01"]
     assert (months[0].issued, months[0].issued_value, months[0].used_value) == (4, 500, 700)
     assert (months[1].issued, months[1].used, months[1].used_value) == (1, 1, 100)
+
+
+def test_mobile_money_sales_per_day_and_month_beside_the_tickets() -> None:
+    mobile = [
+        MobileSale("jour", at(2026, 3, 14, 10)),
+        MobileSale("heure", at(2026, 3, 14, 0, 5)),
+        MobileSale("jour", at(2026, 3, 13, 23, 55)),
+        MobileSale("jour", at(2026, 2, 27)),
+        MobileSale("jour", at(2025, 12, 31)),  # older than the months shown
+    ]
+    cash = [Voucher("heure", "local", at(2026, 3, 14, 9), None)]
+    days, months = sales(cash, {"heure": 100, "jour": 300}, NOW, "Africa/Lome", mobile=mobile)
+    assert days[0] == SalesRow(period="2026-03-14", issued=1, issued_value=100, used=0,
+                               used_value=0, mobile=2, mobile_value=400)  # fmt: skip
+    assert (days[1].mobile, days[1].mobile_value, days[1].issued) == (1, 300, 0)
+    assert [(m.mobile, m.mobile_value) for m in months] == [(3, 700), (1, 300), (0, 0)]
 
 
 def test_uplink_down_since_the_first_down_answer() -> None:
@@ -201,3 +235,28 @@ def test_run_without_the_interface_is_one_line_and_exit_3(tmp_path: Path) -> Non
     assert r.returncode == 3
     assert r.stderr.count("\n") == 1 and "'nosuchlan9'" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_the_desk_counts_a_granted_purchase_as_mobile_money_not_as_a_used_ticket(
+    tmp_path: Path,
+) -> None:
+    """A real purchase granted by the real Purchases (hub_agent/purchases.py): a mobile
+    money sale on its day; its code, used by the grant's login, is not a ticket used too."""
+    shop = Shop(tmp_path)
+    CARETAKER.apply(shop.db)
+    desk = Desk(shop.db, lambda: shop.config, lambda: True, frozenset, lambda: T0 + 600)
+    empty = desk.view()
+    assert (empty.sales_days[0].mobile, empty.sales_days[0].used) == (0, 0)
+    [cash] = shop.sessions.issue_local_vouchers("heure", 1, T0)
+    shop.sessions.login(B, "10.42.0.101", "voucher", cash, T0 + 10)
+    paid = shop.p.pay(Pay(ip=IP_A, plan_id="jour", phone="90123456"), A, T0).purchase
+    waiting = shop.p.pay(Pay(ip=IP_A, plan_id="jour", phone="99123456"), A, T0).purchase
+    assert paid is not None and waiting is not None
+    assert shop.p.apply_grant(shop.grant(paid.ref, mac=A), T0 + 30)
+    assert A in shop.kernel.authorized  # the bought code was used here, by the grant's login
+    used = shop.db.execute("SELECT count(*) FROM vouchers WHERE first_use IS NOT NULL")
+    assert used.fetchone()[0] == 2
+    today = desk.view().sales_days[0]
+    assert (today.issued, today.used, today.used_value) == (1, 1, 100)  # the cash ticket only
+    assert (today.mobile, today.mobile_value) == (1, plan_price(shop.config.plan("jour")))
+    assert today.mobile_value > 0 and desk.view().sales_months[0].mobile == 1
