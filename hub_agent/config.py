@@ -293,10 +293,19 @@ class ContentSettings(_Strict):
         return v
 
 
+class MqttFallback(_Strict):
+    """The broker user a hub had before a credential rotation (``hubctl rotate``): tried
+    when the broker refuses the new one, until the centre retires it."""
+
+    username: str = Field(min_length=1)
+    password: SecretStr
+
+
 class MqttSettings(_Strict):
     url: str = "mqtt://localhost:1883"
     username: str | None = None
     password: SecretStr | None = None
+    fallback: MqttFallback | None = None
     ca_file: Path | None = None
     telemetry_interval_s: int = Field(default=60, ge=1, le=3600)
     keepalive_s: int = Field(default=60, ge=5, le=3600)
@@ -465,6 +474,8 @@ class HubConfig(_Strict):
         data = self.model_dump(mode="json")
         if self.mqtt.password is not None:
             data["mqtt"]["password"] = self.mqtt.password.get_secret_value()
+        if self.mqtt.fallback is not None:
+            data["mqtt"]["fallback"]["password"] = self.mqtt.fallback.password.get_secret_value()
         if self.trust.voucher_secret is not None:
             data["trust"]["voucher_secret"] = self.trust.voucher_secret.get_secret_value()
         if self.radius is not None:

@@ -82,6 +82,9 @@ def gather_status(cfg: HubConfig, now: float | None = None) -> dict[str, Any]:
             "connected_since": live.get("connected_since") if running else None,
             "session": live.get("session"),
             "last_error": live.get("last_error"),
+            # which broker user is in use after a rotation: "new", or "previous" when the
+            # broker refused the new one (hubctl rotate keeps the old user until "new")
+            "mqtt": live.get("mqtt") if running else None,
         },
         "outbox": _outbox(db_path(cfg.data_dir)),
         "uplink": {"up": live.get("uplink_up"), "probe": live.get("last_probe")},
@@ -115,6 +118,8 @@ def render_text(st: dict[str, Any], now: float | None = None) -> str:
         conn = "unknown (agent not running)"
     elif b["connected"]:
         conn = f"connected since {_age(b['connected_since'], now)} (session {b['session']})"
+        if b.get("mqtt"):
+            conn += f" as {b['mqtt']['user']} ({b['mqtt']['credential']} credential)"
     else:
         conn = "disconnected" + (f": {b['last_error']}" if b["last_error"] else "")
     oldest = _age(o["oldest_queued_ts"], now) if o["oldest_queued_ts"] else "-"

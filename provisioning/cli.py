@@ -73,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--offline", action="store_true", help="skip clearing its retained topics on the broker"
     )
 
+    rotate = sub.add_parser(
+        "rotate", help="new broker password for a running hub; old user retired once unused"
+    )
+    rotate.add_argument("hub_id")
+    rotate.add_argument("--retire", action="store_true", help="only retire a pending old user")
+    rotate.add_argument("--timeout", type=float, default=120, help="seconds to wait for the hub")
+    rotate.set_defaults(wave=None, dry_run=False, max_failures=0)
+
     push = sub.add_parser("push", help="push a config to a hub or a group")
     target = push.add_mutually_exclusive_group(required=True)
     target.add_argument("hub_id", nargs="?")
@@ -242,6 +250,12 @@ def cmd_remove(ctx: Ctx) -> int:
     return 0
 
 
+def cmd_rotate(ctx: Ctx) -> int:
+    from provisioning.rotation import cmd_rotate as rotate
+
+    return rotate(ctx, run_push)
+
+
 def cmd_push(ctx: Ctx) -> int:
     from provisioning import push, pushplan
 
@@ -408,6 +422,7 @@ def cmd_db(ctx: Ctx) -> int:
 VERBS = {
     "enroll": cmd_enroll,
     "remove": cmd_remove,
+    "rotate": cmd_rotate,
     "push": cmd_push,
     "plan": cmd_plan,
     "fleet": cmd_fleet,

@@ -6,6 +6,9 @@ Planning is pure (``render_acl``, ``host_vars``; the config document comes from
 config recorded as the hub's desired version.
 Re-enrolling a hub rotates its broker password and caretaker password and bumps the
 config version, so the freshly installed config wins over anything the hub had.
+``rotate`` rotates the broker password of a running hub (``hubctl rotate``): the new one
+goes into the hub's other broker user (``provisioning.credentials``), the old user stays
+until ``retire`` once the hub says it uses the new one. Re-enrolling rotates the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import yaml
 
 from hub_agent.config import HubConfig
 from provisioning import registry, topics
+from provisioning.credentials import Credentials, from_secret, rotated, slot_users
 from provisioning.geo import default_position
 from provisioning.hubdoc import Identity, Trust, first_config, redacted
 from provisioning.statedir import StateDir, write_private
@@ -61,7 +65,8 @@ BALANCE_WRITE, BALANCE_READ = "balances/query", "balances/answer"  # roaming (do
 
 def render_acl(hub_ids: Iterable[str], controller_user: str) -> str:
     """Mosquitto ACL: the controller reads and writes everything under relais/; each hub
-    writes only its own four streams and reads only its own desired config."""
+    writes only its own four streams and reads only its own desired config. Per-hub rules
+    (not ``%u`` patterns): both broker users of a hub (``credentials.slot_users``) get them."""
     lines = [
         "# Rendered by hubctl enroll from the registry; edits here are overwritten.",
         f"user {controller_user}",
@@ -70,22 +75,21 @@ def render_acl(hub_ids: Iterable[str], controller_user: str) -> str:
         "",
     ]
     for hub_id in sorted(set(hub_ids)):
-        lines.append(f"user {hub_id}")
-        for stream in topics.STREAMS:
-            lines.append(f"topic write {topics.topic(hub_id, stream)}")
-        lines.append(f"topic read {topics.desired(hub_id)}")
+        rules = [f"topic write {topics.topic(hub_id, stream)}" for stream in topics.STREAMS]
+        rules.append(f"topic read {topics.desired(hub_id)}")
         # mobile money: the hub asks and acknowledges; it reads only its own grants
-        lines += [f"topic write {topics.topic(hub_id, f'payments/{x}')}" for x in PAY_WRITE]
-        lines += [f"topic read {topics.topic(hub_id, f'payments/{x}')}" for x in PAY_READ]
+        rules += [f"topic write {topics.topic(hub_id, f'payments/{x}')}" for x in PAY_WRITE]
+        rules += [f"topic read {topics.topic(hub_id, f'payments/{x}')}" for x in PAY_READ]
         # roaming: the hub asks its own balance queries and reads only its own answers
-        lines.append(f"topic write {topics.topic(hub_id, BALANCE_WRITE)}")
-        lines.append(f"topic read {topics.topic(hub_id, BALANCE_READ)}")
-        lines.append("")
+        rules.append(f"topic write {topics.topic(hub_id, BALANCE_WRITE)}")
+        rules.append(f"topic read {topics.topic(hub_id, BALANCE_READ)}")
+        for user in slot_users(hub_id):
+            lines += [f"user {user}", *rules, ""]
     return "\n".join(lines)
 
 
 def host_vars(
-    config: HubConfig, mqtt_url: str, password: str, public_key: str, admin_hash: str
+    config: HubConfig, mqtt_url: str, creds: Credentials, public_key: str, admin_hash: str
 ) -> dict[str, Any]:
     """What the Ansible hub role consumes (documented in docs/operations.md)."""
     return {
@@ -93,8 +97,8 @@ def host_vars(
         "relais_hub_kind": config.hub.kind,
         "relais_hub_name": config.hub.name,
         "relais_mqtt_url": mqtt_url,
-        "relais_mqtt_username": config.hub.id,
-        "relais_mqtt_password": password,
+        "relais_mqtt_username": creds.username,
+        "relais_mqtt_password": creds.password,
         "relais_central_public_key": public_key,
         "relais_admin_password_hash": admin_hash,
         "relais_config_version": config.version,
@@ -165,27 +169,28 @@ def enroll(
         lat, lon = default_position(hub.id, hub.region)
         hub = registry.HubRecord(**{**hub.__dict__, "lat": hub.lat or lat, "lon": hub.lon or lon})
     existing = registry.get_hub(db, hub.id)
+    current = from_secret(hub.id, state.read_secret(hub.id)) if existing else None
     password = secrets.token_urlsafe(24)
+    creds = rotated(hub.id, current, password)
     caretaker = secrets.token_urlsafe(9)
     admin_hash = hash_password(caretaker)
     version = registry.next_version(existing) if existing else 1
     identity = Identity(hub.id, hub.kind, hub.name, hub.region, hub.prefecture)
     trust = Trust(key.public_b64, voucher_secret(state))
-    config = first_config(identity, version, url, password, trust, admin_hash)
+    config = first_config(identity, version, url, creds, trust, admin_hash)
 
     # Credentials first: if anything below fails, re-running enroll rotates again.
     write_password(state.passwd_path, ctl_user, ctl_password)
-    write_password(state.passwd_path, hub.id, password)
-    state.write_secret(hub.id, {"mqtt_password": password})
+    write_password(state.passwd_path, creds.username, password)
+    state.write_secret(hub.id, creds.secret())
     registry.upsert_hub(db, hub, fingerprint(password))
     registry.record_desired(db, hub.id, version, redacted(config.to_wire()), "enroll")
-    hub_ids = [r["id"] for r in registry.all_hubs(db) if r.get("cred_fingerprint")]
-    write_private(state.acl_path, render_acl(hub_ids, ctl_user))
+    write_acl(state, db, ctl_user)
     hv_path = state.host_vars_path(hub.id)
     write_private(
         hv_path,
         yaml.safe_dump(
-            host_vars(config, url, password, key.public_b64, admin_hash),
+            host_vars(config, url, creds, key.public_b64, admin_hash),
             sort_keys=False,
             allow_unicode=True,
         ),
@@ -207,11 +212,47 @@ def remove(state: StateDir, db: Database, hub_id: str) -> Removed:
     and its registry row and history. Safe to run again (each step tolerates "gone")."""
     state.ensure()
     ctl_user, _ = state.controller_credentials()
-    revoked = delete_password(state.passwd_path, hub_id)
+    revoked = [delete_password(state.passwd_path, user) for user in slot_users(hub_id)]
     was = registry.delete_hub(db, hub_id)
-    hub_ids = [r["id"] for r in registry.all_hubs(db) if r.get("cred_fingerprint")]
-    write_private(state.acl_path, render_acl(hub_ids, ctl_user))
+    write_acl(state, db, ctl_user)
     state.secret_path(hub_id).unlink(missing_ok=True)
     state.host_vars_path(hub_id).unlink(missing_ok=True)
     reload_broker(state.settings().broker_reload)
-    return Removed(hub_id, was, revoked)
+    return Removed(hub_id, was, any(revoked))
+
+
+def write_acl(state: StateDir, db: Database, ctl_user: str) -> None:
+    hub_ids = [r["id"] for r in registry.all_hubs(db) if r.get("cred_fingerprint")]
+    write_private(state.acl_path, render_acl(hub_ids, ctl_user))
+
+
+def rotate(state: StateDir, db: Database, hub_id: str) -> Credentials:
+    """A new broker password for an enrolled hub, in its other broker user; the current
+    user stays (the fallback) until ``retire``. The caller pushes the hub's config."""
+    row = registry.get_hub(db, hub_id)
+    current = from_secret(hub_id, state.read_secret(hub_id))
+    if row is None or current is None:
+        raise EnrollError(f"hub {hub_id}: not enrolled (run hubctl enroll first)")
+    ctl_user, _ = state.controller_credentials()
+    password = secrets.token_urlsafe(24)
+    creds = rotated(hub_id, current, password)
+    write_password(state.passwd_path, creds.username, password)
+    state.write_secret(hub_id, creds.secret())
+    db.execute("UPDATE hubs SET cred_fingerprint = ? WHERE id = ?", [fingerprint(password), hub_id])
+    write_acl(state, db, ctl_user)
+    reload_broker(state.settings().broker_reload)
+    return creds
+
+
+def retire(state: StateDir, hub_id: str) -> str | None:
+    """Remove the hub's previous broker user (after the hub said it uses the new one);
+    the user retired, or None when no rotation was pending."""
+    creds = from_secret(hub_id, state.read_secret(hub_id))
+    if creds is None or creds.previous is None:
+        return None
+    old = creds.previous[0]
+    if old != creds.username:
+        delete_password(state.passwd_path, old)
+    state.write_secret(hub_id, creds.retired().secret())
+    reload_broker(state.settings().broker_reload)
+    return old

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from hub_agent.config import ContentItem, HubConfig, validate_config
+from provisioning.credentials import Credentials
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def base_document() -> dict[str, Any]:
 
 def forced_fields(
     hub: Identity,
-    mqtt_password: str,
+    credentials: Credentials,
     trust: Trust,
     *,
     mqtt_url: str | None = None,
@@ -62,7 +63,7 @@ def forced_fields(
     identity: dict[str, Any] = {"id": hub.id, "kind": hub.kind}
     if hub.name is not None:
         identity.update(name=hub.name, region=hub.region, prefecture=hub.prefecture)
-    mqtt: dict[str, Any] = {"username": hub.id, "password": mqtt_password}
+    mqtt = credentials.mqtt_fields()  # with the previous user as fallback mid-rotation
     if mqtt_url is not None:
         mqtt = {"url": mqtt_url, **mqtt}
     doc: dict[str, Any] = {
@@ -79,13 +80,13 @@ def first_config(
     hub: Identity,
     version: int,
     mqtt_url: str,
-    mqtt_password: str,
+    credentials: Credentials,
     trust: Trust,
     admin_hash: str,
 ) -> HubConfig:
     """The config ``hubctl enroll`` installs: the base document, then the forced fields."""
     doc = base_document()
-    doc.update(forced_fields(hub, mqtt_password, trust, mqtt_url=mqtt_url))
+    doc.update(forced_fields(hub, credentials, trust, mqtt_url=mqtt_url))
     doc["version"] = version
     doc.setdefault("portal", {})["admin_password_hash"] = admin_hash
     return validate_config(doc, source=f"hub {hub.id} first config")
@@ -96,5 +97,6 @@ def redacted(wire: dict[str, Any]) -> dict[str, Any]:
     stay in secrets/."""
     out = dict(wire)
     out["mqtt"] = {**out.get("mqtt", {}), "password": None}
+    out["mqtt"].pop("fallback", None)
     out["trust"] = {**out.get("trust", {}), "voucher_secret": None}
     return out

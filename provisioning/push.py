@@ -21,6 +21,7 @@ from hub_agent.mqtt.client import Client
 from hub_agent.signing import SigningKey, sign_envelope
 from provisioning import pushplan, registry, topics
 from provisioning.content_catalogue import manifest_for
+from provisioning.credentials import from_secret
 from provisioning.hubdoc import Identity, Trust, base_document, forced_fields, redacted
 from provisioning.pushplan import HubView, PushError, Rendered
 from provisioning.statedir import StateDir
@@ -71,15 +72,15 @@ def prepare(
     trust = Trust(state.public_key(), voucher_secret(state))
     bases, versions, forced = {}, {}, {}
     for hub in targets:
-        secret = state.read_secret(hub.id) or {}
-        if "mqtt_password" not in secret:
+        creds = from_secret(hub.id, state.read_secret(hub.id))
+        if creds is None:
             raise PushError(f"hub {hub.id}: no broker credentials in the state dir (re-enroll)")
         bases[hub.id] = registry.latest_config(db, hub.id) or base_document()
         versions[hub.id] = registry.next_version(rows[hub.id])
         # Each hub gets its library manifest with its config (hubctl content assign).
         forced[hub.id] = forced_fields(
             Identity(hub.id, hub.kind),
-            secret["mqtt_password"],
+            creds,
             trust,
             content=manifest_for(db, hub.id),
         )

@@ -43,6 +43,7 @@ __all__ = [
     "error_string",
     "new_client",
     "open_connection",
+    "set_credentials",
     "topic_matches",
 ]
 
@@ -178,8 +179,7 @@ def new_client(
         manual_ack=manual_ack,
     )
     if url.username is not None:
-        secret = url.password.get_secret_value() if url.password is not None else None
-        c.username_pw_set(url.username, secret)
+        set_credentials(c, url.username, url.password)
     if url.tls:
         cafile = str(url.ca_file) if url.ca_file is not None else None
         c.tls_set_context(ssl.create_default_context(cafile=cafile))
@@ -188,6 +188,16 @@ def new_client(
     if nodelay:
         c.on_socket_open = _nodelay
     return c
+
+
+def set_credentials(client: paho.Client, username: str, password: SecretStr | None) -> None:
+    """The user the next CONNECT names (a hub falling back to its previous credential)."""
+    secret = password.get_secret_value() if password is not None else None
+    client.username_pw_set(username, secret)
+
+
+# CONNACK reasons that mean "these credentials": another user may still be let in.
+AUTH_REFUSED = frozenset({134, 135})  # bad user name or password, not authorized
 
 
 def open_connection(

@@ -14,6 +14,11 @@ paho runs its network loop in one thread we own (``relais-mqtt``); everything it
   sent after CONNACK carry it, so the centre can tell a late will of an old session from
   the state of the current one. The will's ``ts`` is the time of its connect attempt.
 - Throughput: a 1,000-message in-flight window and TCP_NODELAY (``core.new_client``).
+- Credential rotation: with a ``fallback`` user (the one the hub had before ``hubctl
+  rotate``), a CONNACK refusing the new user's credentials makes the link connect as the
+  previous one; ``status.credential`` ("new"/"previous") and the retained ``state``
+  (``user``, ``credential``) say which is in use, so the centre knows when to retire the
+  old user. The new one is tried again on the next link (a new config, a restart).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from pydantic import SecretStr
 from hub_agent import __version__
 from hub_agent.config import HubConfig
 from hub_agent.mqtt.core import (
+    AUTH_REFUSED,
     INFLIGHT_WINDOW,
     NO_CONN,
     OK,
@@ -53,6 +59,7 @@ from hub_agent.mqtt.core import (
     error_string,
     new_client,
     open_connection,
+    set_credentials,
     topic_matches,
 )
 from hub_agent.telemetry import topics
@@ -75,6 +82,13 @@ class LinkSettings:
     min_backoff_s: float = RECONNECT_MIN_S
     max_backoff_s: float = RECONNECT_MAX_S
     inflight: int = INFLIGHT_WINDOW
+    fallback_username: str | None = None
+    fallback_password: SecretStr | None = None
+
+    def user(self, previous: bool) -> tuple[str | None, SecretStr | None]:
+        if previous and self.fallback_username is not None:
+            return self.fallback_username, self.fallback_password
+        return self.username, self.password
 
     @property
     def client_id(self) -> str:
@@ -100,21 +114,32 @@ class LinkSettings:
             "username": m.username,
             "password": m.password,
             "keepalive_s": keepalive,
+            "fallback_username": m.fallback.username if m.fallback else None,
+            "fallback_password": m.fallback.password if m.fallback else None,
         }
         values.update(overrides)
         return cls(**values)
 
 
 def state_payload(
-    online: bool, session: int, config_version: int | None, ts: float | None = None
+    online: bool,
+    session: int,
+    config_version: int | None,
+    ts: float | None = None,
+    user: tuple[str | None, str] | None = None,
 ) -> dict[str, Any]:
-    return {
+    """``user``: the broker user this session connects as and whether it is the "new" or
+    the "previous" credential (the centre retires the previous user once it sees "new")."""
+    out: dict[str, Any] = {
         "online": online,
         "ts": round(time.time() if ts is None else ts, 3),
         "agent_version": __version__,
         "config_version": config_version,
         "session": session,
     }
+    if user is not None and user[0] is not None:
+        out["user"], out["credential"] = user
+    return out
 
 
 @dataclass(frozen=True)
@@ -135,6 +160,8 @@ class LinkStatus:
     last_error: str | None = None
     connects: int = 0
     failures: int = 0  # connect attempts that ended without the broker accepting us
+    user: str | None = None  # the broker user of the current (or next) attempt
+    credential: str = "new"  # "previous": the new user was refused, the fallback is in use
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -156,6 +183,8 @@ class MqttLink:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._accepted = False  # a CONNACK success since the last connect attempt
+        self._auth_refused = False  # the last CONNACK refused these credentials
+        self._on_previous = False  # connecting as the fallback (previous) user
         self.connected = asyncio.Event()
         self.status = LinkStatus()
         self._client = self._make_client()
@@ -196,7 +225,7 @@ class MqttLink:
         if self._thread is None:
             return
         if self.connected.is_set():
-            payload = state_payload(False, self.status.session, self._config_version())
+            payload = self._state(False)
             with contextlib.suppress(MqttError, TimeoutError):
                 await asyncio.wait_for(
                     self.publish(topics.state(self.settings.hub_id), payload, retain=True),
@@ -219,9 +248,11 @@ class MqttLink:
         while not self._stop.is_set():
             session = self._next_session()
             self.status.session = session
+            self._use_credentials()
+            self._auth_refused = False
             self._client.will_set(
                 topics.state(s.hub_id),
-                json.dumps(state_payload(False, session, self._config_version())),
+                json.dumps(self._state(False)),
                 qos=1,
                 retain=True,
             )
@@ -249,9 +280,34 @@ class MqttLink:
                 self._set_connected(False)
             if self._stop.is_set():
                 break
+            if self._auth_refused and self._fall_back():
+                continue  # at once, as the previous user
             self._stop.wait(backoff.next())
         with contextlib.suppress(Exception):
             self._client.loop(timeout=0.1)  # flush the DISCONNECT
+
+    def _use_credentials(self) -> None:
+        user, password = self.settings.user(self._on_previous)
+        if user is not None:
+            set_credentials(self._client, user, password)
+        self.status.user = user
+        self.status.credential = "previous" if self._on_previous else "new"
+
+    def _fall_back(self) -> bool:
+        """After the broker refused the new credentials: use the previous user, if any."""
+        if self._on_previous or self.settings.fallback_username is None:
+            return False
+        self._on_previous = True
+        log.warning(
+            "MQTT user %s refused; connecting as the previous user %s",
+            self.settings.username,
+            self.settings.fallback_username,
+        )
+        return True
+
+    def _state(self, online: bool) -> dict[str, Any]:
+        user = (self.status.user, self.status.credential)
+        return state_payload(online, self.status.session, self._config_version(), user=user)
 
     # -- paho callbacks (network thread) --------------------------------------------------
 
@@ -264,18 +320,25 @@ class MqttLink:
         properties: Properties | None,
     ) -> None:
         if reason.is_failure:
+            self._auth_refused = reason.value in AUTH_REFUSED
             self.status.last_error = f"broker refused the connection: {reason}"
             log.warning("MQTT %s", self.status.last_error)
             return
         session = self.status.session
-        online = state_payload(True, session, self._config_version())
+        online = self._state(True)
         client.publish(topics.state(self.settings.hub_id), json.dumps(online), qos=1, retain=True)
         if self._handlers:
             client.subscribe([(t, 1) for t in self._handlers])
         self.status.connects += 1
         self.status.last_error = None
         self._accepted = True
-        log.info("MQTT connected to %s:%d (session %d)", *self._addr(), session)
+        log.info(
+            "MQTT connected to %s:%d as %s (%s credential, session %d)",
+            *self._addr(),
+            self.status.user,
+            self.status.credential,
+            session,
+        )
         self._set_connected(True)
 
     def _on_disconnect(
@@ -340,7 +403,7 @@ class MqttLink:
         while disconnected there is nothing to do: the next connect publishes it."""
         if not self.connected.is_set():
             return
-        payload = state_payload(True, self.status.session, self._config_version())
+        payload = self._state(True)
         fut = self.publish(topics.state(self.settings.hub_id), payload, retain=True)
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
 

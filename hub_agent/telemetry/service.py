@@ -42,7 +42,17 @@ FLUSH_SAMPLES = 5  # health samples sent together
 FLUSH_MAX_S = 300.0
 COALESCE_MAX = 64  # a backlog this long drains at once, uncorked
 # What of a config makes a different broker connection (keepalive follows the interval).
-BROKER_FIELDS = ("host", "port", "tls", "ca_file", "username", "password", "keepalive_s")
+BROKER_FIELDS = (
+    "host",
+    "port",
+    "tls",
+    "ca_file",
+    "username",
+    "password",
+    "fallback_username",
+    "fallback_password",
+    "keepalive_s",
+)
 
 
 def status_path(data_dir: Path) -> Path:
@@ -389,6 +399,7 @@ class Telemetry:
             "connected_since": st.connected_since,
             "session": st.session,
             "last_error": st.last_error,
+            "mqtt": {"user": st.user, "credential": st.credential},
             "outbox": self.outbox.depth(),
             "oldest_queued_ts": self.outbox.oldest_ts("health"),
             "in_flight": len(self._inflight),
