@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from captive_portal import content_routes
 from captive_portal.agent import Agent
+from captive_portal.fastpath import FastPath
 from captive_portal.head import HeadAsGet
 from captive_portal.hostcheck import ForeignHostRedirect
 from captive_portal.live_config import LiveConfig
@@ -76,10 +77,12 @@ def create_app(
     app.state.live_config = live
     for module in (splash, login, status, probes, captive_api, admin, content_routes, pay):
         app.include_router(module.router)
+    app.add_middleware(FastPath, portal=portal)  # inside the two below: they apply to it
     app.add_middleware(
         ForeignHostRedirect,
-        is_own_host=settings.is_own_host,
-        splash_url=settings.base_url,
+        # the portal's current settings: a pushed config may move its address or port
+        is_own_host=lambda host: portal.settings.is_own_host(host),
+        splash_url=lambda: portal.settings.base_url,
         keep=probes.PROBE_PATHS,
     )
     app.add_middleware(HeadAsGet)  # outermost: every layer below sees a GET

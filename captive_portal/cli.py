@@ -1,5 +1,8 @@
 """`captive-portal --config PATH [--host H] [--port P]`: the portal under uvicorn.
 
+Without ``--host``/``--port`` it listens on the LAN address and ``portal.http_port`` of
+the config the agent enforces, and moves there when a pushed config changes them.
+
 Runs as an unprivileged user: it only listens on its ports and talks to the agent's
 socket. With ``portal.tls_cert``/``tls_key`` and ``portal.https_port`` set it serves the
 same app over HTTPS too (RFC 8908 wants the API over TLS), in the same process.
@@ -11,13 +14,14 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 
 import uvicorn
 
 from captive_portal.app import create_app
-from captive_portal.live_config import read_view
+from captive_portal.live_config import LiveConfig, read_view
+from captive_portal.services import Portal
 from captive_portal.settings import Settings, SettingsError, build_settings
 from hub_agent.clikit import fail, parser
 from hub_agent.config import ConfigError, HubConfig, load_config
@@ -53,17 +57,40 @@ def server_configs(config: HubConfig, app: object, host: str, port: int) -> list
     return out
 
 
-async def serve(configs: list[uvicorn.Config]) -> None:
-    servers = [_Server(c) for c in configs]
+def listen_on(config: HubConfig, host: str | None, port: int | None) -> tuple[str, int]:
+    """Where the portal listens: the flags when given, else the LAN address and http_port."""
+    return host or str(config.network.lan.address.ip), port or config.portal.http_port
+
+
+async def serve(make: Callable[[], list[uvicorn.Config]], live: LiveConfig | None) -> None:
+    """Serve ``make()``'s listeners; when the followed config moves the LAN address or a
+    port, stop them and serve again where ``make()`` now says (same app, same process: its
+    device cache, form key and caretaker sessions stay)."""
+    servers: list[_Server] = []
+    stopping = False
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
+        nonlocal stopping
+        stopping = True
+        for s in servers:
+            s.should_exit = True
+
+    def move(_: HubConfig) -> None:
         for s in servers:
             s.should_exit = True
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
-    await asyncio.gather(*(s.serve() for s in servers))
+    if live is not None:
+        live.on_listen = move
+    while not stopping:
+        configs = make()
+        servers[:] = [_Server(c) for c in configs]
+        for c in configs:
+            scheme = "https" if c.ssl_certfile else "http"
+            log.info("portal listening on %s://%s:%s/", scheme, c.host, c.port)
+        await asyncio.gather(*(s.serve() for s in servers))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -86,12 +113,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         found = read_view(view)
         if found is not None and found[1].version >= config.version:
             config = found[1]
-        host = args.host or str(config.network.lan.address.ip)
-        port = args.port or config.portal.http_port
-        extra = (host,) if args.host else ()
+        extra = (args.host,) if args.host else ()
 
         def rebuild(c: HubConfig) -> Settings:
-            return build_settings(c, extra_hosts=extra, listen_port=port)
+            return build_settings(c, extra_hosts=extra, listen_port=args.port)
 
         app = create_app(
             config,
@@ -101,11 +126,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     except (ConfigError, SettingsError, ValueError, OSError) as e:
         fail(str(e))
-    configs = server_configs(config, app, host, port)
-    for c in configs:
-        scheme = "https" if c.ssl_certfile else "http"
-        log.info("portal listening on %s://%s:%s/", scheme, c.host, c.port)
-    asyncio.run(serve(configs))
+    portal: Portal = app.state.portal
+
+    def listeners() -> list[uvicorn.Config]:
+        current = portal.settings.config  # the followed config
+        return server_configs(current, app, *listen_on(current, args.host, args.port))
+
+    asyncio.run(serve(listeners, app.state.live_config))
 
 
 if __name__ == "__main__":

@@ -19,12 +19,12 @@ class ForeignHostRedirect:
         app: ASGIApp,
         *,
         is_own_host: Callable[[str | None], bool],
-        splash_url: str,
+        splash_url: Callable[[], str],  # the current one: a pushed config may move it
         keep: frozenset[str],
     ) -> None:
         self.app = app
         self.is_own_host = is_own_host
-        self.splash_url = splash_url.encode("latin-1")
+        self.splash_url = splash_url
         self.keep = keep
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -44,7 +44,7 @@ class ForeignHostRedirect:
                 "type": "http.response.start",
                 "status": 302,
                 "headers": [
-                    (b"location", self.splash_url),
+                    (b"location", self.splash_url().encode("latin-1")),
                     (b"cache-control", b"no-store"),
                     (b"content-length", b"0"),
                 ],

@@ -4,7 +4,8 @@ A config pushed by the centre changes plans, prices, the hub's name, terms or lo
 methods; the splash page must show them as soon as the agent applies them, not at the
 next restart. A background task checks the agent's copy every few seconds (off the
 request path) and swaps the portal's settings; a copy that does not validate is logged
-and the current settings stay. Listen addresses and ports are fixed at start.
+and the current settings stay. A new LAN address or port calls ``on_listen``: the
+portal's servers move there (cli.py), in the same process.
 """
 
 from __future__ import annotations
@@ -39,10 +40,13 @@ def read_view(path: Path) -> tuple[float, HubConfig] | None:
 
 
 def _fixed_at_start(a: HubConfig, b: HubConfig) -> bool:
-    return a.network.lan == b.network.lan and (a.portal.http_port, a.portal.https_port) == (
-        b.portal.http_port,
-        b.portal.https_port,
-    )
+    """Same listeners: LAN address, ports and certificate (else ``on_listen``)."""
+
+    def listen(c: HubConfig) -> tuple[object, ...]:
+        p = c.portal
+        return (c.network.lan.address.ip, p.http_port, p.https_port, p.tls_cert, p.tls_key)
+
+    return listen(a) == listen(b)
 
 
 class LiveConfig:
@@ -58,6 +62,8 @@ class LiveConfig:
         self.rebuild = rebuild
         self.every_s = every_s
         self._mtime: float | None = None
+        # called when the LAN address or the portal's ports change (cli: serve there)
+        self.on_listen: Callable[[HubConfig], None] | None = None
 
     def adopt(self, found: tuple[float, HubConfig] | None) -> bool:
         """Switch to the copy read; True when the portal's settings changed."""
@@ -73,9 +79,12 @@ class LiveConfig:
         except SettingsError as e:
             log.warning("agent's config copy refused by the portal: %s", e)
             return False
-        if not _fixed_at_start(config, current):
-            log.warning("LAN address or portal ports changed: restart the portal to follow")
         self.portal.settings = settings
+        if not _fixed_at_start(config, current):
+            if self.on_listen is None:
+                log.warning("LAN address or portal ports changed: restart the portal to follow")
+            else:
+                self.on_listen(config)
         self._mtime = mtime
         log.info("portal follows config version %s", config.version)
         return True

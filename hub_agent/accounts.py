@@ -92,13 +92,22 @@ class Accounts:
         with transaction(self.journal.db):
             accounts.sync(self.journal, self.sessions.conn, self.clock())
 
-    def set_config(self, config: HubConfig) -> None:
-        """A new config: new servers and defaults for the next logins (the CoA listener keeps
-        its address and port until the agent restarts)."""
-        if config.radius is not None:
-            self.config = config
-            self.client = RadiusClient(config)
-            self.sender.send = self.client.account
+    async def set_config(self, config: HubConfig, rebind: bool) -> None:
+        """A new config (loop): new servers, secrets and defaults for the next logins and
+        records; the CoA listener takes the new servers, and with ``rebind`` moves to the
+        new address or port (raises OSError when it cannot bind: the apply rolls back)."""
+        if config.radius is None:
+            raise ValueError("the config has no radius section")
+        self.config = config
+        self.client = RadiusClient(config)
+        self.sender.send = self.client.account
+        self.journal.nas = Nas.from_config(config)
+        if not rebind:
+            self.listener.set_config(config)
+            return
+        self.listener.close()
+        self.listener = CoaListener(config, self.on_disconnect, self.on_change, clock=self.clock)
+        await self._listen()
 
     # --- Dynamic Authorization (loop, then worker) ------------------------------------------
     async def on_disconnect(self, target: Target) -> bool:
@@ -134,12 +143,15 @@ class Accounts:
     # --- lifecycle (loop) -------------------------------------------------------------------
     async def start(self) -> None:
         self._task = asyncio.create_task(self.sender.run())
-        if self.config.radius is not None and self.config.radius.coa_port is not None:
-            try:
-                port = await self.listener.start()
-                log.info("radius CoA/Disconnect on %s:%d", self.listener.address, port)
-            except OSError as e:  # accounts still work; only the AAA's pushes do not
-                log.error("radius CoA listener not started: %s", e)
+        try:
+            await self._listen()
+        except OSError as e:  # accounts still work; only the AAA's pushes do not
+            log.error("radius CoA listener not started: %s", e)
+
+    async def _listen(self) -> None:
+        if self.listener.port is not None:
+            port = await self.listener.start()
+            log.info("radius CoA/Disconnect on %s:%d", self.listener.address, port)
 
     async def stop(self) -> None:
         self.listener.close()

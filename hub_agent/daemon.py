@@ -25,6 +25,7 @@ from hub_agent.api.protocol import HealthView
 from hub_agent.api.server import start_server
 from hub_agent.caretaker import CARETAKER, Desk
 from hub_agent.config import HubConfig
+from hub_agent.config_changes import ConfigChanges, RadiusStep, plan_changes
 from hub_agent.configsync import ConfigSync
 from hub_agent.content.service import ContentService
 from hub_agent.content.state import CONTENT
@@ -32,6 +33,7 @@ from hub_agent.enforce.dnsmasq import DnsmasqRunner
 from hub_agent.enforce.enforcer import Enforcer
 from hub_agent.fieldtools import traced, upstream_resolvers
 from hub_agent.handler import AgentHandler
+from hub_agent.lan_address import LanAddress
 from hub_agent.lan_devices import LanDevices
 from hub_agent.neighbours import NeighbourTable
 from hub_agent.portal_view import write_portal_view
@@ -174,26 +176,58 @@ class Agent:
 
     # --- configuration from the centre -----------------------------------------------------
     def apply_config(self, new: HubConfig) -> None:
-        """Apply a new config as one step (called by ConfigSync, off the loop)."""
-        self.worker.submit(self._apply_config, new).result()
+        """Apply a new config as one step (called by ConfigSync, off the loop): the kernel,
+        the LAN address, dnsmasq and the portal's copy on the worker, then RADIUS on the
+        loop, as ``plan_changes`` says; the agent and the phones' sessions stay."""
+        changes = plan_changes(
+            self.config, new, upstream_resolvers(self.config), upstream_resolvers(new)
+        )
+        for name in changes.restart_needed:
+            log.warning("config v%d: %s changed; applied at the next restart", new.version, name)
+        self.worker.submit(self._apply_config, new, changes).result()
+        if changes.radius is not None and self._loop is not None:
+            step = self._follow_radius(changes.radius)
+            asyncio.run_coroutine_threadsafe(step, self._loop).result()
 
-    def _apply_config(self, new: HubConfig) -> None:
+    def _apply_config(self, new: HubConfig, changes: ConfigChanges) -> None:
+        move = None if changes.lan_move is None else LanAddress(changes.lan_move, self.netns)
+        if move is not None:
+            move.add_new()  # before dnsmasq, nginx and the portal bind it
         if self.content is not None and self._loop is not None:
             content = self.content
             self._loop.call_soon_threadsafe(lambda: content.set_config(new))
         old_enforcer = self.enforcer
         self.config = new
         self.sessions.update_config(new)
-        if self.accounts is not None:
-            self.accounts.set_config(new)
         self.lan_devices.config = new  # (a renamed LAN interface needs an agent restart)
-        self.publish_portal_view()
         self.enforcer = self._enforcer(new)
         self.handler.kernel = self.enforcer
         old_enforcer.close()
-        self.restore()
-        if self.run_dnsmasq:
+        self.restore()  # the captive redirect now points at the new portal port
+        if self.run_dnsmasq and (changes.dnsmasq or self.dnsmasq is None):
             self.start_dnsmasq()
+        self.publish_portal_view()  # the portal re-binds when its address or port moved
+        if move is not None:
+            move.remove_old()
+
+    async def _follow_radius(self, step: RadiusStep) -> None:
+        """RADIUS on or off, or new servers/port, without a restart (on the loop)."""
+        if step == "stop" or self.config.radius is None:
+            if self.accounts is not None:
+                await self.accounts.stop()
+            self.accounts = self.handler.accounts = None
+        elif self.accounts is None:
+            await self._start_accounts()
+        else:
+            await self.accounts.set_config(self.config, rebind=step == "rebind")
+
+    async def _start_accounts(self) -> None:
+        self.accounts = await self.on_worker(  # its journal's migrations, on the worker
+            lambda: Accounts(self.config, self.db, self.sessions, self.kernel,
+                             self.on_worker, self.account_once, self.emit, self.clock)
+        )  # fmt: skip
+        self.handler.accounts = self.accounts
+        await self.accounts.start()
 
     def publish_portal_view(self) -> None:
         """Let the portal show what is enforced (plans, prices, names) without a restart."""
@@ -299,13 +333,8 @@ class Agent:
             lambda: Purchases(self.db, lambda: self.config, self.sessions, self.kernel, self.emit)
         )
         self.handler.purchases = shop  # mobile money: offered while the broker link is up
-        if self.config.radius is not None:  # its journal's migrations, on the worker too
-            self.accounts = await self.on_worker(
-                lambda: Accounts(self.config, self.db, self.sessions, self.kernel,
-                                 self.on_worker, self.account_once, self.emit, self.clock)
-            )  # fmt: skip
-            self.handler.accounts = self.accounts
-            await self.accounts.start()
+        if self.config.radius is not None:
+            await self._start_accounts()
         server = await start_server(self.config.portal.agent_socket, self.handler)
         paylink = roaming = None
         if self.telemetry_enabled:

@@ -171,12 +171,9 @@ class CoaListener:
         r = config.radius
         if r is None:
             raise ValueError("the config has no radius section")
-        servers = [s for s in (r.primary, r.secondary) if s is not None]
-        self.secrets = {s.address: packets.secret_of(s) for s in servers}
-        self.nas = packets.Nas.from_config(config)
-        self.plans = tuple(config.plans)
         self.address = r.coa_listen
         self.port = r.coa_port
+        self.set_config(config)
         self.on_disconnect = on_disconnect
         self.on_change = on_change
         self.clock = clock
@@ -185,6 +182,17 @@ class CoaListener:
         # callback runs so a retransmission arriving meanwhile waits for the same answer)
         self.answered: dict[tuple[Any, int, bytes], tuple[float, asyncio.Future[bytes]]] = {}
         self.protocol: _Protocol | None = None
+
+    def set_config(self, config: HubConfig) -> None:
+        """Who may ask and what a request may name, from a new config (the socket stays:
+        a new address or port is a new listener)."""
+        r = config.radius
+        if r is None:
+            raise ValueError("the config has no radius section")
+        servers = [s for s in (r.primary, r.secondary) if s is not None]
+        self.secrets = {s.address: packets.secret_of(s) for s in servers}
+        self.nas = packets.Nas.from_config(config)
+        self.plans = tuple(config.plans)
 
     async def start(self, port: int | None = None) -> int:
         """Bind (``port`` overrides the config's, 0: any free port); the bound port."""

@@ -1,0 +1,118 @@
+"""The change planner: what a pushed config makes a running hub redo, from (old, new)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import pytest
+
+from hub_agent.config import HubConfig, validate_config
+from hub_agent.config_changes import LanMove, plan_changes, radius_step
+from hub_agent.enforce.dnsmasq import captive_api_url, render_dnsmasq
+
+UP = ["198.51.100.1"]
+RADIUS = {
+    "primary": {"address": "192.0.2.10", "secret": "s3cret-one"},
+    "coa_port": 3799,
+}
+
+
+def cfg(version: int = 1, **extra: Any) -> HubConfig:
+    d: dict[str, Any] = {
+        "version": version,
+        "hub": {"id": "hub-a", "kind": "clinic", "name": "Clinique"},
+        "data_dir": "/tmp/relais-test",
+        "plans": [{"id": "heure", "name": {"fr": "Heure"}, "down_kbit": 1000, "up_kbit": 500}],
+    }
+    d.update(extra)
+    return validate_config(d)
+
+
+def lan(address: str, start: str, end: str) -> dict[str, Any]:
+    return {"lan": {"address": address, "dhcp_start": start, "dhcp_end": end}}
+
+
+def test_same_config_changes_nothing() -> None:
+    c = plan_changes(cfg(1), cfg(2), UP, UP)
+    assert (c.lan_move, c.dnsmasq, c.portal_listen, c.radius, c.restart_needed) == (
+        None,
+        False,
+        False,
+        None,
+        (),
+    )
+
+
+def test_a_portal_port_restarts_dnsmasq_for_option_114_and_moves_the_portal() -> None:
+    old, new = cfg(1), cfg(2, portal={"http_port": 8090})
+    c = plan_changes(old, new, UP, UP)
+    assert c.dnsmasq and c.portal_listen and c.lan_move is None
+    assert captive_api_url(new) == "http://10.42.0.1:8090/api/captive"
+    assert captive_api_url(new) in render_dnsmasq(new, UP)
+
+
+def test_a_lan_address_moves_the_interface_dnsmasq_and_the_portal() -> None:
+    new = cfg(2, network=lan("10.43.0.1/24", "10.43.0.100", "10.43.0.200"))
+    c = plan_changes(cfg(1), new, UP, UP)
+    assert c.lan_move == LanMove(
+        "lan0", ipaddress.IPv4Interface("10.42.0.1/24"), ipaddress.IPv4Interface("10.43.0.1/24")
+    )
+    assert c.dnsmasq and c.portal_listen
+    text = render_dnsmasq(new, UP)
+    assert "dhcp-option=option:router,10.43.0.1" in text
+    assert "http://10.43.0.1:8080/api/captive" in text
+
+
+def test_only_dhcp_or_upstream_changes_restart_dnsmasq_alone() -> None:
+    wider = cfg(2, network=lan("10.42.0.1/24", "10.42.0.50", "10.42.0.250"))
+    c = plan_changes(cfg(1), wider, UP, UP)
+    assert c.dnsmasq and not c.portal_listen and c.lan_move is None
+    c = plan_changes(cfg(1), cfg(2), UP, ["192.0.2.53"])
+    assert c.dnsmasq and not c.portal_listen
+
+
+def test_renamed_interfaces_socket_or_data_dir_need_a_restart() -> None:
+    new = cfg(
+        2,
+        network={"lan": {"interface": "br-lan"}, "wan": {"interface": "eth1"}},
+        data_dir="/srv/relais",
+    )
+    c = plan_changes(cfg(1), new, UP, UP)
+    assert c.restart_needed == ("network.lan.interface", "network.wan.interface", "data_dir")
+    assert c.lan_move is None  # another interface: not moved live
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "step"),
+    [
+        (None, None, None),
+        (None, RADIUS, "start"),
+        (RADIUS, None, "stop"),
+        (RADIUS, RADIUS, None),
+        (RADIUS, {**RADIUS, "coa_port": 3800}, "rebind"),
+        (RADIUS, {**RADIUS, "coa_listen": "10.42.0.1"}, "rebind"),
+        (RADIUS, {**RADIUS, "coa_port": None}, "rebind"),  # the listener closes
+        (
+            RADIUS,
+            {**RADIUS, "primary": {"address": "192.0.2.20", "secret": "s3cret-two"}},
+            "update",
+        ),
+        (
+            RADIUS,
+            {**RADIUS, "secondary": {"address": "192.0.2.11", "secret": "s3cret-2b"}},
+            "update",
+        ),
+    ],
+)
+def test_radius_step(old: Any, new: Any, step: str | None) -> None:
+    a = cfg(1) if old is None else cfg(1, radius=old)
+    b = cfg(2) if new is None else cfg(2, radius=new)
+    assert radius_step(a, b) == step
+    assert plan_changes(a, b, UP, UP).radius == step
+
+
+def test_new_plans_reach_the_coa_listener() -> None:
+    plans = [{"id": "jour", "name": {"fr": "Jour"}, "down_kbit": 2000, "up_kbit": 500}]
+    assert radius_step(cfg(1, radius=RADIUS), cfg(2, radius=RADIUS, plans=plans)) == "update"
+    assert radius_step(cfg(1), cfg(2, plans=plans)) is None
