@@ -30,15 +30,20 @@ from captive_portal.i18n import load_catalogue
 from captive_portal.phone import low_balance, pass_end
 from captive_portal.security import hash_password
 from captive_portal.settings import build_settings
-from hub_agent.api.protocol import HealthView, SessionView
+from hub_agent.api.protocol import HealthView, Pay, SessionView
 from hub_agent.api.server import start_server
 from hub_agent.caretaker import CARETAKER, Desk
 from hub_agent.config import HubConfig, validate_config
 from hub_agent.enforce.discovery import Device
 from hub_agent.enforce.model import Counters, Grant
 from hub_agent.handler import AgentHandler
+from hub_agent.payments import Grant as PaidGrant
+from hub_agent.payments import sign_grant, verify_grant
+from hub_agent.purchases import Purchases
 from hub_agent.sessions.db import SESSIONS
-from hub_agent.sessions.service import SessionService
+from hub_agent.sessions.service import SessionService, device_pseudonym
+from hub_agent.sessions.vouchers import make_central_code, month_index
+from hub_agent.signing import SigningKey
 from hub_agent.store import open_db
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +56,10 @@ NOW = datetime(2026, 3, 14, 15, 30, tzinfo=LOME).timestamp()
 PASSWORD = "gardien-2026"
 HUB_MAC = "02:42:0a:2a:00:01"
 PHONE, NAMED, BLOCKED = "02:00:00:00:02:01", "02:00:00:00:02:02", "02:00:00:00:02:03"
+BUYER = "02:00:00:00:02:04"  # pays by mobile money
 FR = load_catalogue()["fr"]
+KEY = SigningKey.generate()  # the centre's key, for the mobile-money grant
+SECRET = "caretaker-test-voucher-secret-0123456789"
 
 
 def _t(lang: str = "fr") -> Any:
@@ -150,6 +158,24 @@ def _seed(svc: SessionService, desk: Desk) -> None:
     desk.tick(NOW - 60)
 
 
+def _sell_by_mobile_money(config: HubConfig, svc: SessionService, db: Any) -> None:
+    """A visitor's phone buys "jour" (300 FCFA) by mobile money at 14:00: the real purchase
+    path, a grant signed with the centre's key, applied through the normal login."""
+    svc.record_devices([Device(BUYER, "10.42.0.104", hostname="samsung-a14", last_seen=_at(14))])
+    shop = Purchases(db, lambda: config, svc, lambda: _Kernel())
+    shop.online = lambda: True
+    bought = shop.pay(Pay(ip="10.42.0.104", plan_id="jour", phone="90123456"), BUYER, _at(13, 58))
+    assert bought.purchase is not None
+    grant = PaidGrant(
+        hub_id=config.hub.id, ref="RL-TEST-1", request_id=bought.purchase.ref, plan="jour",
+        device=device_pseudonym(SECRET.encode(), BUYER),
+        code=make_central_code(SECRET.encode(), "jour", month_index(_at(14)), 1),
+        amount=300, currency="XOF", paid_at=_at(14),
+    )  # fmt: skip
+    assert shop.apply_grant(verify_grant(sign_grant(KEY, grant), KEY.public_b64, config.hub.id),
+                            _at(14))  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("caretaker")
@@ -157,6 +183,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     data["portal"].update(agent_socket=str(tmp / "agent.sock"),
                           admin_password_hash=hash_password(PASSWORD, log2_n=10))  # fmt: skip
     data["data_dir"] = str(tmp)
+    data["trust"] = {"central_public_key": KEY.public_b64, "voucher_secret": SECRET}
     config = validate_config(data)
     db = open_db(tmp / "hub.db", SESSIONS, CARETAKER)
     svc = SessionService(config, db)
@@ -164,6 +191,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     desk = Desk(db, lambda: config, lambda: False, lambda: frozenset({HUB_MAC}), clock)
     desk.uplink.observe(False, NOW - 12 * 60)  # the Internet went down 12 minutes ago
     _seed(svc, desk)
+    _sell_by_mobile_money(config, svc, db)
     handler = AgentHandler(
         svc, _Kernel(), mac_for_ip={"127.0.0.1": PHONE}.get, health=_health,
         uplink_up=lambda: False, clock=clock, executor=ThreadPoolExecutor(1), caretaker=desk,
@@ -241,6 +269,9 @@ def test_screenshots_dashboard_and_low_balance_status(site: Site) -> None:
         main = page.inner_text("main")
         assert "Tablette du secrétariat" in main and HUB_MAC not in main
         assert "Débloquer" in main and "1\u202f200 FCFA" in main
+        sales = page.inner_text("#sales-now")  # today's and the month's, cash and mobile
+        assert "Tickets vendus ici (espèces)\t8 · 1\u202f200 FCFA\t8 · 1\u202f200 FCFA" in sales
+        assert "Mobile money (T-Money, Flooz)\t1 · 300 FCFA\t1 · 300 FCFA" in sales
         assert page.is_visible("svg.chart")
         page.screenshot(path=str(ARTIFACTS / "dashboard-fr.png"), full_page=True)
         page.goto(site.url + "/admin?lang=en")
@@ -257,12 +288,16 @@ def test_dashboard_names_sales_health_and_no_hub(site: Site) -> None:
     assert "Tablette du secrétariat" in page and "android-5f3a" in page  # given name, hostname
     assert "tecno-spark" in page and "vu il y a 4 h" in page  # (the phone: just now)
     assert HUB_MAC not in page and "relais-hub" not in page and "10.42.0.1 " not in page
-    assert page.count(">Bloquer<") == 4  # 2 phones, the staff PC, the MAC form; not the hub
+    assert page.count(">Bloquer<") == 5  # 3 phones, the staff PC, the MAC form; not the hub
     blocked = page.split('id="blocked"')[1].split("</div>\n<form")[0]
     assert "itel-a70" in blocked and ">Débloquer<" in blocked
     # 6 + 2 tickets sold today (heure 100, jour 300 FCFA), 2 used (heure)
     assert "sam. 14/03" in page and ">8<" in page and "1\u202f200 FCFA" in page
     assert ">200 FCFA<" in page and "mars 2026" in page
+    now = page.split('id="sales-now"')[1].split("</table>")[0]
+    assert "Aujourd'hui" in now and "Ce mois-ci" in now
+    assert re.search(r"Mobile money \(T-Money, Flooz\)</th><td[^>]*>1 · 300 FCFA</td>", now)
+    assert ">Mobile money<" in page and ">1<br><small>300 FCFA</small><" in page
     assert "Internet : coupé depuis 12 min — appelez le +228 22 00 00 00" in page
     assert "Version de configuration" not in page and "<svg" in page
     assert "Heures de pointe : 12 h-13 h, 15 h-16 h" in page
