@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -302,41 +303,81 @@ def median_ratio(a: str, b: str, which: int) -> float:
     return statistics.median(x[which] / y[which] for x, y in zip(ROUNDS[a], ROUNDS[b], strict=True))
 
 
+@dataclass(frozen=True)
+class FleetRun:
+    """What the simulated fleet sent and one controller stored, checked in the registry."""
+
+    seqs: dict[str, int]  # per hub, the last seq it sent
+    stored: int  # messages the controller stored (health, state and events)
+    lost: int  # health samples sent and not stored
+    not_contiguous: int  # hubs whose stored seqs are not exactly 1..last
+    gaps: int  # gaps the controller recorded
+
+
 def sustained(
-    url: str, hubs: list[registry.HubRecord], seconds: float, work: Path
-) -> dict[str, int]:
-    db_path = work / "sustained.db"
-    db = registry.open_registry(db_path)
-    registry.register_many(db, hubs)
-    ctl = consumer(url, "controller", "bench-sustained", db_path, False, prime=False)
-    time.sleep(1.0)
-    sim = simulate.Simulator(BrokerUrl.parse(url), hubs, rate=1.0, outage_pct=20)
-    sim.start()
-    t0 = time.monotonic()
-    sim.run(seconds)
-    sim.finish()
-    sim.close()
-    elapsed = time.monotonic() - t0
-    res = result(ctl)
+    url: str,
+    db_url: str,
+    hubs: list[registry.HubRecord],
+    seconds: float,
+    client_id: str,
+) -> FleetRun:
+    """The fleet simulator (1 health sample/s, outages drained on return) for ``seconds``
+    against one controller process on ``db_url`` (SQLite or PostgreSQL); printed and
+    checked once the controller has gone idle."""
+    db = registry.open_registry(db_url)
+    try:
+        registry.register_many(db, hubs)
+        # its session exists before the fleet publishes, however long the process takes
+        # to start on a loaded machine (it took 12 s: the whole run was lost)
+        result(consumer(url, "controller", client_id, db_url, False, prime=True))
+        ctl = consumer(url, "controller", client_id, db_url, False, prime=False)
+        sim = simulate.Simulator(BrokerUrl.parse(url), hubs, rate=1.0, outage_pct=20)
+        sim.start()
+        t0 = time.monotonic()
+        sim.run(seconds)
+        sim.finish()
+        sim.close()
+        elapsed = time.monotonic() - t0
+        stored = int(result(ctl)["count"])
+        lost = missing_samples(db_url, sim, timeout=10)
+        counts = registry.seq_counts(db)
+        gaps = int(db.execute("SELECT count(*) FROM gaps").fetchone()[0])
+    finally:
+        db.close()
+    end_session(url, client_id)  # else it would queue a copy of every later message
+    bad = sum(1 for h in sim.hubs if h.seq and counts.get(h.id) != (h.seq, 1, h.seq))
     sent = sim.stats.health
-    counts = registry.seq_counts(db)
-    lost = 0
-    for h in sim.hubs:
-        n, lo, hi = counts.get(h.id, (0, 0, 0))
-        expected = h.seq
-        if n != expected or lo != 1 or hi != expected:
-            lost += expected - n
-    gaps = db.execute("SELECT count(*) FROM gaps").fetchone()[0]
     print(
-        f"sustained: {len(hubs)} hubs x 1 sample/s for {seconds:.0f} s, "
-        f"{sim.stats.outages} outages (drained on return)"
+        f"  {len(hubs)} hubs x 1 sample/s for {seconds:.0f} s, {sim.stats.outages} outages"
+        f" (drained on return): sent {sent} health msgs in {elapsed:.1f} s"
+        f" ({sent / elapsed:.0f}/s); controller stored {stored} msgs (incl. state/events);"
+        f" lost {lost}, hubs not contiguous {bad}, gaps recorded {gaps}"
     )
-    print(f"  simulator sent {sent} health msgs in {elapsed:.1f} s = {sent / elapsed:.0f} msg/s")
-    print(
-        f"  controller stored {int(res['count'])} msgs (incl. state/events), "
-        f"lost {lost}, gaps recorded {gaps}"
-    )
-    return {h.id: h.seq for h in sim.hubs}
+    return FleetRun({h.id: h.seq for h in sim.hubs}, stored, lost, bad, gaps)
+
+
+def end_session(broker_url: str, client_id: str) -> None:
+    """Retire a kept session (connect clean with expiry 0), as docs/operations.md says to
+    for a member retired for good: otherwise its share of the shared subscription keeps
+    being queued for it (and lost to the others) until the 7-day expiry."""
+    c = Client(BrokerUrl.parse(broker_url), client_id=client_id, clean_start=True)
+    c.connect()
+    c.close()
+
+
+def missing_samples(db_url: str, sim: simulate.Simulator, timeout: float) -> int:
+    """Wait until every sample the fleet sent is stored (or ``timeout``); how many are not."""
+    db = registry.open_registry(db_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            counts = registry.seq_counts(db)
+            missing = int(sum(h.seq - counts.get(h.id, (0, 0, 0))[0] for h in sim.hubs))
+            if missing <= 0 or time.monotonic() > deadline:
+                return missing
+            time.sleep(0.5)
+    finally:
+        db.close()
 
 
 def main() -> None:
@@ -364,7 +405,10 @@ def main() -> None:
         assert broker.proc is not None
         BROKER_PID[0] = broker.proc.pid
         work = Path(tmp)
-        seq0 = sustained(broker.url, hubs, args.seconds, work)
+        print("sustained:")
+        seq0 = sustained(
+            broker.url, str(work / "sustained.db"), hubs, args.seconds, "bench-sustained"
+        ).seqs
         print(
             f"capacity: drain a backlog of {args.backlog} health msgs queued for the session"
             " (+ the hubs' retained states)"

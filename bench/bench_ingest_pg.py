@@ -49,7 +49,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_ingest as bi  # noqa: E402
 
-from hub_agent.mqtt.client import Client  # noqa: E402
 from hub_agent.mqtt.core import BrokerUrl  # noqa: E402
 from lab.postgres import PgServer  # noqa: E402
 from provisioning import registry, simulate  # noqa: E402
@@ -149,58 +148,6 @@ def cpu_per_message(
     return out
 
 
-# --- 2. sustained on PostgreSQL -------------------------------------------------------
-
-
-def complete(url: str, sim: simulate.Simulator, timeout: float = 60) -> int:
-    """Wait until every sample is stored (or timeout); return how many are missing."""
-    db = registry.open_registry(url)
-    deadline = time.monotonic() + timeout
-    missing = 0
-    try:
-        while True:
-            counts = registry.seq_counts(db)
-            missing = sum(h.seq - counts.get(h.id, (0, 0, 0))[0] for h in sim.hubs)
-            if missing <= 0 or time.monotonic() > deadline:
-                return missing
-            time.sleep(0.5)
-    finally:
-        db.close()
-
-
-def sustained_pg(
-    broker_url: str, pg: PgServer, hubs: list[registry.HubRecord], seconds: float
-) -> int:
-    url = pg.new_database("sustained")
-    db = registry.open_registry(url)
-    registry.register_many(db, hubs)
-    ctl = bi.consumer(broker_url, "controller", "bench-pg-sustained", url, False, False)
-    SESSIONS.append("bench-pg-sustained")
-    time.sleep(1.5)
-    sim = simulate.Simulator(BrokerUrl.parse(broker_url), hubs, rate=1.0, outage_pct=20)
-    sim.start()
-    t0 = time.monotonic()
-    sim.run(seconds)
-    sim.finish()
-    sim.close()
-    elapsed = time.monotonic() - t0
-    res = bi.result(ctl)
-    missing = complete(url, sim, timeout=10)
-    gaps = db.execute("SELECT count(*) FROM gaps").fetchone()[0]
-    dup = db.execute(
-        "SELECT count(*) FROM (SELECT hub_id, count(*) AS n, max(seq) AS m FROM health"
-        " GROUP BY hub_id) t WHERE n <> m"
-    ).fetchone()[0]
-    print(
-        f"  {len(hubs)} hubs x 1 sample/s for {seconds:.0f} s, {sim.stats.outages} outages:"
-        f" sent {sim.stats.health} health msgs ({sim.stats.health / elapsed:.0f}/s);"
-        f" controller stored {int(res['count'])} msgs (incl. state/events);"
-        f" lost {missing}, hubs not contiguous {dup}, gaps recorded {gaps}"
-    )
-    db.close()
-    return missing
-
-
 # --- 3. failover ---------------------------------------------------------------------
 
 
@@ -243,15 +190,6 @@ class Members:
             p.terminate()
         for p in self.procs.values():
             p.wait(timeout=30)
-
-
-def end_session(broker_url: str, client_id: str) -> None:
-    """Retire a kept session (connect clean with expiry 0), as docs/operations.md says to
-    for a member retired for good: otherwise its share of the shared subscription keeps
-    being queued for it (and lost to the others) until the 7-day expiry."""
-    c = Client(BrokerUrl.parse(broker_url), client_id=client_id, clean_start=True)
-    c.connect()
-    c.close()
 
 
 def coverage(db_url: str, snap: dict[str, int]) -> tuple[int, int]:
@@ -321,13 +259,13 @@ def failover(
         runner.join()
         sim.close()
         try:
-            out["lost"] = complete(url, sim, timeout=15)
+            out["lost"] = bi.missing_samples(url, sim, timeout=15)
             out["sent"] = sim.stats.health
         finally:
             members.close()
     for cid in ids.values():
         if cid:
-            end_session(broker_url, cid)
+            bi.end_session(broker_url, cid)
     return out
 
 
@@ -364,9 +302,10 @@ def main() -> None:
         lost = -1
         if "sustained" not in skip:
             print("2. sustained on PostgreSQL")
-            lost = sustained_pg(broker.url, pg, hubs, args.seconds)
+            url = pg.new_database("sustained")
+            lost = bi.sustained(broker.url, url, hubs, args.seconds, "bench-pg-sustained").lost
         for cid in SESSIONS:  # else they would queue a copy of every later message
-            end_session(broker.url, cid)
+            bi.end_session(broker.url, cid)
         fo: dict[str, dict[str, float]] = {}
         if "failover" not in skip:
             print("3. failover: kill -9 of one of two shared controllers on PostgreSQL")
