@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -151,8 +152,24 @@ def call_json(
     """One call to a provider: ``body`` sent as JSON, its JSON object back, every error
     mapped (``translated``, ``json_object``). ``what`` names the call in those errors."""
     with translated(what):
-        r = httpx.request(method, url, json=body, headers=headers, timeout=timeout_s)
+        r = http_client().request(method, url, json=body, headers=headers, timeout=timeout_s)
         return json_object(r, what)
+
+
+_client: httpx.Client | None = None
+_client_lock = threading.Lock()
+
+
+def http_client() -> httpx.Client:
+    """The process's one HTTP client (thread-safe, keeps connections open). A new client
+    per call costs tens of ms of CPU (its TLS context; 75 ms on the loaded lab box): with
+    20 payments polled every 3 s and a callback each, that was most of the centre's CPU
+    and seconds of paid-to-online (bench/bench_paid_to_online.py)."""
+    global _client
+    with _client_lock:
+        if _client is None:
+            _client = httpx.Client()
+        return _client
 
 
 def callback_json(body: bytes, what: str) -> Any:

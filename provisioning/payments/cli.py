@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -190,6 +191,8 @@ def cmd_run(ctx: Ctx) -> int:
 
     a = ctx.args
     http = (a.http_host, a.http_port) if a.http_port else None
+    # Each payment's steps with their times: what ops read when a purchase is slow or lost.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         return run_service(ctx.state, ctx.db, ctx.broker_url(), http, a.client_id)
     except PaymentsConfigError as e:

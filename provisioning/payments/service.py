@@ -208,6 +208,8 @@ class PaymentService:
                 p = store.by_provider_ref(self.db, provider_name, cb.provider_ref)
         if p is None or p.provider != provider_name:
             return 404, "unknown payment"
+        log.info("payment %s: %s callback (%s)", p.ref, provider_name,
+                 cb.status.outcome if cb.status else "re-check")  # fmt: skip
         if cb.status is None:
             self.check_now(p.ref)
         else:

@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from provisioning.payments.base import http_client
 from provisioning.payments.fedapay import MODES, signature_header
 
 
@@ -127,7 +128,7 @@ class Simulator:
                                    int(time.time()))  # fmt: skip
             headers = {"Content-Type": "application/json", "X-FEDAPAY-SIGNATURE": sig}
         try:
-            return httpx.post(url, content=body, headers=headers, timeout=10).status_code
+            return http_client().post(url, content=body, headers=headers, timeout=10).status_code
         except httpx.HTTPError:
             return 0
 
