@@ -1,6 +1,7 @@
-"""Two hubs and one centre on a real Mosquitto, for the roaming lab test and bench.
+"""Hubs and one centre on a real Mosquitto: the centre for tests/linux/test_roaming_lab.py
+(whose hubs are real agents in lab namespaces), centre and hub for bench/bench_roaming.py.
 
-No network namespaces: each hub is the agent's real login path (``AgentHandler`` with its
+No network namespaces here: each hub is the agent's real login path (``AgentHandler`` with its
 ``RoamingLink``, ``SessionService`` on its own SQLite file, the real ``Telemetry`` outbox
 and MQTT link) with a kernel stand-in that records grants; the centre is the real
 controller ingest (``Ingest``) and the real ``BalanceDesk`` on one registry.
