@@ -23,7 +23,7 @@ import yaml
 
 from hub_agent.config import HubConfig, validate_config
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hub.yaml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hub.yaml"
 SECRET = "testing123-relais"
 FREERADIUS = shutil.which("freeradius") or "/usr/sbin/freeradius"
 RADCLIENT = shutil.which("radclient") or "/usr/bin/radclient"

@@ -33,7 +33,7 @@ from provisioning.balances import BalanceDesk
 from provisioning.controller.service import Ingest
 from provisioning.statedir import StateDir
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Centre:

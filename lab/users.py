@@ -10,7 +10,7 @@ from pathlib import Path
 
 NOBODY = 65534
 PORTAL_GROUP = "relais-portal"  # the agent gives its socket to this group
-CHECKOUT = Path(__file__).resolve().parents[2]
+CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 def portal_gid() -> int:
