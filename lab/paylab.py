@@ -45,6 +45,7 @@ from lab.firstpacket import portal_get as _get
 from lab.netns import HUB_LAN, UPSTREAM, Client, Lab, run
 from lab.users import portal_setpriv
 from provisioning.payments.base import http_client
+from provisioning.payments.service import FAULT_ENV
 from provisioning.payments.simulator import SimConfig, Simulator
 from provisioning.statedir import StateDir
 
@@ -202,12 +203,15 @@ class PayLab:
         self.config_path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
 
     # --- processes -------------------------------------------------------------------
-    def start_centre(self) -> None:
+    def start_centre(self, fault: str | None = None) -> None:
+        """``fault``: the service's fault point where it kills itself with SIGKILL
+        (provisioning.payments.service.fault_point)."""
         log = open(self.lab.workdir / "centre.log", "ab")  # noqa: SIM115
+        env = _env() | ({FAULT_ENV: fault} if fault else {})
         self.procs["centre"] = subprocess.Popen(
             [str(BIN / "hubctl"), "--state", str(self.central), "payments", "run",
              "--http-host", "127.0.0.1", "--http-port", str(self.callback_port)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=_env(),
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
         )  # fmt: skip
         wait_for("centre's callback port", self._centre_listening, 20)
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import secrets
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -53,6 +55,17 @@ Publish = Callable[[str, bytes], None]
 PriceOf = Callable[[str, str], "tuple[int, Plan] | None"]
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _DEVICE_RE = re.compile(r"^[0-9a-f]{8,64}$")
+
+
+FAULT_ENV = "RELAIS_PAYMENTS_FAULT"
+
+
+def fault_point(name: str) -> None:
+    """The lab's crash hook: kill -9 this very process here when ``RELAIS_PAYMENTS_FAULT``
+    names this point (tests/linux/test_payments_lab.py); nothing when it is unset."""
+    if os.environ.get(FAULT_ENV) == name:
+        log.warning("fault point %s: kill -9 of this process", name)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def payments_topic(hub_id: str, leaf: str) -> str:
@@ -266,6 +279,7 @@ class PaymentService:
         if moved:
             log.info("payment %s: %s -> %s (%s)", p.ref, p.state, fresh.state, detail)
             if fresh.state == "paid":
+                fault_point("paid_recorded")  # paid is on disk, no grant recorded or sent
                 return self._grant(fresh), True
             self._publish_status(fresh)
         return fresh, moved

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.root
 def pl() -> Iterator[PayLab]:
     require_lab()
     require_mosquitto()
-    with PayLab.running(clients=8) as lab:
+    with PayLab.running(clients=10) as lab:
         yield lab
 
 
@@ -184,6 +184,33 @@ def test_centre_killed_between_paid_and_grant(pl: PayLab) -> None:
     wait_for("delivered", lambda: pl.centre_row(ref)["state"] == "delivered", 10)  # type: ignore[index]
     assert len([r for r in pl.centre_rows() if r["phone"] == "96000007"]) == 1
     sims = [p for p in pl.sim.payments.values() if p.phone.endswith("96000007")]
+    assert len(sims) == 1 and sims[0].pushed == 1  # charged once
+    assert _sessions(pl, c.mac) == 1
+    assert len(pl.hub_query("SELECT * FROM purchase_grants WHERE request_id = ?", ref)) == 1
+
+
+def test_centre_killed_right_after_recording_paid(pl: PayLab) -> None:
+    """kill -9 of the real centre process at its fault point: "paid" is on disk, the grant
+    neither recorded nor sent. Restarted, it grants once: one session, one sale."""
+    c = _phone(pl, 9)
+    pl.kill_centre()
+    pl.start_centre(fault="paid_recorded")
+    ref = pl.buy(c, "90000009", "tmoney")
+    sp = pl.sim_payment("90000009")
+    pl.play("confirm", ref=sp["ref"])  # its callback makes the centre check, record, die
+    centre = pl.procs["centre"]
+    wait_for("the centre killed at its fault point", lambda: centre.poll() is not None, 20)
+    assert centre.returncode == -9, pl.log("centre.log")
+    row = pl.centre_row(ref)
+    assert row is not None and row["state"] == "paid" and row["grant_json"] is None, row
+    assert not reaches_upstream(c)
+    pl.start_centre()  # the paid payment is due: granted now, once
+    code, page = pl.wait_result(c, ref, timeout=30)
+    assert code == "200", page[:1500] + pl.log("centre.log")
+    assert reaches_upstream(c)
+    wait_for("delivered", lambda: pl.centre_row(ref)["state"] == "delivered", 20)  # type: ignore[index]
+    assert len([r for r in pl.centre_rows() if r["phone"] == "90000009"]) == 1
+    sims = [p for p in pl.sim.payments.values() if p.phone.endswith("90000009")]
     assert len(sims) == 1 and sims[0].pushed == 1  # charged once
     assert _sessions(pl, c.mac) == 1
     assert len(pl.hub_query("SELECT * FROM purchase_grants WHERE request_id = ?", ref)) == 1
