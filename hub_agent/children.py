@@ -1,4 +1,5 @@
-"""Stopping the helper daemons the agent starts itself (dnsmasq, nginx, kiwix-serve)."""
+"""Stopping the helper daemons the agent starts itself (dnsmasq, nginx, kiwix-serve), and
+whether a process recorded by its pid is still there."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import os
 import signal
 import subprocess
+from typing import Any
 
 
 def stop_child(
@@ -31,3 +33,16 @@ def stop_child(
     except subprocess.TimeoutExpired:
         send(signal.SIGKILL)
         proc.wait(timeout=grace_s)
+
+
+def pid_alive(pid: Any) -> bool:
+    """True when ``pid`` (read from a file: anything) names a live process, ours or not."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sqlite3
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from hub_agent.children import pid_alive
 from hub_agent.config import ConfigError, HubConfig, load_config
 from hub_agent.configsync import ConfigStore
 from hub_agent.status_local import local_sections, render_lines
@@ -25,18 +25,6 @@ from hub_agent.telemetry.files import read_json
 from hub_agent.telemetry.service import STATUS_EVERY_S, status_path
 
 STALE_AFTER_S = max(10.0, 3 * STATUS_EVERY_S)
-
-
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _outbox(db_file: Path) -> dict[str, Any]:
@@ -68,7 +56,7 @@ def gather_status(cfg: HubConfig, now: float | None = None) -> dict[str, Any]:
     running = (
         bool(live)
         and now - float(live.get("updated", 0)) < max(STALE_AFTER_S, 3 * live.get("interval_s", 0))
-        and _pid_alive(live.get("pid"))
+        and pid_alive(live.get("pid"))
     )
     store = ConfigStore(cfg.data_dir)
     active = store.active()

@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hub_agent.children import pid_alive
+
 PREFIX = "relais-"
 HERE = Path(__file__).resolve().parent
 
@@ -46,6 +48,20 @@ DOMAINS: dict[str, str] = {
     "service-public.gouv.tg": "198.51.100.20",
     "cdn.example.test": "198.51.100.30",
 }
+
+
+# A client's DNS A query, run inside its namespace as
+# ``python3 -c DNS_QUERY <name> <server>``: prints the first answer's address.
+DNS_QUERY = """
+import socket, sys
+name = sys.argv[1]
+q = bytes.fromhex("123401000001000000000000")
+q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + bytes.fromhex("0000010001")
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.sendto(q, (sys.argv[2], 53))
+print(".".join(map(str, s.recv(512)[-4:])))
+"""
 
 
 class LabError(RuntimeError):
@@ -67,16 +83,6 @@ def can_run_lab() -> str | None:
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             return f"needs {tool} (run `make test`, which installs it)"
     return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def list_netns() -> list[str]:
@@ -110,7 +116,7 @@ def cleanup_stale() -> list[str]:
             pid = int(ns[len(PREFIX) :].split("-")[0])
         except ValueError:
             continue
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             delete_netns(ns)
             removed.append(ns)
     return removed

@@ -11,7 +11,7 @@ import pytest
 from hub_agent.enforce.dnsmasq import DnsmasqRunner, captive_api_url, leases_path, parse_leases
 from hub_agent.enforce.enforcer import Enforcer
 from hub_agent.enforce.model import DesiredState
-from lab.netns import DOMAINS, HUB_LAN, UPSTREAM, Lab
+from lab.netns import DNS_QUERY, DOMAINS, HUB_LAN, UPSTREAM, Lab
 from tests.conftest import require_lab
 from tests.linux.test_enforce_helpers import (
     PORTAL_MARK,
@@ -55,17 +55,6 @@ def text(v):
 print(json.dumps({"offered": offered, "acked": acked, "type": ack_opts["message-type"],
                   "router": text(ack_opts.get("router")), "dns": text(ack_opts.get("name_server")),
                   "114": text(ack_opts.get(114) or ack_opts.get("captive-portal"))}))
-"""
-
-DNS_QUERY = """
-import socket, sys
-name = sys.argv[1]
-q = bytes.fromhex("123401000001000000000000")
-q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + bytes.fromhex("0000010001")
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(3)
-s.sendto(q, (sys.argv[2], 53))
-print(".".join(map(str, s.recv(512)[-4:])))
 """
 
 

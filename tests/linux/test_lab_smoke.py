@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.netns import DOMAINS, UPSTREAM, Lab, list_netns
+from lab.netns import DNS_QUERY, DOMAINS, UPSTREAM, Lab, list_netns
 
 pytestmark = pytest.mark.root
 
@@ -25,18 +25,6 @@ def test_ipv4_works_only_because_the_hub_nats(lab: Lab) -> None:
     assert c1.curl(f"http://{UPSTREAM}/").returncode == 0
     lab.hub_exec("nft", "delete", "table", "ip", "lab_nat")
     assert c1.curl(f"http://{UPSTREAM}/", timeout=2).returncode != 0
-
-
-DNS_QUERY = """
-import socket, sys
-name = sys.argv[1]
-q = bytes.fromhex("123401000001000000000000")
-q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + bytes.fromhex("0000010001")
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(3)
-s.sendto(q, (sys.argv[2], 53))
-print(".".join(map(str, s.recv(512)[-4:])))
-"""
 
 
 def test_upstream_dns_answers_test_domains(lab: Lab) -> None:
