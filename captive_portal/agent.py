@@ -18,6 +18,7 @@ from pathlib import Path
 from hub_agent.api.changes import ALL
 from hub_agent.api.client import AgentUnavailable, call
 from hub_agent.api.protocol import DeviceView, Request, Response, SessionView, Watch, Whoami
+from hub_agent.sessions.states import LIVE
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +32,13 @@ FRESH_S = 2.0  # pages that show usage (status, RFC 8908)
 FRESH_CAPTIVE_S = 10.0  # probes and the splash
 STALE_S = 30.0
 WATCH_WAIT_S = 20.0
-ACTIVE_STATES = frozenset({"authorised", "throttled"})
 
 
 def active_session(device: DeviceView | None) -> SessionView | None:
     """The device's session when it currently lets the device through, else None."""
     if device is None or device.blocked or device.session is None:
         return None
-    return device.session if device.session.state in ACTIVE_STATES else None
+    return device.session if device.session.state in LIVE else None
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,9 @@ class Agent:
         if r.error == UNAVAILABLE:
             last = self.devices.get(ip, STALE_S, current=False)
             return replace(last, stale=True) if last else DeviceState(False, None, None)
-        state = DeviceState(True, r.device if r.ok else None, r.uplink_up, r.pay_online)
+        # the offer rides along; an agent that says nothing has no mobile money (else each
+        # splash would ask it again: routes.pay.pay_offer)
+        state = DeviceState(True, r.device if r.ok else None, r.uplink_up, bool(r.pay_online))
         if r.generation is not None:
             self.devices.put(ip, state, r.generation)
         return state

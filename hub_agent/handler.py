@@ -33,48 +33,22 @@ from hub_agent.api.protocol import (
     PayStatus,
     Request,
     Response,
-    SessionView,
     Watch,
     Whoami,
 )
 from hub_agent.caretaker import Desk
 from hub_agent.config import normalise_mac
-from hub_agent.enforce.model import DesiredState, Grant
+from hub_agent.enforce.model import Grant
 from hub_agent.purchases import Purchases
 from hub_agent.radius import RadiusUnavailable
 from hub_agent.roaming import Asked
 from hub_agent.sessions.accounts import Terms
-from hub_agent.sessions.attempts import WRONG_CODE, Verdict, warn
+from hub_agent.sessions.attempts import WRONG_CODE, warn
+from hub_agent.sessions.interface import Sessions
 from hub_agent.sessions.vouchers import typo_position
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-
-
-class Sessions(Protocol):
-    def login(
-        self,
-        mac: str,
-        ip: str,
-        method: str,
-        code: str | None,
-        now: float,
-        enforce: Callable[[Grant], None] | None = None,
-        account: Terms | None = None,
-        balance: Asked | None = None,
-    ) -> tuple[SessionView | None, str | None]: ...
-    def logout(self, mac: str, now: float) -> None: ...
-    def end(self, mac: str, reason: str, now: float) -> None: ...
-    def grant_for(self, mac: str, now: float) -> Grant | None: ...
-    def grants(self, now: float) -> DesiredState: ...
-    def session_view(self, mac: str, now: float) -> SessionView | None: ...
-    def device_views(self, now: float) -> list[DeviceView]: ...
-    def issue_local_vouchers(self, plan_id: str, count: int, now: float) -> list[str]: ...
-    def block(self, mac: str, blocked: bool, now: float) -> None: ...
-    def is_blocked(self, mac: str) -> bool: ...
-    def seen(self, mac: str, ip: str, now: float) -> None: ...
-    def attempts(self, mac: str, now: float) -> Verdict: ...
-    def device_codes(self, mac: str) -> list[str]: ...
 
 
 class Kernel(Protocol):

@@ -32,6 +32,7 @@ from hub_agent.api.protocol import Network, Pay, PayStatus, PurchaseView, Respon
 from hub_agent.config import HubConfig, Plan
 from hub_agent.enforce.model import Grant as KernelGrant
 from hub_agent.payments import Grant, request_payload
+from hub_agent.sessions.interface import Sessions
 from hub_agent.sessions.service import device_pseudonym
 from hub_agent.store import Migrations, transaction
 
@@ -122,19 +123,6 @@ def public_reason(state: str, reason: str) -> str | None:
 
 
 # --- the service ------------------------------------------------------------------------
-class Sessions(Protocol):
-    def login(
-        self,
-        mac: str,
-        ip: str,
-        method: str,
-        code: str | None,
-        now: float,
-        enforce: Callable[[KernelGrant], None] | None = None,
-    ) -> tuple[SessionView | None, str | None]: ...
-    def grant_for(self, mac: str, now: float) -> KernelGrant | None: ...
-
-
 class Kernel(Protocol):
     def authorize(self, grant: KernelGrant) -> None: ...
     def deauthorize(self, mac: str) -> None: ...

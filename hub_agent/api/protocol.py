@@ -12,14 +12,17 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
 
+from hub_agent.sessions.states import Shown, ShownReason
+
 
 class _Msg(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 # --- views -------------------------------------------------------------------------------
-SessionState = Literal["authorised", "throttled", "expired", "ended"]
-EndReason = Literal["data_quota", "time_quota", "idle", "logout", "caretaker", "blocked"]
+# a session's state and end reason as the portal reads them (sessions/states.py: shown)
+SessionState = Shown
+EndReason = ShownReason
 
 
 class SessionView(_Msg):

@@ -15,8 +15,6 @@ from hub_agent.store import Migrations, open_db
 
 SESSIONS = Migrations("sessions")
 
-LIVE_STATES = ("authorised", "throttled")
-
 
 @SESSIONS
 def m001_tables(db: sqlite_utils.Database) -> None:

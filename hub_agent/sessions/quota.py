@@ -15,10 +15,10 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from hub_agent.config import FreeTier, Plan
+from hub_agent.sessions.states import QuotaReason
 
 MB = 1_000_000
 
-EndReason = Literal["data_quota", "time_quota", "idle"]
 VerdictKind = Literal["ok", "throttle", "end"]
 _SEVERITY = {"ok": 0, "throttle": 1, "end": 2}
 
@@ -42,7 +42,7 @@ class Usage:
 @dataclass(frozen=True)
 class Verdict:
     kind: VerdictKind
-    reason: EndReason | None = None
+    reason: QuotaReason | None = None
 
     @property
     def severity(self) -> int:

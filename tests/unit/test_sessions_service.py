@@ -348,7 +348,7 @@ def test_known_reboot_starts_from_fresh_counters_and_remaining_quota(
 
 
 def test_service_is_what_the_agent_handler_expects(svc: SessionService) -> None:
-    from hub_agent.handler import Sessions
+    from hub_agent.sessions.interface import Sessions
 
     sessions: Sessions = svc  # checked by mypy; at run time, the methods exist
     for name in (
