@@ -15,11 +15,14 @@ from pathlib import Path
 import pytest
 
 from provisioning import fleet, registry
-from provisioning.controller import fleet_query, pages
+from provisioning.controller import fleet_query, fleet_sales, pages
 from provisioning.controller.fleet_query import FleetQuery
 from provisioning.controller.web import serve
+from provisioning.payments import store
+from provisioning.payments.machine import State
 from provisioning.simulate import fleet_ids
 from provisioning.storage import Database, transaction
+from tests.unit.test_fleet_sales import payment
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "fleet"
@@ -160,11 +163,29 @@ def site(
             (hub, 3, NOW - 100, "config_rejected", json.dumps({"version": 4, "reason": "bad"})),
         ],
     )  # fmt: skip
+    sell(db, hubs)
     server = serve(url, "127.0.0.1", 0)
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", db, hubs
     finally:
         server.shutdown()
+
+
+def sell(db: Database, hubs: list[registry.HubRecord]) -> None:
+    """Mobile-money payments at the centre: hubs[3] sold a T-Money and a Flooz plan today
+    (1,500 FCFA) and had one refused; an offline hub in Savanes sold one yesterday."""
+    store.MIGRATIONS.apply(db)
+    today = fleet_sales.day_bounds(NOW, "Africa/Lome")[0][1]
+    at = today + (NOW - today) / 2  # today, whatever the hour the test runs
+    savanes = next(h for i, h in enumerate(hubs) if h.region == "Savanes" and (i // 5) % 10 == 0)
+    sales: list[tuple[registry.HubRecord, str, State, int, float]] = [
+        (hubs[3], "tmoney", "delivered", 500, at),
+        (hubs[3], "flooz", "granted", 1000, at),
+        (hubs[3], "tmoney", "failed", 500, at),
+        (savanes, "tmoney", "delivered", 300, today - 3600),
+    ]
+    for n, (hub, network, state, amount, when) in enumerate(sales):
+        assert store.insert_new(db, payment(hub.id, n, network, state, amount, when))
 
 
 def get(url: str, lang: str | None = None) -> str:
@@ -227,7 +248,18 @@ def test_screenshot_fleet_of_2000_hubs_search_and_filter(site: Site) -> None:
         assert "2000 point(s) d'accès sur 2000" in page.inner_text("#count")
         assert page.locator("#fleet tbody tr").count() == 50
         assert page.locator("svg circle").count() >= 2000
+        # the payments card: today's sales, then per day and per hub, by network
+        assert "2ventes mobile money aujourd'hui · 1\u202f500 FCFA" in page.inner_text(
+            "#sales-card"
+        ).replace("\n", "")
+        days = page.inner_text("#sales-days")
+        assert "T-Money" in days and "Flooz" in days and "Total" in days
+        today = page.locator("#sales-days tbody tr").first.inner_text().split("\t")
+        assert today[1:] == ["1", "500 FCFA", "1", "1\u202f000 FCFA", "1\u202f500 FCFA"]
+        assert hubs[3].name in page.inner_text("#sales-hubs")
         page.screenshot(path=str(ARTIFACTS / "fleet-2000-fr.png"))
+        page.locator("#sales").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "fleet-2000-sales-fr.png"), full_page=True)
         # search (a form, no JavaScript)
         page.fill("#q", target.name)
         page.click("button[type=submit]")
@@ -247,12 +279,18 @@ def test_screenshot_fleet_of_2000_hubs_search_and_filter(site: Site) -> None:
             and {s.strip() for s in states} == {"hors ligne"}
         )
         assert "online" not in body
+        # the hubs' sales follow the filters: the Savanes hub's, not hubs[3]'s
+        per_hub = page.inner_text("#sales-hubs")
+        assert hubs[3].id not in per_hub and "300 FCFA" in per_hub
         page.screenshot(path=str(ARTIFACTS / "fleet-2000-savanes-offline-fr.png"))
         page.click("#fleet thead a:text('Point d\\'accès')")  # sort by name (a link)
         assert "sort=name" in page.url
         page.goto(f"{base}/hubs/{hubs[3].id}")
         assert "Appareil connecté" in page.inner_text("#events")
+        paid = page.inner_text("#payments")
+        assert "payé, accès donné" in paid and "refusé" in paid and "Flooz" in paid
         page.screenshot(path=str(ARTIFACTS / "fleet-hub-fr.png"), full_page=True)
         browser.close()
-    for name in ("fleet-2000-fr.png", "fleet-2000-savanes-offline-fr.png", "fleet-hub-fr.png"):
+    for name in ("fleet-2000-fr.png", "fleet-2000-sales-fr.png",
+                 "fleet-2000-savanes-offline-fr.png", "fleet-hub-fr.png"):  # fmt: skip
         assert (ARTIFACTS / name).stat().st_size > 20_000
