@@ -214,6 +214,23 @@ def test_pages_french_first_english_by_header_or_query(site: Site) -> None:
     assert "Device connected" in hub_en and "Config push history" in hub_en
 
 
+def test_fleet_json_over_http_is_paged_with_the_page_parameters(site: Site) -> None:
+    base, _, _ = site
+    first = json.loads(get(base + "/api/fleet.json"))
+    assert (first["total"], first["pages"], len(first["hubs"])) == (2000, 40, 50)
+    assert first["next"] == "/api/fleet.json?page=2" and first["prev"] is None
+    assert {"id", "name", "region", "status", "config_status"} <= set(first["hubs"][0])
+    page = json.loads(get(base + "/api/fleet.json?region=Savanes&state=offline&per=25"))
+    assert page["page"] == 1 and page["per"] == 25 and 25 < page["total"] < 2000
+    assert {(h["region"], h["status"]) for h in page["hubs"]} == {("Savanes", "offline")}
+    assert page["next"] == "/api/fleet.json?region=Savanes&state=offline&page=2&per=25"
+    nxt = json.loads(get(base + page["next"]))
+    assert nxt["page"] == 2 and nxt["prev"] == "/api/fleet.json?region=Savanes&state=offline&per=25"
+    assert not {h["id"] for h in nxt["hubs"]} & {h["id"] for h in page["hubs"]}
+    assert page["pages"] == 2 and nxt["next"] is None  # 40 of them: the whole set in two
+    assert len(page["hubs"]) + len(nxt["hubs"]) == page["total"]
+
+
 def test_a_page_of_20000_hubs_is_filtered_and_paged_in_sql(tmp_path: Path) -> None:
     db = registry.open_registry(f"sqlite://{tmp_path}/registry.db")
     seed(db, 20_000)
