@@ -39,9 +39,12 @@ class Client:
         on_message: OnMessage | None = None,
         clean_start: bool = True,
         session_expiry_s: int = 0,
+        nodelay: bool = False,  # TCP_NODELAY: for request/answer traffic (core.new_client)
     ) -> None:
         self.url = url
-        self._client = new_client(url, client_id or f"hubctl-{secrets.token_hex(4)}")
+        self._client = new_client(
+            url, client_id or f"hubctl-{secrets.token_hex(4)}", nodelay=nodelay
+        )
         self._connected = threading.Event()
         self._rc: Any = None
         self._subacks: dict[int, threading.Event] = {}
