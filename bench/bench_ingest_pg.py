@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_ingest_pg.py [--hubs 2000] [--seconds 15] [--backlog 30000]
 
 A throwaway PostgreSQL (lab/postgres.py: initdb in a temp dir, fsync off as in the
-tests) and a Mosquitto without disk persistence (bench_ingest.BenchBroker).
+tests) and a Mosquitto without disk persistence (ingest_fleet.BenchBroker).
 
 1. CPU per message: a backlog of health messages is queued for each consumer's persistent
    session, then each drains it alone: a bare paho subscriber (receives and acks, stores
@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import bench_ingest as bi  # noqa: E402
+import ingest_fleet  # noqa: E402
 
 from hub_agent.mqtt.core import BrokerUrl  # noqa: E402
 from lab.postgres import PgServer  # noqa: E402
@@ -121,16 +121,18 @@ def cpu_per_message(
         for name, (kind, db) in targets.items():
             if kind == "controller":
                 registry.register_many(registry.open_registry(db), hubs)
-            bi.result(bi.consumer(broker_url, kind, f"cpu-{name}", db, False, prime=True))
+            ingest_fleet.result(
+                ingest_fleet.consumer(broker_url, kind, f"cpu-{name}", db, False, prime=True)
+            )
             SESSIONS.append(f"cpu-{name}")
-        bi.publish_backlog(broker_url, hubs, backlog, seq0)
+        ingest_fleet.publish_backlog(broker_url, hubs, backlog, seq0)
         time.sleep(0.5)
         print(f" round {n + 1}:")
         for name, (kind, db) in targets.items():
             start_at = time.time() + 1.5
-            p = bi.consumer(broker_url, kind, f"cpu-{name}", db, False, False, start_at)
+            p = ingest_fleet.consumer(broker_url, kind, f"cpu-{name}", db, False, False, start_at)
             with PgCpu(pg) as server:
-                r = bi.result(p)
+                r = ingest_fleet.result(p)
             got, cpu = int(r["count"]), float(r["cpu"])
             wall = max(r["last"] - r["first"], 1e-6)
             us = cpu / max(got, 1) * 1e6
@@ -259,13 +261,13 @@ def failover(
         runner.join()
         sim.close()
         try:
-            out["lost"] = bi.missing_samples(url, sim, timeout=15)
+            out["lost"] = ingest_fleet.missing_samples(url, sim, timeout=15)
             out["sent"] = sim.stats.health
         finally:
             members.close()
     for cid in ids.values():
         if cid:
-            bi.end_session(broker_url, cid)
+            ingest_fleet.end_session(broker_url, cid)
     return out
 
 
@@ -283,16 +285,14 @@ def main() -> None:
     )
     args = p.parse_args()
     skip = set(filter(None, args.skip.split(",")))
-    bi.IDLE_S[0] = args.idle_s
+    ingest_fleet.IDLE_S[0] = args.idle_s
     hubs = simulate.fleet_ids(args.hubs)
     print(f"bench_ingest_pg: {os.cpu_count()} cores, {args.hubs} hubs")
     with (
         tempfile.TemporaryDirectory(prefix="relais-bench-pg-") as tmp,
         PgServer() as pg,
-        bi.BenchBroker() as broker,
+        ingest_fleet.BenchBroker() as broker,
     ):
-        assert broker.proc is not None
-        bi.BROKER_PID[0] = broker.proc.pid
         work = Path(tmp)
         seq0 = {h.id: 10_000_000 for h in hubs}  # backlog seqs far from the simulator's
         us: dict[str, list[float]] = {}
@@ -303,9 +303,11 @@ def main() -> None:
         if "sustained" not in skip:
             print("2. sustained on PostgreSQL")
             url = pg.new_database("sustained")
-            lost = bi.sustained(broker.url, url, hubs, args.seconds, "bench-pg-sustained").lost
+            lost = ingest_fleet.sustained(
+                broker.url, url, hubs, args.seconds, "bench-pg-sustained"
+            ).lost
         for cid in SESSIONS:  # else they would queue a copy of every later message
-            bi.end_session(broker.url, cid)
+            ingest_fleet.end_session(broker.url, cid)
         fo: dict[str, dict[str, float]] = {}
         if "failover" not in skip:
             print("3. failover: kill -9 of one of two shared controllers on PostgreSQL")
