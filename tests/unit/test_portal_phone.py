@@ -153,6 +153,37 @@ def test_screenshot_status_with_low_balance_and_prolonger(hub: Hub) -> None:
         browser.close()
 
 
+def test_screenshot_splash_with_plans_mobile_money_and_help(tmp_path: Path) -> None:
+    """The splash a new phone sees (issue 18, 19): plans with their FCFA price, the code in
+    its one format, mobile money, free access, the hub's contact; French first."""
+    if not CHROMIUM.exists():
+        pytest.skip("browser test skipped: /usr/bin/chromium missing (make test installs it)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with running_hub(tmp_path) as hub:
+        Centre(hub)
+        html = hub.client().get("/").text  # self-contained (CSS inline, no script)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(
+            viewport={"width": 360, "height": 640}, locale="fr-FR", java_script_enabled=False
+        )
+        page.set_content(html)
+        assert page.get_attribute("#code", "placeholder") == "XXXX-XXXX-XXXX"
+        assert page.is_visible("text=Se connecter")
+        plans = page.inner_text("ul.plans >> nth=0")
+        assert "Pass 1 heure" in plans and "100 FCFA" in plans and "300 FCFA" in plans
+        pay = page.inner_text("form[action='/pay']")
+        assert "Payer par mobile money" in pay and "T-Money" in pay and "Flooz" in pay
+        assert page.is_visible("#phone") and page.is_visible("text=Accès gratuit >> nth=0")
+        assert "Besoin d'aide ?" in page.inner_text("footer")
+        assert "+228 90 00 00 00" in page.inner_text("footer")
+        assert page.locator("script").count() == 0
+        page.screenshot(path=str(ARTIFACTS / "splash-fr.png"), full_page=True)
+        browser.close()
+    assert (ARTIFACTS / "splash-fr.png").stat().st_size > 5000
+
+
 def test_status_page_says_where_else_a_roaming_pass_was_used() -> None:
     """Issue 20: a central code's balance follows it; the page says where it was used."""
     from captive_portal.agent import DeviceState
