@@ -20,6 +20,7 @@ from hub_agent.enforce.nft_plan import (
     TABLE,
     Json,
     LiveDevice,
+    rule_name,
 )
 from hub_agent.enforce.nft_view import _canon
 
@@ -109,7 +110,11 @@ def rule_packets(listing: Json, chain: str, comment: str) -> int:
     """Packets counted by one rule's ``counter`` statement (0 when absent)."""
     for item in listing.get("nftables", []):
         r = item.get("rule")
-        if isinstance(r, dict) and r.get("chain") == chain and r.get("comment") == comment:
+        if (
+            isinstance(r, dict)
+            and r.get("chain") == chain
+            and rule_name(str(r.get("comment", ""))) == comment
+        ):
             for e in r.get("expr", []):
                 if isinstance(e, dict) and isinstance(e.get("counter"), dict):
                     return int(e["counter"].get("packets", 0))

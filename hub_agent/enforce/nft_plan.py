@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -178,6 +179,19 @@ class RuleSpec:
     chain: str
     comment: str
     expr: tuple[Expr, ...]
+
+    @property
+    def tagged(self) -> str:
+        """The comment the kernel holds: the name and a digest of the rule's body. Tables
+        are compared by comment (listings print expressions back in another shape), so a
+        rule whose body a config changes (the portal's port, the LAN subnet) differs too."""
+        body = json.dumps(self.expr, sort_keys=True, default=str).encode()
+        return f"{self.comment}#{hashlib.sha256(body).hexdigest()[:8]}"
+
+
+def rule_name(comment: str) -> str:
+    """A kernel rule's comment back to the rule's name (``RuleSpec.comment``)."""
+    return comment.partition("#")[0]
 
 
 def _cidrs(nets: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network], v: int) -> list[Any]:
@@ -452,7 +466,7 @@ def _rule_cmd(spec: RuleSpec) -> Json:
                 "family": FAMILY,
                 "table": TABLE,
                 "chain": spec.chain,
-                "comment": spec.comment,
+                "comment": spec.tagged,
                 "expr": list(spec.expr),
             }
         }

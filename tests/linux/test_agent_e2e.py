@@ -8,6 +8,7 @@ and a restarted agent finds the kernel as the database says it should be.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,12 +92,22 @@ def _config(rundir: Path) -> dict[str, Any]:
 
 @pytest.fixture
 def hub() -> Iterator[Hub]:
+    with running_hub() as h:
+        yield h
+
+
+@contextlib.contextmanager
+def running_hub(edit: Callable[[Lab, dict[str, Any]], None] | None = None) -> Iterator[Hub]:
+    """The hub (agent and portal) in a new lab; ``edit`` changes its config before start."""
     require_lab()
     lab = Lab.create(clients=2, nat=False)  # the agent's own table must do the NAT
     rundir = Path(tempfile.mkdtemp(prefix="relais-e2e-"))
     os.chmod(rundir, 0o755)
     cfg_path = rundir / "hub.yaml"
-    cfg_path.write_text(yaml.safe_dump(_config(rundir), allow_unicode=True), encoding="utf-8")
+    data = _config(rundir)
+    if edit is not None:
+        edit(lab, data)
+    cfg_path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     config = load_config(cfg_path, env={})
     db = open_db(db_path(config.data_dir), SESSIONS)
     voucher = SessionService(config, db).issue_local_vouchers("heure", 1)[0]
@@ -141,13 +152,13 @@ def _get(c: Client, url: str, *args: str, timeout: float = 5) -> tuple[str, str,
     return code, location, body
 
 
-def _login(c: Client, code: str) -> str:
-    _, _, page = _get(c, PORTAL + "/")
+def _login(c: Client, code: str, portal: str = PORTAL) -> str:
+    _, _, page = _get(c, portal + "/")
     token = re.search(r'name="csrf" value="([^"]+)"', page)
     assert token, page[:500]
     status, _, body = _get(
         c,
-        PORTAL + "/login",
+        portal + "/login",
         "--data-urlencode",
         "method=voucher",
         "--data-urlencode",

@@ -10,6 +10,9 @@ import pytest
 from hub_agent.config import HubConfig, validate_config
 from hub_agent.config_changes import LanMove, plan_changes, radius_step
 from hub_agent.enforce.dnsmasq import captive_api_url, render_dnsmasq
+from hub_agent.enforce.model import DesiredState
+from hub_agent.enforce.nft_plan import render_ruleset, rule_name, rules
+from hub_agent.enforce.nft_view import diff_views, view_of
 
 UP = ["198.51.100.1"]
 RADIUS = {
@@ -116,3 +119,18 @@ def test_new_plans_reach_the_coa_listener() -> None:
     plans = [{"id": "jour", "name": {"fr": "Jour"}, "down_kbit": 2000, "up_kbit": 500}]
     assert radius_step(cfg(1, radius=RADIUS), cfg(2, radius=RADIUS, plans=plans)) == "update"
     assert radius_step(cfg(1), cfg(2, plans=plans)) is None
+
+
+def test_a_new_portal_port_makes_the_live_table_differ_from_the_plan() -> None:
+    """Tables are compared by rule comment; the comment carries a digest of the rule's body,
+    so a redirect to another port is a table to reload (before, the old port stayed)."""
+    empty = DesiredState(grants=(), blocked_macs=frozenset())
+    old, new = cfg(1), cfg(2, portal={"http_port": 8090})
+    live = render_ruleset(old, empty, {})
+    assert diff_views(view_of(render_ruleset(old, empty, {})), view_of(live)).equal
+    diff = diff_views(view_of(render_ruleset(new, empty, {})), view_of(live))
+    assert not diff.skeleton_ok
+    changed = {(a.chain, a.comment) for a, b in zip(rules(old), rules(new), strict=True) if a != b}
+    assert ("nat_pre", "portal-redirect") in changed
+    tags = {r.tagged for r in rules(new)} - {r.tagged for r in rules(old)}
+    assert {rule_name(t) for t in tags} == {name for _, name in changed}
