@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -32,6 +33,8 @@ from hub_agent.api.protocol import Network, Pay, PayStatus, PurchaseView, Respon
 from hub_agent.config import HubConfig, Plan
 from hub_agent.enforce.model import Grant as KernelGrant
 from hub_agent.payments import Grant, request_payload
+from hub_agent.roaming import Decision
+from hub_agent.sessions import roaming as sroaming
 from hub_agent.sessions.interface import Sessions
 from hub_agent.sessions.service import device_pseudonym
 from hub_agent.store import Migrations, transaction
@@ -120,6 +123,16 @@ def public_reason(state: str, reason: str) -> str | None:
     if any(w in r for w in words):
         return "provider_unavailable"
     return "refused"
+
+
+def _forget_refusal(conn: sqlite3.Connection, code: str, now: float) -> None:
+    """The grant is the centre's word that ``code`` is paid. A "not issued" the centre
+    answered when someone tried the code before the payment (the balance desk refuses an
+    unpaid purchase's code) is stored here and would cap the buyer's slot at 0: replace
+    it by the paid code's full plan."""
+    k = sroaming.known(conn, code)
+    if k is not None and k.issued is False:
+        sroaming.record(conn, Decision(code, "centre", True, 0, None), now)
 
 
 # --- the service ------------------------------------------------------------------------
@@ -328,6 +341,7 @@ class Purchases:
                     outcome = "other_device" if own != grant.device else ""
                 if row is not None and not outcome:
                     mac = row.mac
+                    _forget_refusal(self.db.conn, grant.code, now)
                     before = self.sessions.grant_for(mac, now)
                     view, error = self.sessions.login(
                         mac, row.ip or "", "voucher", grant.code, now,

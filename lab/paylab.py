@@ -44,6 +44,7 @@ from lab.broker import free_port, mosquitto_path
 from lab.firstpacket import portal_get as _get
 from lab.netns import HUB_LAN, UPSTREAM, Client, Lab, run
 from lab.users import portal_setpriv
+from provisioning.balances import BalanceDesk
 from provisioning.payments.base import http_client
 from provisioning.payments.service import FAULT_ENV
 from provisioning.payments.simulator import SimConfig, Simulator
@@ -89,6 +90,7 @@ class PayLab:
     callback_port: int
     config_path: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    desk: BalanceDesk | None = None  # the centre's balance answers (central codes at login)
 
     # --- building ------------------------------------------------------------------
     @classmethod
@@ -119,6 +121,7 @@ class PayLab:
             pl._start_broker()
             pl._write_hub_config()
             pl.start_centre()
+            pl.start_desk()
             pl.start_agent()
             pl.procs["portal"] = lab.spawn(
                 lab.hub_ns, *portal_setpriv(), str(BIN / "captive-portal"), "--config",
@@ -199,6 +202,10 @@ class PayLab:
         doc["portal"]["agent_socket"] = str(hub_dir / "run" / "agent.sock")
         doc.setdefault("staff", {})["devices"] = []
         doc["network"]["wan"]["dns_servers"] = [UPSTREAM]
+        # A central code's login waits this long for the centre's balance answer: long
+        # enough on the loaded lab box that a test sees the centre's word, not the offline
+        # allowance.
+        doc.setdefault("roaming", {})["query_timeout_ms"] = 5000
         validate_config(doc, source="pay lab hub config")
         self.config_path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
 
@@ -214,6 +221,14 @@ class PayLab:
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
         )  # fmt: skip
         wait_for("centre's callback port", self._centre_listening, 20)
+
+    def start_desk(self) -> None:
+        user, password = StateDir(self.central).controller_credentials()
+        url = BrokerUrl.parse(f"mqtt://{self.ctl_ip}:{MQTT_PORT}").with_credentials(user, password)
+        state = StateDir(self.central)
+        self.desk = BalanceDesk(str(state.registry_path), url, state.signing_key(),
+                                client_id="paylab-desk")  # fmt: skip
+        self.desk.start()
 
     def _centre_listening(self) -> bool:
         p = self.procs["centre"]
@@ -252,6 +267,8 @@ class PayLab:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGKILL)
                 p.wait(10)
+        if self.desk is not None:
+            self.desk.stop()
         self.sim.close()
         self.lab.hub_exec("nft", "delete", "table", "inet", "relais")
         self.lab.close()

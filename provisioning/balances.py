@@ -29,6 +29,7 @@ from hub_agent.mqtt.core import BrokerUrl
 from hub_agent.roaming import Answer, UsedAt, balance_topic, sign_answer
 from hub_agent.sessions.quota import plan_limits
 from hub_agent.signing import SigningKey
+from provisioning.payments.store import unpaid_code
 from provisioning.storage import Database, DbUrl, Migrations, transaction
 
 BALANCES = Migrations("balances")
@@ -140,7 +141,9 @@ def _issued(db: Database, code: str) -> tuple[str, int] | None:
     row = db.execute(
         "SELECT plan_id, devices_max FROM central_vouchers WHERE code = ?", [code]
     ).fetchone()
-    return None if row is None else (str(row[0]), int(row[1]))
+    if row is None or unpaid_code(db, code):  # a purchase's code counts once paid (issue 19)
+        return None
+    return str(row[0]), int(row[1])
 
 
 def _sighting(db: Database, code: str, hub_id: str, plan_id: str, now: float) -> None:
@@ -251,7 +254,7 @@ class BalanceDesk:
 # --- findings ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RoamingFinding:
-    kind: str  # "offline_overspend" | "never_issued"
+    kind: str  # "offline_overspend" | "never_issued" | "unpaid_purchase"
     code: str
     plan_id: str
     worth_bytes: int | None  # what the code is worth (quota x devices), None: not issued
@@ -294,8 +297,8 @@ def roaming_findings(db: Database) -> list[RoamingFinding]:
             plan = db.execute(
                 "SELECT max(plan_id) FROM code_sightings WHERE code = ?", [code]
             ).fetchone()
-            out.append(RoamingFinding("never_issued", code, str(plan[0] or ""), None, used,
-                                      tuple(hubs)))  # fmt: skip
+            kind = "unpaid_purchase" if unpaid_code(db, code) else "never_issued"
+            out.append(RoamingFinding(kind, code, str(plan[0] or ""), None, used, tuple(hubs)))
             continue
         worth = _worth(*issued)
         if worth is not None and used > worth:
@@ -311,8 +314,8 @@ def finding_lines(found: list[RoamingFinding]) -> list[str]:
     lines = []
     for f in found:
         where = ", ".join(f"{h} {b / 1e6:.0f} MB ({g})" for h, b, g in f.hubs)
-        if f.kind == "never_issued":
-            lines.append(f"{'never_issued':17} {format_code(f.code)}  plan {f.plan_id or '?'}: "
+        if f.worth_bytes is None:  # never_issued, unpaid_purchase
+            lines.append(f"{f.kind:17} {format_code(f.code)}  plan {f.plan_id or '?'}: "
                          f"seen on {where}")  # fmt: skip
         else:
             lines.append(

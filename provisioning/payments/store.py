@@ -246,6 +246,19 @@ def select(
     ]
 
 
+PAID_STATES: tuple[State, ...] = ("paid", "granted", "delivered")
+
+
+def unpaid_code(db: Database, code: str) -> bool:
+    """Whether ``code`` is a purchase's voucher code not paid (yet, or ever): the code is
+    in the payment's description, so the phone sees it before paying; until the provider
+    says paid it must buy nothing (the balance answer calls it not issued)."""
+    if "payments" not in db.table_names():  # a centre that never sold by mobile money
+        return False
+    row = db.execute("SELECT state FROM payments WHERE code = ?", [code]).fetchone()
+    return row is not None and row[0] not in PAID_STATES
+
+
 def log(db: Database, ref: str) -> list[tuple[float, str, str, str, str]]:
     rows: Iterable[Any] = db.execute(
         "SELECT at, from_state, to_state, event, detail FROM payment_log WHERE ref = ? ORDER BY at",

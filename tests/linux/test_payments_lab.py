@@ -10,6 +10,7 @@ T-Money numbers (90…) go through PayGate, Flooz numbers (96…) through FedaPa
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -19,8 +20,10 @@ import pytest
 from hub_agent.mqtt.core import SubscribeFailed
 from hub_agent.payments import Grant, sign_grant
 from hub_agent.sessions.service import device_pseudonym
-from hub_agent.sessions.vouchers import make_central_code, month_index
+from hub_agent.sessions.vouchers import make_central_code, month_index, normalise_code
 from hub_agent.signing import SigningKey
+from lab.firstpacket import PORTAL
+from lab.firstpacket import portal_get as _get
 from lab.netns import Client
 from lab.paylab import HUB_A, HUB_B, PayLab, reaches_upstream, wait_for
 from tests.conftest import require_lab, require_mosquitto
@@ -32,7 +35,7 @@ pytestmark = pytest.mark.root
 def pl() -> Iterator[PayLab]:
     require_lab()
     require_mosquitto()
-    with PayLab.running(clients=10) as lab:
+    with PayLab.running(clients=11) as lab:
         yield lab
 
 
@@ -242,3 +245,31 @@ def test_agent_killed_after_the_grant(pl: PayLab) -> None:
     assert len(pl.hub_query("SELECT * FROM purchase_grants WHERE request_id = ?", ref)) == 1
     assert len([r for r in pl.centre_rows() if r["request_id"] == ref]) == 1
     wait_for("delivered", lambda: pl.centre_row(ref)["state"] == "delivered", 10)  # type: ignore[index]
+
+
+def test_an_unpaid_purchase_code_is_refused_online(pl: PayLab) -> None:
+    """The purchase's code is in the payment's description (the operator's SMS carries it)
+    before the payment: a phone that reads it and does not pay is refused, the centre
+    saying the code is not issued. Paid, the buyer is online all the same."""
+    buyer, other = _phone(pl, 10), _phone(pl, 11)
+    ref = pl.buy(buyer, "96000010", "flooz")
+    sp = pl.sim_payment("96000010")
+    m = re.search(r"code ([A-Z0-9-]+)", sp["description"])
+    assert m, sp["description"]
+    code = normalise_code(m.group(1))
+    assert code is not None
+    _, _, page = _get(other, PORTAL + "/")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert csrf, page[:800]
+    _get(other, PORTAL + "/login", "--data-urlencode", "method=voucher", "--data-urlencode",
+         f"code={m.group(1)}", "--data-urlencode", f"csrf={csrf.group(1)}", timeout=15)  # fmt: skip
+    assert pl.hub_query("SELECT source, issued FROM roaming WHERE code = ?", code) == [
+        ("centre", 0)
+    ], pl.log("agent.log")
+    assert not reaches_upstream(other)
+    assert _sessions(pl, other.mac) == 0
+    pl.play("confirm", ref=sp["ref"])
+    code_, page = pl.wait_result(buyer, ref, timeout=30)
+    assert code_ == "200", page[:1500]
+    assert reaches_upstream(buyer)  # the refusal stored here did not cap the buyer
+    assert not reaches_upstream(other)

@@ -27,7 +27,7 @@ from provisioning.payments.base import (
 from provisioning.payments.cli import CSV_COLUMNS, export_csv
 from provisioning.payments.reconcile import reconcile_day
 from provisioning.payments.service import PaymentService, RequestRefused, Settings
-from provisioning.storage import Database, open_database
+from provisioning.storage import Database, open_database, transaction
 
 HUB = "tg-sokode-clinique-01"
 PLAN = Plan.model_validate({"id": "jour", "name": {"fr": "Pass"}, "down_kbit": 1, "up_kbit": 1})
@@ -200,3 +200,32 @@ def test_reconcile_finds_a_late_payment_and_flags_unpaid_redemptions(world: Worl
     csv_text = export_csv(store.select(svc.db))
     assert csv_text.splitlines()[0] == ",".join(CSV_COLUMNS)
     assert f",{HUB},jour,300,tmoney,paygate,TX-{p.ref},OP1,{p.ref},granted" in csv_text
+
+
+def test_an_unpaid_purchase_code_buys_nothing_until_paid(world: World) -> None:
+    """The purchase's code is in the payment's description before the payment: until the
+    provider says paid the balance desk answers "not issued" (the hub refuses it online);
+    used offline meanwhile (the bounded allowance), it is a finding."""
+    from provisioning import balances
+    from provisioning.registry import open_registry
+
+    open_registry(world.path).close()  # the centre's registry: hubs, vouchers, balances
+    svc = world.service()
+    p = request(svc)
+    svc.step(p.ref)
+    now = world.clock()
+    assert store.get(svc.db, p.ref).state == "pending"  # type: ignore[union-attr]
+    assert store.unpaid_code(svc.db, p.code)
+    assert not balances.answer_for(svc.db, "tg-other", "q1", p.code, "jour", now).issued
+    used = balances.Report("tg-other", 1, p.code, 5_000_000, now, 1, "offline", now)
+    with transaction(svc.db):
+        balances.fold(svc.db, [used], now)
+    found = balances.roaming_findings(svc.db)
+    assert [(f.kind, f.code) for f in found] == [("unpaid_purchase", p.code)]
+    assert balances.finding_lines(found)[0].startswith("unpaid_purchase")
+    world.provider.outcome, world.provider.amount = "paid", 300
+    assert svc.check_now(p.ref).state == "granted"  # type: ignore[union-attr]
+    assert not store.unpaid_code(svc.db, p.code)
+    assert balances.answer_for(svc.db, "tg-other", "q2", p.code, "jour", now).issued
+    assert "unpaid_purchase" not in {f.kind for f in balances.roaming_findings(svc.db)}
+    assert not store.unpaid_code(svc.db, "NOTAPURCHASECODE")

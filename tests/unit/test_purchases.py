@@ -187,3 +187,20 @@ def test_grant_for_another_device_or_unknown_request_is_acked_not_applied(shop: 
     assert shop.p.apply_grant(shop.grant(rid, mac=B, ref="RLX"), T0 + 30)
     assert shop.p.apply_grant(shop.grant("nosuchrequest", ref="RLY", serial=2), T0 + 30)
     assert shop.kernel.authorized == {}
+
+
+def test_a_refusal_stored_before_the_payment_does_not_cap_the_buyer(shop: Shop) -> None:
+    """Someone tried the purchase's code here before it was paid: the centre answered "not
+    issued", stored with a cap of 0. The grant (the centre's word that it is paid) replaces
+    that refusal: the buyer gets the whole plan."""
+    from hub_agent.roaming import Decision
+    from hub_agent.sessions import roaming as sroaming
+
+    rid = _pay(shop).purchase.ref
+    g = shop.grant(rid)
+    sroaming.record(shop.db.conn, Decision(g.code, "centre", False, 0, 0, error="unknown_code"), T0)
+    assert shop.p.apply_grant(g, T0 + 30)
+    granted = shop.kernel.authorized[A]
+    assert granted.quota_bytes is None or granted.quota_bytes > 0
+    k = sroaming.known(shop.db.conn, g.code)
+    assert k is not None and k.issued is True and k.cap_bytes is None
