@@ -1,18 +1,27 @@
-"""Portal benchmark: splash requests/s on one uvicorn worker, and login->authorised
-latency p50/p99, each beside nginx serving the same HTML on this machine (ratio).
+"""Portal benchmark: what every captive phone hits again and again (the splash page and the
+OS probes), on one uvicorn worker, beside nginx serving the same bytes, in one run; then
+the same with each of them in a small-box cgroup (a quarter of a core, 1 GB:
+lab/cgroup.py); and login->authorised latency p50/p99 beside one static nginx GET.
 
 The portal is the real `captive-portal` process; behind its socket is the REAL agent
 (tests/unit/real_agent.py: AgentHandler over SessionService on an in-memory SQLite, a
-recording kernel) in this process, so every splash request includes the real whoami round
-trip over the UNIX socket and every login the agent's own voucher and session code.
-Load: wrk (Debian package) when present, else an asyncio httpx loop.
+recording kernel) in this process. The load comes from 127.0.0.1, a known device that is
+not logged in (captive): the splash carries its CSRF token, the probes answer 302 to the
+splash, the RFC 8908 API says captive. nginx is given each answer as the portal gave it
+(same status, Location, body and type). Load: wrk (Debian package, one thread), which
+is not the bottleneck (it drives nginx several times faster than the portal).
 
     .venv/bin/python bench/bench_portal.py
+
+It prints req/s, p50/p99 and the ratios; it does not judge them. Targets (issue 16):
+splash >= 0.1x nginx, probes >= 0.2x, p99 <= 20 ms at 64 connections.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import shutil
 import signal
@@ -21,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -31,16 +42,62 @@ sys.path.insert(0, str(ROOT))
 
 from hub_agent.config import validate_config  # noqa: E402
 from lab.broker import free_port  # noqa: E402
+from lab.cgroup import SmallBox  # noqa: E402
 from tests.unit.real_agent import AgentThread, FakeClock, RealAgent, config_dict  # noqa: E402
 
-DURATION_S = 8
-CONNECTIONS = 32
-LOGINS = 200
+DURATION_S = 2
+CONNECTIONS = (32, 64)
+LOGINS = 100
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+ENDPOINTS = (  # what a captive phone asks, by who asks it
+    ("splash", "/"),
+    ("Android", "/generate_204"),
+    ("Apple", "/hotspot-detect.html"),
+    ("Windows", "/connecttest.txt"),
+    ("Windows (old)", "/ncsi.txt"),
+    ("RFC 8908 API", "/api/captive"),
+)
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def wait_http(url: str, timeout: float = 15) -> None:
+@dataclass(frozen=True)
+class Answer:
+    """One portal answer as nginx will replay it."""
+
+    status: int
+    content_type: str
+    location: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Load:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int  # socket errors and timeouts (non-2xx/3xx answers stop the bench)
+    per_cpu_s: float  # requests per CPU second of the server: what the shared box's load
+    # (other processes taking turns on the cores) does not change
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds a process and its descendants (nginx's worker) used so far."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:  # gone meanwhile
+            continue
+    return total
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -51,73 +108,107 @@ def wait_http(url: str, timeout: float = 15) -> None:
     raise SystemExit(f"{url} did not answer")
 
 
-def start_nginx(workdir: Path, html: str, port: int) -> subprocess.Popen[bytes]:
+def capture(base: str) -> dict[str, Answer]:
+    out = {}
+    for _, path in ENDPOINTS:
+        r = httpx.get(base + path)
+        ctype = r.headers.get("content-type", "text/plain").split(";")[0]
+        out[path] = Answer(r.status_code, ctype, r.headers.get("location", ""), r.content)
+    return out
+
+
+def nginx_conf(workdir: Path, answers: dict[str, Answer], port: int) -> Path:
+    """A 1-worker nginx answering each path with the portal's status, Location and body."""
     www = workdir / "www"
     www.mkdir()
     for d in (workdir, www):  # nginx's worker runs as nobody when started by root
         d.chmod(0o755)
-    (www / "index.html").write_text(html, encoding="utf-8")
+    locations = []
+    for i, (path, a) in enumerate(answers.items()):
+        if a.location:
+            action = f"return {a.status} {a.location};"
+        else:
+            (www / f"{i}").write_bytes(a.body)
+            action = f"default_type {a.content_type}; root {www}; try_files /{i} =404;"
+        locations.append(f"location = {path} {{ add_header Cache-Control no-store; {action} }}")
     conf = workdir / "nginx.conf"
+    (workdir / "tmp").mkdir()
+    temps = " ".join(f"{k}_temp_path {workdir}/tmp;" for k in ("client_body", "proxy", "fastcgi"))
     conf.write_text(
         f"""worker_processes 1;
 pid {workdir}/nginx.pid;
 error_log {workdir}/nginx-error.log;
 events {{ worker_connections 1024; }}
 http {{
-  access_log off;
-  client_body_temp_path {workdir}/tmp; proxy_temp_path {workdir}/tmp;
-  fastcgi_temp_path {workdir}/tmp; uwsgi_temp_path {workdir}/tmp; scgi_temp_path {workdir}/tmp;
+  access_log off; {temps} uwsgi_temp_path {workdir}/tmp; scgi_temp_path {workdir}/tmp;
   server {{
     listen 127.0.0.1:{port};
-    root {www};
-    location / {{ default_type text/html; add_header Cache-Control no-store; }}
+    {chr(10).join(locations)}
   }}
 }}
 """
     )
-    (workdir / "tmp").mkdir()
-    return subprocess.Popen(
-        [NGINX, "-c", str(conf), "-p", str(workdir), "-g", "daemon off;"],
-        stderr=subprocess.DEVNULL,
-    )
+    return conf
 
 
-def wrk_rps(url: str) -> float:
+def wrk(url: str, connections: int, server: int) -> Load:
+    cpu0 = cpu_s(server)
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION_S}s", url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{DURATION_S}s", "--latency", url],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if not m or errors:
+    used = cpu_s(server) - cpu0
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    count = re.search(r"(\d+) requests in", out)
+    lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.MULTILINE))
+    if not rps or not count or set(lat) != {"50", "99"} or "Non-2xx or 3xx" in out:
         raise SystemExit(f"wrk: unexpected output for {url}:\n{out}")
-    return float(m.group(1))
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return Load(
+        float(rps[1]),
+        _ms(lat["50"]),
+        _ms(lat["99"]),
+        sum(int(n) for n in errors.groups()) if errors else 0,
+        int(count[1]) / max(used, 1 / CLK_TCK),
+    )
 
 
-async def httpx_rps(url: str) -> float:
-    count = 0
-    deadline = time.monotonic() + DURATION_S
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal count
-        while time.monotonic() < deadline:
-            r = await client.get(url)
-            r.raise_for_status()
-            count += 1
-
-    limits = httpx.Limits(max_connections=CONNECTIONS)
-    async with httpx.AsyncClient(limits=limits) as client:
-        t0 = time.monotonic()
-        await asyncio.gather(*(worker(client) for _ in range(CONNECTIONS)))
-        return count / (time.monotonic() - t0)
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        raise SystemExit(f"wrk: unreadable latency {text!r}")
+    return float(m[1]) * _UNITS[m[2]]
 
 
-def rps(url: str) -> tuple[float, str]:
-    if shutil.which("wrk"):
-        return wrk_rps(url), "wrk"
-    return asyncio.run(httpx_rps(url)), "httpx"
+def portal_cmd(cfg: Path, port: int) -> list[str]:
+    exe = str(Path(sys.executable).parent / "captive-portal")
+    return [exe, "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)]
+
+
+@contextlib.contextmanager
+def running(cmd: Sequence[str], url: str) -> Iterator[int]:
+    """A server started, answering at ``url``; its pid; stopped on leaving."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(url)
+        yield proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
+def measure(
+    base: str, nbase: str, portal: int, nginx: int
+) -> dict[tuple[str, int], tuple[Load, Load]]:
+    """Each endpoint at each connection count: (portal, nginx), measured back to back."""
+    capture(base)  # warm-up: the device's first answer, each code path once
+    return {
+        (path, c): (wrk(base + path, c, portal), wrk(nbase + path, c, nginx))
+        for _, path in ENDPOINTS
+        for c in CONNECTIONS
+    }
 
 
 def pct(values: list[float], p: float) -> float:
@@ -154,7 +245,26 @@ async def static_latencies(url: str) -> list[float]:
     return out
 
 
+def report(title: str, results: dict[tuple[str, int], tuple[Load, Load]]) -> None:
+    print(title)
+    print(f"  {'':13} {'conns':>5} | {'portal req/s':>12} {'p50 ms':>7} {'p99 ms':>7}"
+          f" {'req/CPU-s':>9} | {'nginx req/s':>11} {'p50 ms':>7} {'p99 ms':>7}"
+          f" {'req/CPU-s':>9} | {'ratio':>5} {'by CPU':>6}")  # fmt: skip
+    for name, path in ENDPOINTS:
+        for c in CONNECTIONS:
+            p, n = results[path, c]
+            errs = f"  ({p.errors} portal / {n.errors} nginx socket errors)" if p.errors else ""
+            print(
+                f"  {name:13} {c:5d} | {p.rps:12.0f} {p.p50_ms:7.2f} {p.p99_ms:7.2f}"
+                f" {p.per_cpu_s:9.0f} | {n.rps:11.0f} {n.p50_ms:7.2f} {n.p99_ms:7.2f}"
+                f" {n.per_cpu_s:9.0f} | {p.rps / n.rps:5.3f} {p.per_cpu_s / n.per_cpu_s:6.3f}"
+                f"{errs}"
+            )
+
+
 def main() -> None:
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is missing: scripts/install-deps.sh installs it")
     workdir = Path(tempfile.mkdtemp(prefix="relais-bench-portal-"))
     sock = workdir / "agent.sock"
     data = config_dict(sock, login_attempts=100)
@@ -162,45 +272,44 @@ def main() -> None:
     cfg.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     agent = RealAgent(validate_config(data), {"127.0.0.1": "02:00:00:00:0c:01"}, FakeClock())
     pport, nport = free_port(), free_port()
-    procs: list[subprocess.Popen[bytes]] = []
+    boxed: dict[tuple[str, int], tuple[Load, Load]] | None = None
+    why_not = SmallBox.available()
+    boxes = [SmallBox(f"relais-bench-{who}-{id(agent)}") for who in ("portal", "nginx")]
+    base, nbase = f"http://127.0.0.1:{pport}", f"http://127.0.0.1:{nport}"
     try:
         with agent, AgentThread(sock, agent):
-            portal = subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "captive-portal"),
-                    "--config",
-                    str(cfg),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(pport),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            procs.append(portal)
-            base = f"http://127.0.0.1:{pport}"
-            wait_http(base + "/")
-            html = httpx.get(base + "/").text
-            procs.append(start_nginx(workdir, html, nport))
-            nginx = f"http://127.0.0.1:{nport}/"
-            wait_http(nginx)
-
-            portal_rps, tool = rps(base + "/")
-            nginx_rps, _ = rps(nginx)
-            logins = asyncio.run(login_latencies(base, agent))
-            statics = asyncio.run(static_latencies(nginx))
+            with running(portal_cmd(cfg, pport), base + "/") as portal:
+                answers = capture(base)
+                conf = nginx_conf(workdir, answers, nport)
+                nginx = [NGINX, "-c", str(conf), "-p", str(workdir), "-g", "daemon off;"]
+                with running(nginx, nbase + "/") as nginx_pid:
+                    free = measure(base, nbase, portal, nginx_pid)
+                    logins = asyncio.run(login_latencies(base, agent))
+                    statics = asyncio.run(static_latencies(nbase + "/"))
+            if why_not is None:
+                for b in boxes:
+                    b.create()
+                with (
+                    running([*boxes[0].prefix(), *portal_cmd(cfg, pport)], base + "/") as portal,
+                    running([*boxes[1].prefix(), *nginx], nbase + "/") as nginx_pid,
+                ):
+                    boxed = measure(base, nbase, portal, nginx_pid)
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-            p.wait(10)
+        for b in boxes:
+            b.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    kb = len(html.encode()) / 1024
-    print(f"splash page: {kb:.1f} KB, {CONNECTIONS} connections, {DURATION_S} s each ({tool})")
-    print(f"  portal (1 uvicorn worker, whoami per request): {portal_rps:8.0f} req/s")
-    print(f"  nginx (1 worker, same HTML as a static file):   {nginx_rps:8.0f} req/s")
-    print(f"  ratio portal/nginx: {portal_rps / nginx_rps:.3f}")
+    html = answers["/"].body
+    print(f"splash page {len(html) / 1024:.1f} KB; wrk -t1, {DURATION_S} s per run; one uvicorn")
+    print("worker vs one nginx worker serving the same bytes; the device is captive")
+    print("(probes answer 302 to the splash). Targets: splash >= 0.1x nginx, probes >= 0.2x,")
+    print("p99 <= 20 ms at 64 connections. ratio: portal/nginx req/s; by CPU: portal/nginx")
+    print("requests per CPU second of the server (what the machine's other load leaves alone).")
+    report("this machine:", free)
+    if boxed is not None:
+        report("each in a small-box cgroup (a quarter of a core, 1 GB):", boxed)
+    else:
+        print(f"small-box cgroup: not measured ({why_not})")
     lp50, lp99 = pct(logins, 50) * 1000, pct(logins, 99) * 1000
     sp50, sp99 = pct(statics, 50) * 1000, pct(statics, 99) * 1000
     print(f"login -> authorised (POST /login until /generate_204 = 204), {LOGINS} logins:")

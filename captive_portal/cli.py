@@ -132,7 +132,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         current = portal.settings.config  # the followed config
         return server_configs(current, app, *listen_on(current, args.host, args.port))
 
-    asyncio.run(serve(listeners, app.state.live_config))
+    # uvloop when installed (uvicorn's "auto" loop, as `uvicorn` itself would run): a
+    # captive crowd's requests cost the portal less CPU (bench/bench_portal.py)
+    with asyncio.Runner(loop_factory=listeners()[0].get_loop_factory()) as runner:
+        runner.run(serve(listeners, app.state.live_config))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from captive_portal.i18n import Translator
 from captive_portal.services import Portal
 
 ADMIN_COOKIE = "relais_admin"
+LANG_MAX = 16  # ?lang= longer than any language code is refused
 
 
 def get_portal(request: Request) -> Portal:
@@ -44,15 +45,20 @@ async def get_captive_state(portal: PortalDep, ip: ClientIp) -> DeviceState:
 CaptiveDep = Annotated[DeviceState, Depends(get_captive_state)]
 
 
+def choose_translator(portal: Portal, lang: str | None, accept_language: str | None) -> Translator:
+    """``?lang=``, else the browser's Accept-Language, else the hub's default."""
+    languages = portal.settings.languages
+    return languages.translator(languages.choose(lang, accept_language))
+
+
 def translator_for(portal: Portal, request: Request, lang: str | None) -> Translator:
-    code = portal.settings.languages.choose(lang, request.headers.get("accept-language"))
-    return portal.settings.languages.translator(code)
+    return choose_translator(portal, lang, request.headers.get("accept-language"))
 
 
 def get_translator(
     request: Request,
     portal: PortalDep,
-    lang: Annotated[str | None, Query(max_length=16)] = None,
+    lang: Annotated[str | None, Query(max_length=LANG_MAX)] = None,
 ) -> Translator:
     return translator_for(portal, request, lang)
 

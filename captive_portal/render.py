@@ -111,6 +111,12 @@ def _banners(state: DeviceState | None, t: Translator) -> list[Notice]:
     return []
 
 
+def splash_key(state: DeviceState | None, t: Translator) -> tuple[object, ...]:
+    """All ``splash_context`` reads from the device's state: devices equal in it get the
+    same page but for the holes (captive_portal.splash_pages keeps one per key)."""
+    return (state is not None and state.authorised, *_banners(state, t))
+
+
 def plan_rows(config: HubConfig, t: Translator) -> list[dict[str, str]]:
     default = config.portal.default_language
     rows = []

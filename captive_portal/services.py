@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from captive_portal.agent import Agent
 from captive_portal.ratelimit import Lockout
 from captive_portal.render import Renderer
 from captive_portal.security import CsrfSigner
 from captive_portal.settings import Settings
+from captive_portal.splash_pages import SplashPages
 from captive_portal.state import AdminSessions
 
 
@@ -20,3 +21,4 @@ class Portal:
     csrf: CsrfSigner
     admin_lockout: Lockout
     admin_sessions: AdminSessions
+    splash: SplashPages = field(default_factory=SplashPages)

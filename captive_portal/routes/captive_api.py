@@ -10,6 +10,7 @@ from fastapi import APIRouter, Response
 from captive_portal.agent import DeviceState
 from captive_portal.deps import ClientIp, DeviceDep, PortalDep
 from captive_portal.extend import extend_offered
+from captive_portal.services import Portal
 from captive_portal.settings import Settings
 
 router = APIRouter()
@@ -45,6 +46,11 @@ def captive_document(
     responses={200: {"content": {MEDIA_TYPE: {}}}},
 )
 async def captive_api(portal: PortalDep, ip: ClientIp, state: DeviceDep) -> Response:
+    return await captive_answer(portal, ip, state)
+
+
+async def captive_answer(portal: Portal, ip: str, state: DeviceState) -> Response:
+    """The route's and captive_portal.fastpath's answer."""
     doc = captive_document(portal.settings, state, await extend_offered(portal, ip, state))
     body = json.dumps(doc, separators=(",", ":"))
     return Response(body, media_type=MEDIA_TYPE, headers={"Cache-Control": "private"})

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, Response
 
+from captive_portal.agent import DeviceState
 from captive_portal.deps import CaptiveDep, PortalDep
 from captive_portal.responses import redirect
 
@@ -44,16 +45,21 @@ PROBES: dict[str, ProbeAnswer] = {
 PROBE_PATHS = frozenset(PROBES)
 
 
+def probe_answer(answer: ProbeAnswer, state: DeviceState, splash_url: str) -> Response:
+    """The route's and captive_portal.fastpath's answer to a probe."""
+    if not state.authorised:  # unknown, expired, blocked or agent silent: captive
+        return redirect(splash_url, 302)
+    return Response(
+        answer.body or None,
+        status_code=answer.status,
+        media_type=answer.media_type,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 def _make(answer: ProbeAnswer, path: str) -> Callable[..., Awaitable[Response]]:
     async def probe(portal: PortalDep, state: CaptiveDep) -> Response:
-        if not state.authorised:  # unknown, expired, blocked or agent silent: captive
-            return redirect(portal.settings.base_url, 302)
-        return Response(
-            answer.body or None,
-            status_code=answer.status,
-            media_type=answer.media_type,
-            headers={"Cache-Control": "no-store"},
-        )
+        return probe_answer(answer, state, portal.settings.base_url)
 
     probe.__name__ = "probe_" + path.strip("/").replace(".", "_").replace("/", "_")
     return probe

@@ -7,12 +7,28 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
+from captive_portal.agent import DeviceState
 from captive_portal.deps import CaptiveDep, ClientIp, LangDep, PortalDep
-from captive_portal.render import splash_context
+from captive_portal.i18n import Translator
 from captive_portal.responses import html
 from captive_portal.routes.pay import pay_offer
+from captive_portal.services import Portal
 
 router = APIRouter()
+
+CODE_MAX = 64  # a voucher code given in the link (?code=), as the form takes it
+
+
+async def splash_page(
+    portal: Portal, t: Translator, ip: str, state: DeviceState, code: str = ""
+) -> HTMLResponse:
+    """The splash for this device (the route's and captive_portal.fastpath's answer)."""
+    offer = await pay_offer(portal, t, ip, state=state)  # None: not offered now
+    csrf = portal.csrf.issue("login", ip)
+    body = portal.splash.page(
+        portal.renderer, portal.settings, t, state, offer, csrf=csrf, code=code.strip()
+    )
+    return html(body)
 
 
 @router.get("/", response_class=HTMLResponse, summary="Splash page")
@@ -21,9 +37,6 @@ async def splash(
     t: LangDep,
     ip: ClientIp,
     state: CaptiveDep,
-    code: Annotated[str, Query(max_length=64)] = "",
+    code: Annotated[str, Query(max_length=CODE_MAX)] = "",
 ) -> HTMLResponse:
-    csrf = portal.csrf.issue("login", ip)
-    ctx = splash_context(portal.settings, t, state, csrf=csrf, code=code.strip())
-    ctx["pay"] = await pay_offer(portal, t, ip, state=state)  # None: not offered now
-    return html(portal.renderer.page("splash.html", ctx))
+    return await splash_page(portal, t, ip, state, code)
