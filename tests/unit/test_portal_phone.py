@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from html import unescape
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -129,15 +131,13 @@ def test_low_balance_warning_starts_at_exactly_ten_percent(hub: Hub) -> None:
 
 
 # --- the screenshot ------------------------------------------------------------------------
-def test_screenshot_status_with_low_balance_and_prolonger(hub: Hub) -> None:
+@contextmanager
+def phone_page(html: str) -> Iterator[Any]:
+    """A 360 px phone in headless Chromium, JavaScript off, showing ``html`` (the portal's
+    pages are self-contained: CSS inline, no script, so no server is needed)."""
     if not CHROMIUM.exists():
         pytest.skip("browser test skipped: /usr/bin/chromium missing (make test installs it)")
     playwright = pytest.importorskip("playwright.sync_api")
-    Centre(hub)
-    c = hub.client()
-    assert login(c, hub.agent.issue("jour")).status_code == 200
-    hub.agent.use_bytes(MAC1, 950_000_000)
-    html = c.get("/status").text  # self-contained (CSS inline, no script): no server needed
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with playwright.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -145,30 +145,30 @@ def test_screenshot_status_with_low_balance_and_prolonger(hub: Hub) -> None:
             viewport={"width": 360, "height": 640}, locale="fr-FR", java_script_enabled=False
         )
         page.set_content(html)
+        yield page
+        browser.close()
+
+
+def test_screenshot_status_with_low_balance_and_prolonger(hub: Hub) -> None:
+    Centre(hub)
+    c = hub.client()
+    assert login(c, hub.agent.issue("jour")).status_code == 200
+    hub.agent.use_bytes(MAC1, 950_000_000)
+    with phone_page(c.get("/status").text) as page:
         main = page.inner_text("main")
         assert "10 % de vos données ou moins" in main
         assert "Prolonger" in main and "Payer par mobile money" in main and "FCFA" in main
         assert page.is_visible("a[href='#prolonger']")
         page.screenshot(path=str(ARTIFACTS / "status-low-balance-prolonger-fr.png"), full_page=True)
-        browser.close()
 
 
 def test_screenshot_splash_with_plans_mobile_money_and_help(tmp_path: Path) -> None:
     """The splash a new phone sees (issue 18, 19): plans with their FCFA price, the code in
     its one format, mobile money, free access, the hub's contact; French first."""
-    if not CHROMIUM.exists():
-        pytest.skip("browser test skipped: /usr/bin/chromium missing (make test installs it)")
-    playwright = pytest.importorskip("playwright.sync_api")
     with running_hub(tmp_path) as hub:
         Centre(hub)
-        html = hub.client().get("/").text  # self-contained (CSS inline, no script)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(
-            viewport={"width": 360, "height": 640}, locale="fr-FR", java_script_enabled=False
-        )
-        page.set_content(html)
+        html = hub.client().get("/").text
+    with phone_page(html) as page:
         assert page.get_attribute("#code", "placeholder") == "XXXX-XXXX-XXXX"
         assert page.is_visible("text=Se connecter")
         plans = page.inner_text("ul.plans >> nth=0")
@@ -180,7 +180,6 @@ def test_screenshot_splash_with_plans_mobile_money_and_help(tmp_path: Path) -> N
         assert "+228 90 00 00 00" in page.inner_text("footer")
         assert page.locator("script").count() == 0
         page.screenshot(path=str(ARTIFACTS / "splash-fr.png"), full_page=True)
-        browser.close()
     assert (ARTIFACTS / "splash-fr.png").stat().st_size > 5000
 
 
