@@ -141,6 +141,9 @@ class Ingest:
 
     def _on_disconnect(self) -> None:
         self._connected.clear()
+        self._forget_unacked()
+
+    def _forget_unacked(self) -> None:
         # Messages not acked come again on the next connection: forget them, let the
         # writer finish what it has, and take the cursors back from what is on disk.
         self.pending.clear()
@@ -193,6 +196,10 @@ class Ingest:
                 if item is None:
                     return
                 batch, mids = item
+                if self.write_failed.is_set():
+                    # Built on the failed batch's cursors: committing it would make the
+                    # failed samples look like duplicates when the broker sends them again.
+                    continue
                 try:
                     self._commit(batch)
                 except ERRORS:
@@ -220,9 +227,13 @@ class Ingest:
             up = c.pump(self.flush_interval_s / 2)
             if not up or self.write_failed.is_set():
                 self.stats.reconnects += 1
+                if self.write_failed.is_set():
+                    # paho's reconnect() does not call on_disconnect: forget here, before
+                    # the writer may commit again (it drops batches while the flag is set).
+                    self._forget_unacked()
+                    self.write_failed.clear()
                 self._stop.wait(c.backoff.next())  # the wrapper's one reconnect policy
-                self.write_failed.clear()
-                c.reconnect()  # on_disconnect forgets what was not acked
+                c.reconnect()  # a lost link: on_disconnect forgot what was not acked
                 continue
             self._ack_committed()
             due = time.monotonic() - self.first_pending >= self.flush_interval_s

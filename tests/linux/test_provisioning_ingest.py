@@ -190,3 +190,39 @@ def test_two_controllers_on_postgresql_kill9_of_one_stores_every_seq_once(
         for p in ctls.values():
             p.terminate()
             p.wait(timeout=10)
+
+
+def test_a_batch_the_database_refuses_is_stored_once_it_takes_it(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """A commit that fails (here a trigger refuses sample 5) leaves its messages unacked;
+    they come again after the reconnect and must then be stored. The reader must not keep
+    the cursors it had advanced over the refused batch, nor let the writer commit batches
+    built on them: the redelivered samples would look like duplicates and be dropped."""
+    db_path = tmp_path / "registry.db"
+    hubs = simulate.fleet_ids(1)
+    db = registry.open_registry(db_path)
+    registry.register_many(db, hubs)
+    db.execute(
+        "CREATE TRIGGER refuse_5 BEFORE INSERT ON health WHEN NEW.seq = 5"
+        " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+    )
+    url = BrokerUrl.parse(broker.url)
+    ctl = Ingest(db_path, url, client_id="ctl-refused", summary_every_s=0.1)
+    ctl.start()
+    try:
+        sim = simulate.Simulator(url, hubs, rate=10, outage_pct=0)
+        sim.start()
+        t = run_sim(sim, 2.0)
+        deadline = time.monotonic() + 30
+        while ctl.stats.reconnects == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ctl.stats.reconnects >= 1, "the refused commit did not make it reconnect"
+        db.execute("DROP TRIGGER refuse_5")
+        t.join()
+        sim.finish()
+        sim.close(timeout=30)
+        wait_complete(db_path, sim)
+    finally:
+        ctl.stop()
+        db.close()
