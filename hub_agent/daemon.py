@@ -199,6 +199,8 @@ class Agent:
         old_enforcer = self.enforcer
         self.config = new
         self.sessions.update_config(new)
+        if move is not None:  # the phones' old addresses mean nothing now: by MAC until seen
+            self.sessions.forget_addresses_outside(move.move.new.network)
         self.lan_devices.config = new  # (a renamed LAN interface needs an agent restart)
         self.enforcer = self._enforcer(new)
         self.handler.kernel = self.enforcer

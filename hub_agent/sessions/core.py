@@ -8,6 +8,7 @@ Every change of a row's ``state`` goes through ``states.step`` (here, in ``login
 
 from __future__ import annotations
 
+import ipaddress
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -165,6 +166,18 @@ class Core:
             "last_seen = excluded.last_seen",
             (normalise_mac(mac), ip, now),
         )
+
+    def forget_addresses_outside(self, net: ipaddress.IPv4Network) -> None:
+        """The LAN was renumbered: an IPv4 address outside ``net`` is no one's any more, so
+        its device is authorised by MAC alone (nft ``auth4m``) until it is seen again."""
+        rows = self.conn.execute("SELECT mac, ip FROM devices WHERE ip IS NOT NULL").fetchall()
+        gone = [
+            str(mac)
+            for mac, ip in rows
+            if (a := ipaddress.ip_address(ip)).version == 4 and a not in net
+        ]
+        self.conn.executemany("UPDATE devices SET ip = NULL WHERE mac = ?", [(m,) for m in gone])
+        self.changes.bump(gone)
 
     # --- what the kernel gets, and the end of a session -----------------------------------
     def _grant(self, s: Row, ip: str | None = None) -> Grant:

@@ -20,7 +20,7 @@ from hub_agent.config import HubConfig, load_config
 from hub_agent.signing import SigningKey, sign_envelope
 from hub_agent.telemetry import topics
 from lab.broker import Broker
-from lab.netns import HUB_LAN, UPSTREAM, Lab
+from lab.netns import HUB_LAN, UPSTREAM, Client, Lab
 from tests.conftest import require_mosquitto
 from tests.linux.test_agent_e2e import (
     PORTAL,
@@ -135,3 +135,50 @@ def test_a_pushed_portal_port_is_followed_without_a_restart(
     assert hub.agent.poll() is None and hub.agent.pid == agent_pid, "the agent restarted"
     assert hub.portal.poll() is None and hub.portal.pid == portal_pid, "the portal restarted"
     assert "listening on http://10.42.0.1:8090/" in hub.log("portal.log")
+
+
+def renumber(hub: Hub, c: Client, ip: str, gateway: str) -> None:
+    """What the phone's next DHCP exchange does: an address in the new subnet, the hub's
+    new address as its gateway."""
+    hub.lab.ip(c.ns, "addr", "del", f"{c.ip}/24", "dev", "eth0")
+    hub.lab.ip(c.ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+    hub.lab.ip(c.ns, "route", "replace", "default", "via", gateway)
+    c.ip = ip
+
+
+def test_a_pushed_lan_address_is_followed_without_a_restart(
+    pushed_hub: tuple[Hub, Broker],
+) -> None:
+    hub, broker = pushed_hub
+    c1, c2 = hub.lab.clients
+    assert "Vous êtes connecté" in _login(c1, hub.voucher)
+    wait_for("c1 online", lambda: _reaches_upstream(c1), hub)
+    agent_pid, portal_pid = hub.agent.pid, hub.portal.pid
+
+    def new_address(wire: dict[str, Any]) -> None:
+        wire["network"]["lan"].update(
+            address="10.43.0.1/24", dhcp_start="10.43.0.100", dhcp_end="10.43.0.200"
+        )
+
+    push(hub, broker, new_address)
+    addrs = hub.lab.hub_exec("ip", "-4", "-o", "addr", "show", "dev", "lan0").stdout
+    assert "10.43.0.1/24" in addrs and "10.42.0.1/" not in addrs, addrs
+    dhcp = (hub.rundir / "data" / "dnsmasq.conf").read_text()
+    assert "option:router,10.43.0.1" in dhcp and "http://10.43.0.1:8080/api/captive" in dhcp
+    moved = "http://10.43.0.1:8080"
+    renumber(hub, c2, "10.43.0.102", "10.43.0.1")
+
+    def sent_to_new_address() -> bool:
+        got = _get(c2, f"http://{UPSTREAM}/")[:2]
+        print("captive phone got", got)  # shown when the wait fails
+        return got == ("302", moved + "/")
+
+    wait_for("a captive phone sent to the new address", sent_to_new_address, hub)
+    code, _, page = _get(c2, moved + "/")
+    assert code == "200" and 'name="csrf"' in page, page[:500]
+    assert not _reaches_upstream(c2)
+    # The phone online before keeps its session (by MAC) on its new address.
+    renumber(hub, c1, "10.43.0.101", "10.43.0.1")
+    wait_for("c1 online again on its new address", lambda: _reaches_upstream(c1), hub)
+    assert hub.agent.poll() is None and hub.agent.pid == agent_pid, "the agent restarted"
+    assert hub.portal.poll() is None and hub.portal.pid == portal_pid, "the portal restarted"

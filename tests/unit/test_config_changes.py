@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,9 @@ from hub_agent.enforce.dnsmasq import captive_api_url, render_dnsmasq
 from hub_agent.enforce.model import DesiredState
 from hub_agent.enforce.nft_plan import render_ruleset, rule_name, rules
 from hub_agent.enforce.nft_view import diff_views, view_of
+from hub_agent.sessions.db import SESSIONS
+from hub_agent.sessions.service import SessionService
+from hub_agent.store import open_db
 
 UP = ["198.51.100.1"]
 RADIUS = {
@@ -134,3 +138,14 @@ def test_a_new_portal_port_makes_the_live_table_differ_from_the_plan() -> None:
     assert ("nat_pre", "portal-redirect") in changed
     tags = {r.tagged for r in rules(new)} - {r.tagged for r in rules(old)}
     assert {rule_name(t) for t in tags} == {name for _, name in changed}
+
+
+def test_a_renumbered_lan_forgets_the_old_subnets_addresses(tmp_path: Path) -> None:
+    config = cfg(1, data_dir=str(tmp_path))
+    sessions = SessionService(config, open_db(tmp_path / "hub.db", SESSIONS))
+    macs = ["02:00:00:00:00:01", "02:00:00:00:00:02", "02:00:00:00:00:03"]
+    for mac, ip in zip(macs, ["10.42.0.101", "10.43.0.7", "fd42::5"], strict=True):
+        sessions.seen(mac, ip, 1.0)
+    sessions.forget_addresses_outside(ipaddress.IPv4Network("10.43.0.0/24"))
+    ips = dict(sessions.conn.execute("SELECT mac, ip FROM devices").fetchall())
+    assert ips == {macs[0]: None, macs[1]: "10.43.0.7", macs[2]: "fd42::5"}
