@@ -110,6 +110,7 @@ def run_consumer(args: argparse.Namespace) -> None:
                 "cpu": cpu,
                 "lock_waits": ing.stats.lock_waits,
                 "batches": ing.stats.batches,
+                "reconnects": ing.stats.reconnects,
             }
         ),
         flush=True,
@@ -147,6 +148,7 @@ def consumer(
     shared: bool,
     prime: bool,
     start_at: float = 0.0,
+    idle_s: float | None = None,
 ) -> subprocess.Popen[str]:
     cmd = [
         PY,
@@ -166,7 +168,7 @@ def consumer(
         cmd.append("--prime")
     if start_at:
         cmd += ["--start-at", str(start_at)]
-    cmd += ["--idle-s", str(IDLE_S[0])]
+    cmd += ["--idle-s", str(idle_s or IDLE_S[0])]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
 
 
@@ -229,7 +231,10 @@ def sustained(
         # its session exists before the fleet publishes, however long the process takes
         # to start on a loaded machine (it took 12 s: the whole run was lost)
         result(consumer(url, "controller", client_id, db_url, False, prime=True))
-        ctl = consumer(url, "controller", client_id, db_url, False, prime=False)
+        # Done after 10 s without a commit, not 1 s: on a loaded machine (load 20) a commit
+        # or a read stalled behind it can last over a second; the controller then took it
+        # for the end of the stream and quit, and what was still coming counted as lost.
+        ctl = consumer(url, "controller", client_id, db_url, False, prime=False, idle_s=10.0)
         sim = simulate.Simulator(BrokerUrl.parse(url), hubs, rate=1.0, outage_pct=20)
         sim.start()
         t0 = time.monotonic()
@@ -237,7 +242,8 @@ def sustained(
         sim.finish()
         sim.close()
         elapsed = time.monotonic() - t0
-        stored = int(result(ctl)["count"])
+        out = result(ctl)
+        stored = int(out["count"])
         lost = missing_samples(db_url, sim, timeout=10)
         counts = registry.seq_counts(db)
         gaps = int(db.execute("SELECT count(*) FROM gaps").fetchone()[0])
@@ -250,7 +256,8 @@ def sustained(
         f"  {len(hubs)} hubs x 1 sample/s for {seconds:.0f} s, {sim.stats.outages} outages"
         f" (drained on return): sent {sent} health msgs in {elapsed:.1f} s"
         f" ({sent / elapsed:.0f}/s); controller stored {stored} msgs (incl. state/events);"
-        f" lost {lost}, hubs not contiguous {bad}, gaps recorded {gaps}"
+        f" lost {lost}, hubs not contiguous {bad}, gaps recorded {gaps},"
+        f" controller reconnects {int(out.get('reconnects', 0))}"
     )
     return FleetRun({h.id: h.seq for h in sim.hubs}, stored, lost, bad, gaps)
 
