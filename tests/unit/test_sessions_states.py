@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import get_args
 
@@ -10,6 +11,8 @@ import pytest
 
 from hub_agent.api.protocol import SessionView
 from hub_agent.radius.accounting import TERMINATE_CAUSE
+from hub_agent.sessions.quota import MB
+from hub_agent.sessions.service import SessionService
 from hub_agent.sessions.states import (
     END_REASONS,
     EXPIRED_BY,
@@ -23,6 +26,7 @@ from hub_agent.sessions.states import (
     shown,
     step,
 )
+from tests.unit.test_sessions_service import T0, A, B, ctr, make_service
 
 STATES: tuple[State, ...] = get_args(State)
 ALLOWED = [(a, b) for a, targets in TRANSITIONS.items() for b in sorted(targets)]
@@ -132,3 +136,52 @@ def test_every_shown_session_fits_the_protocol(reason: str) -> None:
 def test_unknown_is_never_shown() -> None:
     with pytest.raises(IllegalTransition, match="not a stored state"):
         shown(UNKNOWN, None)
+
+
+# --- the service takes only the table's transitions ------------------------------------
+@pytest.fixture
+def svc(tmp_path: Path) -> SessionService:
+    return make_service(tmp_path)
+
+
+def _record_transitions(svc: SessionService) -> Callable[[], set[tuple[str, str]]]:
+    """Every state change of ``sessions`` as SQLite sees it, whatever code wrote it."""
+    svc.conn.executescript(
+        "CREATE TEMP TABLE moves (a TEXT, b TEXT);"
+        "CREATE TEMP TRIGGER moves_new AFTER INSERT ON main.sessions"
+        " BEGIN INSERT INTO moves VALUES ('unknown', new.state); END;"
+        "CREATE TEMP TRIGGER moves_set AFTER UPDATE OF state ON main.sessions"
+        " WHEN old.state != new.state BEGIN INSERT INTO moves VALUES (old.state, new.state); END;"
+    )
+    return lambda: {(str(a), str(b)) for a, b in svc.conn.execute("SELECT a, b FROM moves")}
+
+
+def test_the_service_takes_every_transition_and_only_those(svc: SessionService) -> None:
+    moves = _record_transitions(svc)
+    [day] = svc.issue_local_vouchers("jour", 1, T0)  # throttles once its data is gone
+    [hour] = svc.issue_local_vouchers("heure", 1, T0)
+    assert svc.login(A, None, "voucher", day, T0)[1] is None  # unknown -> authorised
+    [act] = svc.account(ctr(A, 0, 1000 * MB), T0 + 10)  # authorised -> throttled
+    assert act.kind == "throttle"
+    svc.logout(A, T0 + 20)  # throttled -> ended
+    view, _ = svc.login(A, None, "voucher", day, T0 + 30)  # ended -> throttled (its slot)
+    assert view is not None and view.state == "throttled"
+    assert svc.login(A, None, "voucher", hour, T0 + 40)[1] is None  # throttled -> ended, new
+    svc.account(ctr(A, 0, 0), T0 + 50)
+    [end] = svc.account(ctr(A, 0, 0), T0 + 50 + 15 * 60)  # authorised -> ended (idle)
+    assert end.reason == "idle"
+    assert svc.login(A, None, "voucher", hour, T0 + 2000)[1] is None  # ended -> authorised
+    assert svc.login(B, None, "free", None, T0 + 2000)[1] is None
+    svc.block(B, True, T0 + 2010)
+    assert moves() == set(ALLOWED)
+
+
+def test_the_service_refuses_an_unknown_end_reason_and_keeps_the_session(
+    svc: SessionService,
+) -> None:
+    [code] = svc.issue_local_vouchers("heure", 1, T0)
+    svc.login(A, None, "voucher", code, T0)
+    with pytest.raises(IllegalTransition, match="unknown end reason 'reboot'"):
+        svc.end(A, "reboot", T0 + 1)
+    view = svc.session_view(A, T0 + 2)
+    assert view is not None and view.state == "authorised"
