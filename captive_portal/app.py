@@ -72,6 +72,9 @@ def create_app(
         docs_url=None,  # no Swagger UI: it loads scripts from a CDN the LAN cannot reach
         redoc_url=None,
         lifespan=lifespan,
+        # the hub exports no OpenTelemetry; asking for the global providers on every
+        # request cost a tenth of an OS probe's answer (bench/bench_portal.py)
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.portal = portal
     app.state.live_config = live

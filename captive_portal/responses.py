@@ -18,7 +18,9 @@ HTML_HEADERS = {
 }
 
 
-def html(body: str, status_code: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:
+def html(
+    body: str | bytes, status_code: int = 200, headers: dict[str, str] | None = None
+) -> HTMLResponse:
     return HTMLResponse(body, status_code=status_code, headers={**HTML_HEADERS, **(headers or {})})
 
 

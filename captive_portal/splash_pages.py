@@ -35,7 +35,7 @@ class SplashPages:
     """Pre-rendered splash pages of one settings object (a pushed config clears them)."""
 
     _settings: Settings | None = None
-    _pages: dict[tuple[object, ...], list[str]] = field(default_factory=dict)
+    _pages: dict[tuple[object, ...], list[bytes]] = field(default_factory=dict)
 
     def page(
         self,
@@ -47,8 +47,8 @@ class SplashPages:
         *,
         csrf: str,
         code: str = "",
-    ) -> str:
-        """The splash for this device: ``offer`` is ``routes.pay.pay_offer``'s box."""
+    ) -> bytes:
+        """The splash for this device (UTF-8): ``offer`` is ``routes.pay.pay_offer``'s box."""
         if settings is not self._settings:
             self._pages.clear()
             self._settings = settings
@@ -57,9 +57,14 @@ class SplashPages:
         if parts is None:  # language x state x offer: a handful of pages per config
             ctx = splash_context(settings, t, state, csrf=_hole("csrf"), code=_hole("code"))
             ctx["pay"] = None if offer is None else {**offer, "csrf": _hole("pay")}
-            parts = self._pages[key] = _HOLE.split(renderer.page("splash.html", ctx))
-        fill = {"csrf": csrf, "pay": offer["csrf"] if offer else "", "code": str(escape(code))}
+            page = _HOLE.split(renderer.page("splash.html", ctx))
+            parts = self._pages[key] = [p.encode() for p in page]  # encoded once
+        fill = {
+            b"csrf": csrf.encode(),
+            b"pay": offer["csrf"].encode() if offer else b"",
+            b"code": str(escape(code)).encode(),
+        }
         out = parts[:]
         for i in range(1, len(out), 2):  # split() puts the holes' names at odd places
             out[i] = fill[out[i]]
-        return "".join(out)
+        return b"".join(out)

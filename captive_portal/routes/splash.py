@@ -23,7 +23,8 @@ async def splash_page(
     portal: Portal, t: Translator, ip: str, state: DeviceState, code: str = ""
 ) -> HTMLResponse:
     """The splash for this device (the route's and captive_portal.fastpath's answer)."""
-    offer = await pay_offer(portal, t, ip, state=state)  # None: not offered now
+    # None: not offered now (known from the state already: no need to list the plans)
+    offer = None if state.pay_online is False else await pay_offer(portal, t, ip, state=state)
     csrf = portal.csrf.issue("login", ip)
     body = portal.splash.page(
         portal.renderer, portal.settings, t, state, offer, csrf=csrf, code=code.strip()

@@ -108,5 +108,5 @@ def test_a_filled_splash_is_the_full_rendering(
             want = splash_context(settings, t, state, csrf=csrf, code=code)
             want["pay"] = pay
             got = pages.page(renderer, settings, t, state, pay, csrf=csrf, code=code)
-            assert got == renderer.page("splash.html", want)
+            assert got.decode() == renderer.page("splash.html", want)
     assert len(pages._pages) == 2  # one page per offer shown or not, filled per request
