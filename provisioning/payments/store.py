@@ -76,6 +76,12 @@ def m001_payments(db: Database) -> None:
     db.execute("CREATE INDEX payment_log_ref ON payment_log (ref, at)")
 
 
+@MIGRATIONS
+def m002_paid_at_index(db: Database) -> None:
+    # the fleet page's sales by day (provisioning/controller/fleet_sales.py) read a week
+    db.execute("CREATE INDEX payments_paid ON payments (paid_at)")
+
+
 @dataclass(frozen=True)
 class Payment:
     ref: str
