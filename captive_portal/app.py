@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from captive_portal import content_routes
 from captive_portal.agent import Agent
@@ -25,6 +26,13 @@ from captive_portal.state import AdminSessions, PortalState, StoredLockout
 from hub_agent.config import HubConfig
 
 ADMIN_ATTEMPTS = 5  # caretaker password guesses per IP per lockout window
+
+
+class PortalApp(FastAPI):
+    """FastAPI with captive_portal.fastpath in front of its whole middleware stack."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return FastPath(super().build_middleware_stack(), portal=self.state.portal)
 
 
 def create_app(
@@ -66,7 +74,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    app = FastAPI(
+    app = PortalApp(
         title="Relais captive portal",
         version="1",
         docs_url=None,  # no Swagger UI: it loads scripts from a CDN the LAN cannot reach
@@ -80,7 +88,6 @@ def create_app(
     app.state.live_config = live
     for module in (splash, login, status, probes, captive_api, admin, content_routes, pay):
         app.include_router(module.router)
-    app.add_middleware(FastPath, portal=portal)  # inside the two below: they apply to it
     app.add_middleware(
         ForeignHostRedirect,
         # the portal's current settings: a pushed config may move its address or port

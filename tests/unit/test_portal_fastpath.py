@@ -16,7 +16,6 @@ from fastapi import FastAPI
 
 from captive_portal.agent import DeviceState
 from captive_portal.app import create_app
-from captive_portal.fastpath import FastPath
 from captive_portal.render import Renderer, splash_context
 from captive_portal.routes.probes import PROBES
 from captive_portal.settings import build_settings
@@ -41,6 +40,8 @@ REQUESTS: list[tuple[str, dict[str, str]]] = [
     ('/?code="><script>alert(1)</script>&lang=en', {}),
     ("/?code=" + "A" * 65, {}),  # too long: the route's 422
     ("/api/captive", {}),
+    ("/?lang=en", {"Host": "example.com"}),  # a foreign host: to the splash, by hostcheck
+    ("/generate_204", {"Host": "connectivitycheck.gstatic.com"}),  # probes: any host
     *((path, {}) for path in PROBES),
 ]
 
@@ -54,9 +55,7 @@ def hub(tmp_path: Path) -> Iterator[Hub]:
 def _routes_only(hub: Hub) -> FastAPI:
     """The same portal (config, key, agent) without the fast path: what FastAPI answers."""
     app = create_app(hub.config, secret=SECRET, settings=build_settings(hub.config))
-    fast: object = FastPath  # (a class, compared with each entry's factory)
-    app.user_middleware = [m for m in app.user_middleware if m.cls is not fast]
-    app.middleware_stack = None  # rebuilt from the list on first use
+    app.middleware_stack = FastAPI.build_middleware_stack(app)  # not PortalApp's
     return app
 
 
