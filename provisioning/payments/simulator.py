@@ -286,6 +286,10 @@ def _now_text(ts: float | None = None) -> str:
 def _handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "relais-paysim"
+        # Keep-alive: the callers' one HTTP client reuses the connection (no new connection
+        # and server thread per status check or callback); idle ones close after 30 s.
+        protocol_version = "HTTP/1.1"
+        timeout = 30
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

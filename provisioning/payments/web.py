@@ -34,6 +34,10 @@ def route(
 def serve(service: PaymentService, host: str, port: int) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         server_version = "relais-payments"
+        # Keep-alive: the callers' one HTTP client reuses the connection (no new connection
+        # and server thread per status check or callback); idle ones close after 30 s.
+        protocol_version = "HTTP/1.1"
+        timeout = 30
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
