@@ -76,13 +76,21 @@ def connect(path: Path | str) -> sqlite_utils.Database:
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o750)
         private_file(Path(path))
-    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-    db = sqlite_utils.Database(conn)
+    return sqlite_utils.Database(sqlite_connection(str(path)))
+
+
+BUSY_TIMEOUT_MS = 5000  # how long a statement waits for another connection's write lock
+
+
+def sqlite_connection(path: str) -> sqlite3.Connection:
+    """A connection in autocommit mode with the settings every Relais database uses, at the
+    hub and at the centre: WAL, synchronous=FULL, foreign keys, a 5 s busy timeout."""
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=5000")
-    return db
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    return conn
 
 
 def open_db(path: Path | str, *migrations: Migrations) -> sqlite_utils.Database:

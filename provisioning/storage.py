@@ -56,6 +56,7 @@ from typing import Any, Literal, Protocol
 import psycopg
 
 from hub_agent import migrations
+from hub_agent.store import BUSY_TIMEOUT_MS, sqlite_connection
 
 Engine = Literal["sqlite", "postgresql"]
 Params = Sequence[Any] | None
@@ -202,7 +203,7 @@ class Database:
                     time.sleep(0.0005 if attempt < 1000 else 0.01)
             raise sqlite3.OperationalError("database is locked")
         finally:
-            self.conn.execute("PRAGMA busy_timeout=5000")
+            self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
     def broken(self) -> bool:
         """True once the server closed the connection (PostgreSQL restarted): reconnect."""
@@ -235,12 +236,7 @@ def connect(url: str | Path | DbUrl) -> Database:
         return Database(u, psycopg.connect(u.target, autocommit=True))
     if u.target != ":memory:":
         Path(u.target).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(u.target, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=5000")
-    return Database(u, conn)
+    return Database(u, sqlite_connection(u.target))
 
 
 # --- migrations (the registry shared with the hub: hub_agent.migrations) ----------------
