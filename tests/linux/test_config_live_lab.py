@@ -10,7 +10,6 @@ the phone online before stays online, and neither the agent nor the portal resta
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 from hub_agent.config import HubConfig, load_config
 from hub_agent.signing import SigningKey, sign_envelope
 from hub_agent.telemetry import topics
+from lab import paylab
 from lab.broker import Broker
 from lab.netns import HUB_LAN, UPSTREAM, Client, Lab
 from tests.conftest import require_mosquitto
@@ -39,16 +39,39 @@ MQTT_PORT = 1883
 WAIT_S = 60.0  # generous: the machine is shared and loaded
 
 
-def wait_for(what: str, pred: Callable[[], Any], hub: Hub, timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {n}\n{hub.log(n)}" for n in ("agent.log", "portal.log"))
-            raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {got!r})\n{logs}")
-        time.sleep(0.2)
+def wait_for(what: str, pred: Callable[[], Any], hub: Hub) -> Any:
+    try:
+        return paylab.wait_for(what, pred, WAIT_S, every=0.2)
+    except paylab.Timeout as e:
+        logs = "\n".join(f"--- {n}\n{hub.log(n)}" for n in ("agent.log", "portal.log"))
+        raise AssertionError(f"{e}\n{logs}") from None
+
+
+def captive_phone_sent_to(hub: Hub, c: Client, portal: str) -> None:
+    """Wait until a captive phone's web request is redirected to ``portal`` and the portal
+    answers its splash page there (the kernel follows at once, the portal within seconds)."""
+
+    def sent() -> bool:
+        got = _get(c, f"http://{UPSTREAM}/")[:2]
+        print("captive phone got", got)  # shown when the wait fails
+        return got == ("302", portal + "/")
+
+    wait_for(f"a captive phone sent to {portal}", sent, hub)
+    code, _, page = _get(c, portal + "/")
+    assert code == "200" and 'name="csrf"' in page, page[:500]
+    assert not _reaches_upstream(c)
+
+
+def online_phone(hub: Hub) -> tuple[int, int]:
+    """Log the first phone in; the agent's and the portal's PIDs before the push."""
+    assert "Vous êtes connecté" in _login(hub.lab.clients[0], hub.voucher)
+    wait_for("c1 online", lambda: _reaches_upstream(hub.lab.clients[0]), hub)
+    return hub.agent.pid, hub.portal.pid
+
+
+def same_processes(hub: Hub, pids: tuple[int, int]) -> None:
+    assert hub.agent.poll() is None and hub.agent.pid == pids[0], "the agent restarted"
+    assert hub.portal.poll() is None and hub.portal.pid == pids[1], "the portal restarted"
 
 
 @pytest.fixture
@@ -104,36 +127,22 @@ def test_a_pushed_portal_port_is_followed_without_a_restart(
 ) -> None:
     hub, broker = pushed_hub
     c1, c2 = hub.lab.clients
-    assert "Vous êtes connecté" in _login(c1, hub.voucher)
-    wait_for("c1 online", lambda: _reaches_upstream(c1), hub)
+    pids = online_phone(hub)
     assert _get(c2, f"http://{UPSTREAM}/")[:2] == ("302", PORTAL + "/")
-    agent_pid, portal_pid = hub.agent.pid, hub.portal.pid
 
     def new_port(wire: dict[str, Any]) -> None:
         wire["portal"]["http_port"] = 8090
 
     push(hub, broker, new_port)
     moved = f"http://{HUB_LAN}:8090"
-
-    # The kernel redirects to the new port at once; the portal follows its copy within
-    # a few seconds, and its redirect names the new port.
-    def sent_to_new_port() -> bool:
-        got = _get(c2, f"http://{UPSTREAM}/")[:2]
-        print("captive phone got", got)  # shown when the wait fails
-        return got == ("302", moved + "/")
-
-    wait_for("a captive phone sent to the new port", sent_to_new_port, hub)
-    code, _, page = _get(c2, moved + "/")
-    assert code == "200" and 'name="csrf"' in page, page[:500]
+    captive_phone_sent_to(hub, c2, moved)
     assert _get(c2, PORTAL + "/", timeout=3)[0] == "000", "the old port still answers"
     assert f"{moved}/api/captive" in (hub.rundir / "data" / "dnsmasq.conf").read_text()
     assert _reaches_upstream(c1), "the phone online before the push lost its access"
-    assert not _reaches_upstream(c2)
     # The moved portal still talks to the agent: a new phone logs in there.
     assert "Vous êtes connecté" in _login(c2, issue_voucher(hub), portal=moved)
     wait_for("c2 online", lambda: _reaches_upstream(c2), hub)
-    assert hub.agent.poll() is None and hub.agent.pid == agent_pid, "the agent restarted"
-    assert hub.portal.poll() is None and hub.portal.pid == portal_pid, "the portal restarted"
+    same_processes(hub, pids)
     assert "listening on http://10.42.0.1:8090/" in hub.log("portal.log")
 
 
@@ -151,9 +160,7 @@ def test_a_pushed_lan_address_is_followed_without_a_restart(
 ) -> None:
     hub, broker = pushed_hub
     c1, c2 = hub.lab.clients
-    assert "Vous êtes connecté" in _login(c1, hub.voucher)
-    wait_for("c1 online", lambda: _reaches_upstream(c1), hub)
-    agent_pid, portal_pid = hub.agent.pid, hub.portal.pid
+    pids = online_phone(hub)
 
     def new_address(wire: dict[str, Any]) -> None:
         wire["network"]["lan"].update(
@@ -165,20 +172,9 @@ def test_a_pushed_lan_address_is_followed_without_a_restart(
     assert "10.43.0.1/24" in addrs and "10.42.0.1/" not in addrs, addrs
     dhcp = (hub.rundir / "data" / "dnsmasq.conf").read_text()
     assert "option:router,10.43.0.1" in dhcp and "http://10.43.0.1:8080/api/captive" in dhcp
-    moved = "http://10.43.0.1:8080"
     renumber(hub, c2, "10.43.0.102", "10.43.0.1")
-
-    def sent_to_new_address() -> bool:
-        got = _get(c2, f"http://{UPSTREAM}/")[:2]
-        print("captive phone got", got)  # shown when the wait fails
-        return got == ("302", moved + "/")
-
-    wait_for("a captive phone sent to the new address", sent_to_new_address, hub)
-    code, _, page = _get(c2, moved + "/")
-    assert code == "200" and 'name="csrf"' in page, page[:500]
-    assert not _reaches_upstream(c2)
+    captive_phone_sent_to(hub, c2, "http://10.43.0.1:8080")
     # The phone online before keeps its session (by MAC) on its new address.
     renumber(hub, c1, "10.43.0.101", "10.43.0.1")
     wait_for("c1 online again on its new address", lambda: _reaches_upstream(c1), hub)
-    assert hub.agent.poll() is None and hub.agent.pid == agent_pid, "the agent restarted"
-    assert hub.portal.poll() is None and hub.portal.pid == portal_pid, "the portal restarted"
+    same_processes(hub, pids)
