@@ -359,7 +359,8 @@ class Agent:
             from hub_agent.roaming_link import RoamingLink  # central codes' balances
 
             roaming = RoamingLink(lambda: self.config, self.telemetry, self.sessions,
-                                  self.kernel, self.on_worker, self.clock)  # fmt: skip
+                                  self.kernel, self.on_worker, self.clock,
+                                  fold=self.account_once)  # fmt: skip
             self.handler.roaming = roaming
             await self.telemetry.start()
         # The content cache keeps its own connection on the loop's thread (its sync and its

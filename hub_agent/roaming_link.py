@@ -46,6 +46,7 @@ class RoamingLink:
         kernel: Callable[[], sessions_loop.Kernel],
         on_worker: Callable[[Callable[[], T]], Awaitable[T]],
         clock: Callable[[], float] = time.time,
+        fold: Callable[[], object] | None = None,  # worker: one accounting pass (the agent's)
     ) -> None:
         self.config = config
         self.telemetry = telemetry
@@ -53,6 +54,7 @@ class RoamingLink:
         self.kernel = kernel
         self.on_worker: Any = on_worker
         self.clock = clock
+        self.fold = fold or (lambda: sessions_loop.tick(self.sessions, self.kernel(), now=clock()))
         self.hub_id = config().hub.id
         self._waiting: dict[str, asyncio.Future[Answer]] = {}
         self.rejected = 0  # answers that failed verification
@@ -164,6 +166,9 @@ class RoamingLink:
             asked = Asked(code, quota, answer, cfg.roaming.offline_share_pct)
 
             def apply(asked: Asked = asked) -> None:
+                # the kernel's latest counts first: the new grant is what is left after
+                # them (a grant from stale counts would give the bytes since back)
+                self.fold()
                 actions = self.sessions.apply_roaming(asked, self.clock())
                 sessions_loop.apply(actions, self.kernel())
 

@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
-import yaml
 
 from captive_portal.i18n import Languages, load_catalogue
 from captive_portal.render import fmt_bytes
@@ -38,10 +38,9 @@ from lab.broker import Broker
 from lab.firstpacket import PORTAL, logout, portal_get
 from lab.netns import UPSTREAM, Client, Lab, run
 from lab.roaming import Centre
-from lab.users import portal_setpriv
 from provisioning import balances, registry
 from tests.conftest import require_lab
-from tests.linux.test_agent_e2e import BIN, Hub, _config, _reaches_upstream
+from tests.linux.test_agent_e2e import Hub, _reaches_upstream, running_hub
 
 pytestmark = pytest.mark.root
 
@@ -79,44 +78,23 @@ def centre_reachable(lab: Lab, up: bool) -> None:
 
 
 def start_hub(stack: ExitStack, hub_id: str, centre: Centre, broker_port: int, octet: int) -> Hub:
-    lab = Lab.create(clients=2, nat=False)
-    stack.callback(lab.close)
-    stack.callback(lab.hub_exec, "nft", "delete", "table", "inet", "relais")
-    (lab.www_root / "blob3.bin").write_bytes(os.urandom(3 * MB))
-    (lab.www_root / "blob05.bin").write_bytes(os.urandom(MB // 2))
-    host = link_to_host(lab, octet)
-    rundir = Path(tempfile.mkdtemp(prefix=f"relais-{hub_id}-"))
-    stack.callback(shutil.rmtree, rundir, True)
-    os.chmod(rundir, 0o755)
-    data = _config(rundir)
-    data["hub"]["id"] = hub_id
-    data["trust"] = {"central_public_key": centre.key.public_b64, "voucher_secret": centre.secret}
-    data["mqtt"].update(url=f"mqtt://{host}:{broker_port}", keepalive_s=5, drain_rate_per_s=1000)
-    data["mqtt"].pop("username", None)
-    data["mqtt"].pop("password", None)
-    data["roaming"] = {"report_every_s": 0.5, "offline_share_pct": SHARE_PCT,
-                       "query_timeout_ms": 1000}  # fmt: skip
-    heure = next(p for p in data["plans"] if p["id"] == "heure")
-    heure.update(data_quota_mb=QUOTA_MB, down_kbit=100_000, up_kbit=100_000)
-    cfg_path = rundir / "hub.yaml"
-    cfg_path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    hub = Hub(lab, rundir, cfg_path, None, None, "")  # type: ignore[arg-type]
+    def edit(lab: Lab, data: dict[str, Any]) -> None:
+        (lab.www_root / "blob3.bin").write_bytes(os.urandom(3 * MB))
+        (lab.www_root / "blob05.bin").write_bytes(os.urandom(MB // 2))
+        host = link_to_host(lab, octet)
+        data["hub"]["id"] = hub_id
+        data["trust"] = {"central_public_key": centre.key.public_b64,
+                         "voucher_secret": centre.secret}  # fmt: skip
+        data["mqtt"].update(url=f"mqtt://{host}:{broker_port}", keepalive_s=5,
+                            drain_rate_per_s=1000)  # fmt: skip
+        data["mqtt"].pop("username", None)
+        data["mqtt"].pop("password", None)
+        data["roaming"] = {"report_every_s": 0.5, "offline_share_pct": SHARE_PCT,
+                           "query_timeout_ms": 1000}  # fmt: skip
+        heure = next(p for p in data["plans"] if p["id"] == "heure")
+        heure.update(data_quota_mb=QUOTA_MB, down_kbit=100_000, up_kbit=100_000)
 
-    def stop() -> None:  # both at once: each takes a few seconds to end on a busy machine
-        running = [p for p in (hub.agent, hub.portal) if p is not None and p.poll() is None]
-        for p in running:
-            p.terminate()
-        for p in running:
-            p.wait(10)
-
-    stack.callback(stop)
-    hub.start_agent()
-    hub.portal = lab.spawn(
-        lab.hub_ns, *portal_setpriv(), str(BIN / "captive-portal"), "--config", str(cfg_path),
-        log="portal.log",
-    )  # fmt: skip
-    lab.wait_port(lab.hub_ns, "10.42.0.1", 8080, timeout=20)
-    return hub
+    return stack.enter_context(running_hub(edit))
 
 
 def connected(hub: Hub, times: int = 1) -> bool:
@@ -252,6 +230,7 @@ def test_balance_follows_the_code_between_real_hubs(two_hubs: tuple[Centre, Hub,
     # what B counted: the 0.5 MB download, its headers and whatever else the phone sent
     assert quota - MB < d.quota_bytes <= quota - MB // 2, d
     page = status_page(b1)
+    assert mb(d.quota_bytes) in page, page[-2000:]
     assert "une part de votre forfait" not in page and "hub-a" not in page, page[-2000:]
     assert _reaches_upstream(b1)
 
