@@ -54,7 +54,6 @@ class Metering(Core):
                         "UPDATE sessions SET granted_used = ? WHERE id = ?", (s.granted_used, s.id)
                     )
                     actions.append(Action("regrant", s.mac, grant=self._grant(s)))
-                self.changes.bump([s.mac])  # the portal's status page: no longer offline
         return actions
 
     def apply_roaming(self, asked: Asked, now: float | None = None) -> list[Action]:
