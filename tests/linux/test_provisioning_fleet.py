@@ -520,6 +520,7 @@ def test_shared_member_ingests_through_the_enrolled_acl(central: Central, tmp_pa
         h.health(5)
         wait_for(
             lambda: registry.seq_counts(registry.open_registry(db_path)).get(h.hub_id) == (5, 1, 5),
+            timeout=30,  # 10 s was not enough at load 50
             what="the shared member's samples",
         )
     finally:
