@@ -52,7 +52,7 @@ def main() -> int:
     n = ap.parse_args().logins
     account: list[float | None] = []
     voucher: list[float | None] = []
-    with account_hub(clients=1) as (hub, _):
+    with account_hub() as (hub, _):
         phone = hub.lab.clients[0]
         codes = issue(hub.config_path, n)
         for code in codes:

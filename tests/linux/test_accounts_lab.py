@@ -15,20 +15,16 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from typing import Any
 
 import pytest
-import yaml
 
 from hub_agent.enforce.nft_apply import live_devices
 from lab.netns import HUB_WAN, UPSTREAM, Client, Lab
 from lab.radius import SECRET, FreeRadius, radclient, require_freeradius
-from lab.users import portal_setpriv
-from tests.conftest import require_lab
-from tests.linux.test_agent_e2e import BIN, PORTAL, Hub, _config, _get, _reaches_upstream
+from tests.linux.test_agent_e2e import PORTAL, Hub, _get, _reaches_upstream, running_hub
 
 pytestmark = pytest.mark.root
 
@@ -43,44 +39,29 @@ def wait_for(cond: Callable[[], object], timeout: float, what: str, step: float 
 
 
 @contextlib.contextmanager
-def account_hub(clients: int = 2) -> Iterator[tuple[Hub, FreeRadius]]:
+def account_hub() -> Iterator[tuple[Hub, FreeRadius]]:
     """The lab with `hub-agent run` and `captive-portal` offering account logins against
     FreeRADIUS in the upstream namespace (also bench/bench_radius.py's)."""
-    require_lab()
     require_freeradius()
-    lab = Lab.create(clients=clients, nat=False)
-    (lab.www_root / "blob.bin").write_bytes(os.urandom(BLOB))
-    radius = FreeRadius(
-        auth_port=1812, acct_port=1813, listen=UPSTREAM, client=HUB_WAN, netns=lab.upstream_ns
-    )
-    rundir = Path(tempfile.mkdtemp(prefix="relais-acct-"))
-    os.chmod(rundir, 0o755)
-    data = _config(rundir)
-    data["portal"]["login_methods"] = ["voucher", "free", "account"]
-    server = {"address": UPSTREAM, "secret": SECRET, "timeout_s": 0.5, "retries": 1}
-    data["radius"] = {"primary": server, "coa_listen": HUB_WAN, "interim_interval_s": 60}
-    cfg_path = rundir / "hub.yaml"
-    cfg_path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    hub = Hub(lab, rundir, cfg_path, None, None, "")  # type: ignore[arg-type]
-    try:
+    servers: list[FreeRadius] = []
+
+    def edit(lab: Lab, data: dict[str, Any]) -> None:
+        (lab.www_root / "blob.bin").write_bytes(os.urandom(BLOB))
+        radius = FreeRadius(auth_port=1812, acct_port=1813, listen=UPSTREAM, client=HUB_WAN,
+                            netns=lab.upstream_ns)  # fmt: skip
+        servers.append(radius)
         radius.start()
-        hub.start_agent()
-        hub.portal = lab.spawn(
-            lab.hub_ns, *portal_setpriv(), str(BIN / "captive-portal"), "--config",
-            str(cfg_path), log="portal.log",
-        )  # fmt: skip
-        lab.wait_port(lab.hub_ns, "10.42.0.1", 8080, timeout=20)
-        yield hub, radius
+        data["portal"]["login_methods"] = ["voucher", "free", "account"]
+        server = {"address": UPSTREAM, "secret": SECRET, "timeout_s": 0.5, "retries": 1}
+        data["radius"] = {"primary": server, "coa_listen": HUB_WAN, "interim_interval_s": 60}
+
+    try:
+        with running_hub(edit) as hub:
+            yield hub, servers[0]
     finally:
-        for p in (hub.agent, hub.portal):
-            if p is not None and p.poll() is None:
-                p.terminate()
-                p.wait(10)
-        radius.stop()
-        lab.hub_exec("nft", "delete", "table", "inet", "relais")
-        lab.close()
-        shutil.rmtree(rundir, ignore_errors=True)
-        shutil.rmtree(radius.workdir, ignore_errors=True)
+        for radius in servers:
+            radius.stop()
+            shutil.rmtree(radius.workdir, ignore_errors=True)
 
 
 @pytest.fixture
