@@ -23,11 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lab.broker import Broker
+from lab.firstpacket import pct
 from lab.roaming import Centre, Hub, hub_config
-
-
-def p99(xs: list[float]) -> float:
-    return sorted(xs)[max(0, int(len(xs) * 0.99) - 1)]
 
 
 async def run(hub: Hub, central: list[str], local: list[str]) -> tuple[list[float], list[float]]:
@@ -64,7 +61,7 @@ def main() -> int:
         finally:
             hub.close()
             centre.stop()
-    r99, l99 = p99(roam), p99(loc)
+    r99, l99 = pct(roam, 0.99), pct(loc, 0.99)
     print(f"logins: {n} roaming (centre reachable) + {n} local, alternating")
     print(f"local    login: median {statistics.median(loc):6.2f} ms  p99 {l99:6.2f} ms")
     print(f"roaming  login: median {statistics.median(roam):6.2f} ms  p99 {r99:6.2f} ms")
