@@ -35,6 +35,7 @@ import httpx
 
 from provisioning.payments.base import http_client
 from provisioning.payments.fedapay import MODES, signature_header
+from provisioning.payments.web import Server
 
 
 @dataclass
@@ -255,7 +256,7 @@ class Simulator:
 
     # --- serving ----------------------------------------------------------------------
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-        server = ThreadingHTTPServer((host, port), _handler(self))
+        server = Server((host, port), _handler(self))
         server.daemon_threads = True
         threading.Thread(
             target=server.serve_forever, args=(0.1,), name="paysim", daemon=True

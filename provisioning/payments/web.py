@@ -31,6 +31,13 @@ def route(
     return service.handle_callback(path[len(PREFIX) :].strip("/"), headers, body)
 
 
+class Server(ThreadingHTTPServer):
+    # The standard backlog of 5 overflowed under 20 callbacks at once on a loaded box:
+    # connections reset instead of queued.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 def serve(service: PaymentService, host: str, port: int) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         server_version = "relais-payments"
@@ -59,8 +66,7 @@ def serve(service: PaymentService, host: str, port: int) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(data)
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server = Server((host, port), Handler)
     threading.Thread(
         target=server.serve_forever, args=(0.1,), name="payments-web", daemon=True
     ).start()
