@@ -27,7 +27,7 @@ SOLD = ("paid", "granted", "delivered")
 # ``state || ''``: not indexable, on purpose. With a plain ``state IN`` SQLite's planner
 # takes the state index (payments_due) and visits every sale ever made; this way it takes
 # the paid_at range (index payments_paid), a week's rows whatever the table's age.
-_SOLD_SQL = "(state || '') IN (" + ", ".join(f"'{s}'" for s in SOLD) + ")"
+SOLD_SQL = "(state || '') IN (" + ", ".join(f"'{s}'" for s in SOLD) + ")"
 
 
 @dataclass
@@ -92,7 +92,7 @@ def sales_view(
     if not has_payments(db):
         return SalesView(fleet, [], 0, {})
     case, case_args = _day_case(bounds)
-    window = f"{_SOLD_SQL} AND paid_at >= ? AND paid_at < ?"
+    window = f"{SOLD_SQL} AND paid_at >= ? AND paid_at < ?"
     window_args = [bounds[-1][1], now + 1.0]
     for d, *split in db.execute(
         f"SELECT {case} AS d, {_SPLIT_SQL} FROM payments WHERE {window} GROUP BY 1",
