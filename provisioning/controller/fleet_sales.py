@@ -101,18 +101,21 @@ def sales_view(
         _fill(fleet[int(d)], split)
 
     where, where_args = fq.where(cutoff)
-    # not indexable either: the week's rows are checked against the selected hubs, rather
-    # than every payment of those hubs read through the (hub_id, request_id) index
-    among = f" AND (hub_id || '') IN (SELECT id FROM hubs{where})" if where else ""
+    # the week's sales per hub and day first, then the hubs the filters select: the
+    # planners then read the week once (a join first made PostgreSQL loop over the hubs
+    # for each payment); ``|| ''`` keeps SQLite from reading those hubs' payments of all
+    # time through the (hub_id, request_id) index should it push the filter down
     per_hub = (
-        f"SELECT hub_id, {case} AS d, {_SPLIT_SQL}, sum(amount) AS total FROM payments"
-        f" WHERE {window}{among} GROUP BY 1, 2"
+        f"SELECT * FROM (SELECT hub_id, {case} AS d, {_SPLIT_SQL}, sum(amount) AS total"
+        f" FROM payments WHERE {window} GROUP BY 1, 2) AS a"
     )
+    if where:
+        per_hub += f" WHERE (a.hub_id || '') IN (SELECT id FROM hubs{where})"
     args = [*case_args, *window_args, *where_args]
     (hub_days,) = db.execute(f"SELECT count(*) FROM ({per_hub}) AS x", args).fetchone()
     hubs = []
     for hub_id, d, *split in db.execute(
-        f"{per_hub} ORDER BY {3 + 2 * len(NETWORKS)} DESC, 2, 1 LIMIT {int(HUB_ROWS)}", args
+        f"{per_hub} ORDER BY total DESC, d, hub_id LIMIT {int(HUB_ROWS)}", args
     ).fetchall():
         hubs.append(_fill(DaySales(bounds[int(d)][0], str(hub_id)), split[:-1]))
     hubs.sort(key=lambda s: s.day, reverse=True)  # stable: newest day, busiest hub first
@@ -121,8 +124,8 @@ def sales_view(
 
 # count and FCFA of each network, as columns (one GROUP BY gives the split)
 _SPLIT_SQL = ", ".join(
-    f"sum(CASE WHEN network = '{n}' THEN 1 ELSE 0 END),"
-    f" sum(CASE WHEN network = '{n}' THEN amount ELSE 0 END)"
+    f"sum(CASE WHEN network = '{n}' THEN 1 ELSE 0 END) AS n_{n},"
+    f" sum(CASE WHEN network = '{n}' THEN amount ELSE 0 END) AS fcfa_{n}"
     for n in NETWORKS
 )
 
