@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,11 +42,12 @@ sys.path.insert(0, str(ROOT))
 from hub_agent.config import validate_config  # noqa: E402
 from lab.broker import free_port  # noqa: E402
 from lab.cgroup import SmallBox  # noqa: E402
+from lab.firstpacket import pct  # noqa: E402
 from tests.unit.real_agent import AgentThread, FakeClock, RealAgent, config_dict  # noqa: E402
 
-DURATION_S = 2
+DURATION_S = 2  # seconds: wrk takes whole ones
 CONNECTIONS = (32, 64)
-LOGINS = 100
+LOGINS = 50
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 ENDPOINTS = (  # what a captive phone asks, by who asks it
     ("splash", "/"),
@@ -211,10 +211,6 @@ def measure(
     }
 
 
-def pct(values: list[float], p: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
-
-
 async def login_latencies(base: str, agent: RealAgent) -> list[float]:
     """POST /login with a fresh voucher, then poll the Android probe until it says 204."""
     out = []
@@ -310,8 +306,8 @@ def main() -> None:
         report("each in a small-box cgroup (a quarter of a core, 1 GB):", boxed)
     else:
         print(f"small-box cgroup: not measured ({why_not})")
-    lp50, lp99 = pct(logins, 50) * 1000, pct(logins, 99) * 1000
-    sp50, sp99 = pct(statics, 50) * 1000, pct(statics, 99) * 1000
+    lp50, lp99 = pct(logins, 0.5) * 1000, pct(logins, 0.99) * 1000
+    sp50, sp99 = pct(statics, 0.5) * 1000, pct(statics, 0.99) * 1000
     print(f"login -> authorised (POST /login until /generate_204 = 204), {LOGINS} logins:")
     print(f"  portal p50 {lp50:6.2f} ms   p99 {lp99:6.2f} ms")
     print(f"  nginx one static GET: p50 {sp50:6.2f} ms   p99 {sp99:6.2f} ms")
