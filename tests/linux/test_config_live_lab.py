@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
 
-from hub_agent.config import HubConfig, load_config
+from hub_agent.configsync import load_active_config
 from hub_agent.signing import SigningKey, sign_envelope
 from hub_agent.telemetry import topics
 from lab import paylab
@@ -94,10 +95,10 @@ def pushed_hub() -> Iterator[tuple[Hub, Broker]]:
             b.close()
 
 
-def push(hub: Hub, broker: Broker, change: Callable[[dict[str, Any]], None]) -> HubConfig:
+def push(hub: Hub, broker: Broker, change: Callable[[dict[str, Any]], None]) -> None:
     """Sign the running config with ``change`` as the next version and publish it retained;
     wait until the agent reports it applied."""
-    current = load_config(hub.config_path, env={})
+    current = load_active_config(hub.rundir / "data", hub.config_path, env={})
     last = hub.rundir / "data" / "config" / "last_result.json"
     wire = current.to_wire()
     wire["version"] = current.version + 1
@@ -119,7 +120,6 @@ def push(hub: Hub, broker: Broker, change: Callable[[dict[str, Any]], None]) -> 
 
     got = wait_for("the agent's report on the pushed config", report, hub)
     assert got["status"] == "applied", got
-    return load_config(hub.config_path, env={}).model_copy(update={"version": wire["version"]})
 
 
 def test_a_pushed_portal_port_is_followed_without_a_restart(
@@ -178,3 +178,36 @@ def test_a_pushed_lan_address_is_followed_without_a_restart(
     renumber(hub, c1, "10.43.0.101", "10.43.0.1")
     wait_for("c1 online again on its new address", lambda: _reaches_upstream(c1), hub)
     same_processes(hub, pids)
+
+
+def test_pushed_radius_settings_move_the_coa_listener(pushed_hub: tuple[Hub, Broker]) -> None:
+    """Issue 20: RADIUS turned on, its CoA port moved, then turned off, by pushes: the
+    agent's UDP listener follows each (no restart)."""
+    hub, broker = pushed_hub
+    pid = hub.agent.pid
+
+    def udp_ports() -> set[int]:
+        out = hub.lab.hub_exec("ss", "-H", "-uln").stdout
+        return {int(line.split()[3].rpartition(":")[2]) for line in out.splitlines() if line}
+
+    def listening(port: int, yes: bool) -> bool:
+        return (port in udp_ports()) == yes
+
+    def radius(port: int | None) -> Callable[[dict[str, Any]], None]:
+        def change(wire: dict[str, Any]) -> None:
+            wire["radius"] = None
+            if port is not None:
+                wire["radius"] = {
+                    "primary": {"address": UPSTREAM, "secret": "lab-s3cret"},
+                    "coa_port": port,
+                }
+
+        return change
+
+    for port, bound, closed in ((3799, 3799, None), (3800, 3800, 3799), (None, None, 3800)):
+        push(hub, broker, radius(port))
+        if bound is not None:
+            wait_for(f"CoA listener on {bound}", partial(listening, bound, True), hub)
+        if closed is not None:
+            wait_for(f"CoA port {closed} closed", partial(listening, closed, False), hub)
+    assert hub.agent.poll() is None and hub.agent.pid == pid, "the agent restarted"
