@@ -181,7 +181,8 @@ def test_centre_killed_between_paid_and_grant(pl: PayLab) -> None:
     assert pl.play("confirm", ref=sp["ref"])["callbacks"] == [0]  # nobody answers it
     assert not reaches_upstream(c)
     pl.start_centre()  # polls what was pending: the provider says paid
-    code, page = pl.wait_result(c, ref, timeout=20)
+    # A poll the killed process had claimed holds its lease (30 s) before it is taken again.
+    code, page = pl.wait_result(c, ref, timeout=60)
     assert code == "200", page[:1500] + pl.log("centre.log")
     assert reaches_upstream(c)
     wait_for("delivered", lambda: pl.centre_row(ref)["state"] == "delivered", 10)  # type: ignore[index]
