@@ -55,13 +55,15 @@ def wait_for(cond: Callable[[], object], timeout: float, what: str, step: float 
         time.sleep(step)
 
 
-def link_to_host(lab: Lab, octet: int) -> str:
+def link_to_host(stack: ExitStack, lab: Lab, octet: int) -> str:
     """A veth from this machine to the lab's upstream, which forwards (and masquerades) the
     hub's traffic to it: the hub reaches this machine's broker as a remote centre. Its
     ``ctl0`` end is the hub's link to the centre. Returns this machine's address."""
     host_end = f"rrm{lab.run_id.replace('-', '')[-10:]}"[:15]
     run(["ip", "link", "add", host_end, "type", "veth", "peer", "name", "ctl0", "netns",
          lab.upstream_ns])  # fmt: skip
+    # gone with the namespace, unless something still holds the namespace (seen once)
+    stack.callback(run, ["ip", "link", "del", host_end], False)
     run(["ip", "addr", "add", f"169.254.{octet}.1/30", "dev", host_end])
     run(["ip", "link", "set", host_end, "up"])
     lab.ip(lab.upstream_ns, "addr", "add", f"169.254.{octet}.2/30", "dev", "ctl0")
@@ -81,7 +83,7 @@ def start_hub(stack: ExitStack, hub_id: str, centre: Centre, broker_port: int, o
     def edit(lab: Lab, data: dict[str, Any]) -> None:
         (lab.www_root / "blob3.bin").write_bytes(os.urandom(3 * MB))
         (lab.www_root / "blob05.bin").write_bytes(os.urandom(MB // 2))
-        host = link_to_host(lab, octet)
+        host = link_to_host(stack, lab, octet)
         data["hub"]["id"] = hub_id
         data["trust"] = {"central_public_key": centre.key.public_b64,
                          "voucher_secret": centre.secret}  # fmt: skip
