@@ -50,7 +50,7 @@ from provisioning.payments.service import FAULT_ENV
 from provisioning.payments.simulator import SimConfig, Simulator
 from provisioning.statedir import StateDir
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PORTAL = f"http://{HUB_LAN}:8080"
 HUB_A = "tg-lab-pay-a"

@@ -30,10 +30,9 @@ from hub_agent.sessions.db import SESSIONS
 from hub_agent.sessions.service import SessionService
 from hub_agent.store import open_db
 from hub_agent.telemetry import db_path
-from lab.netns import DOMAINS, HUB_LAN, UPSTREAM, Client, Lab
+from lab.netns import DNS_QUERY, DOMAINS, HUB_LAN, UPSTREAM, Client, Lab
 from lab.users import portal_setpriv
 from tests.conftest import require_lab
-from tests.linux.test_lab_smoke import DNS_QUERY
 
 pytestmark = pytest.mark.root
 
