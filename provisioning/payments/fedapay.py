@@ -167,6 +167,13 @@ class FedaPay:
                 raise ProviderUnavailable("FedaPay: created transaction has no id")
             tx_id = str(created["id"])
             record_ref(tx_id)  # before the push: a retry resumes, never re-creates
+        else:
+            # A start cut short (a crash after the push) resumes here: once the person has
+            # answered the prompt, FedaPay refuses a second push, and the status check says
+            # what happened.
+            done = self.status(req.ref, tx_id)
+            if done.outcome != "pending":
+                return StartResult(tx_id, f"already {done.reason}")
         token = self._call("POST", f"/v1/transactions/{tx_id}/token", {}).get("token")
         if not isinstance(token, str) or not token:
             raise ProviderUnavailable("FedaPay: no payment token")

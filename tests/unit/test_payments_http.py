@@ -20,7 +20,7 @@ from hub_agent.config import Plan
 from hub_agent.payments import GrantError, verify_grant
 from hub_agent.signing import SigningKey
 from provisioning.payments import store
-from provisioning.payments.base import Provider
+from provisioning.payments.base import Provider, StartRequest
 from provisioning.payments.fedapay import FedaPay
 from provisioning.payments.paygate import PayGate
 from provisioning.payments.service import PaymentService, Settings
@@ -242,3 +242,21 @@ def test_provider_5xx_at_start_is_retried_without_a_second_prompt(
     assert centre.sim.payments[p.ref].pushed == 1
     centre.sim.control("confirm", {"ref": p.ref})
     wait_until(lambda: centre.outbox.on("grant"), what="grant")
+
+
+def test_a_fedapay_start_resumed_after_the_answer_does_not_push_again(centre: Centre) -> None:
+    """A centre killed after the USSD push but before recording it starts again: the
+    person has answered meanwhile, so the resumed start asks the status instead of pushing
+    (FedaPay refuses a second push of an answered transaction: the sale would be lost)."""
+    sim = centre.sim
+    feda = FedaPay(sim.config.fedapay_secret_key, sim.config.fedapay_webhook_secret,
+                   base_url=sim.url, timeout_s=3)  # fmt: skip
+    req = StartRequest("RLRESUME0001", 100, "96000001", "flooz", "Wi-Fi Relais heure")
+    recorded: list[str] = []
+    first = feda.start(req, None, recorded.append)
+    assert first.provider_ref == recorded[0]
+    sim.control("confirm", {"ref": req.ref})
+    again = feda.start(req, recorded[0], recorded.append)
+    assert again.provider_ref == recorded[0] and again.note == "already approved"
+    assert sim.payments[req.ref].pushed == 1
+    assert feda.status(req.ref, recorded[0]).outcome == "paid"
