@@ -22,8 +22,11 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
 
+# Two workers, a test file each at a time: the lab tests mostly wait on kernels, brokers
+# and servers, so the suite takes about half the time (their namespaces and ports are
+# unique per process).
 test: deps venv lint
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --dist loadfile
 
 unit: venv
 	$(VENV)/bin/pytest tests/unit

@@ -132,6 +132,9 @@ def rng() -> Iterator[random.Random]:
     yield random.Random(seed)
 
 
+# 85-170 s on a quiet box; twenty agent starts on a loaded one took 550 s: a hang is still
+# caught, a slow machine is not a failure.
+@pytest.mark.timeout(900)
 def test_twenty_power_cuts_while_phones_use_the_hub(hub: Hub, rng: random.Random) -> None:
     clients = hub.lab.clients
     codes = _issue(hub, 3 * CUTS)
