@@ -19,6 +19,7 @@ from captive_portal.i18n import Translator
 from captive_portal.render import _num, fmt_bytes, session_facts
 from hub_agent.api.protocol import CaretakerView, DeviceView, HealthView, SalesRow
 from hub_agent.config import HubConfig
+from hub_agent.sessions.states import LIVE
 
 MAX_DEVICES = 60  # the page stays under 30 KB on a busy day; older devices are counted
 HOT_C = 75.0
@@ -78,7 +79,7 @@ def device_rows(
     blocked: list[dict[str, Any]] = []
     for d in _visible(devices, hub_macs, hub_ips(config)):
         s = d.session
-        active = s is not None and s.state in ("authorised", "throttled")
+        active = s is not None and s.state in LIVE
         facts = session_facts(s, t, default) if s is not None else None
         given = names.get(d.mac) or staff_names.get(d.mac)
         row = {

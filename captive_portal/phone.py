@@ -12,6 +12,7 @@ from captive_portal.i18n import Translator
 from hub_agent.api.protocol import SessionView
 from hub_agent.config import HubConfig
 from hub_agent.purchases import plan_price
+from hub_agent.sessions.states import AUTHORISED, LIVE
 
 LOW_FRACTION = 0.10
 
@@ -62,7 +63,7 @@ def _totals(s: SessionView, config: HubConfig) -> tuple[int | None, int | None]:
 
 def low_balance(s: SessionView, config: HubConfig) -> str | None:
     """ "data" or "time" when 10% or less of it is left (the one nearer its end), else None."""
-    if s.state != "authorised":
+    if s.state != AUTHORISED:
         return None  # throttled or ended pages say so already
     data, secs = _totals(s, config)
     left: list[tuple[float, str]] = []
@@ -81,7 +82,7 @@ def can_extend(config: HubConfig, session: SessionView | None, pay_online: bool 
     (the agent's word) and a plan with a price."""
     return (
         session is not None
-        and session.state in ("authorised", "throttled")
+        and session.state in LIVE
         and bool(pay_online)
         and any(plan_price(p) is not None for p in config.plans)
     )

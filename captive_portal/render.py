@@ -19,6 +19,7 @@ from captive_portal.phone import contact_context, status_extras
 from captive_portal.settings import Settings
 from hub_agent.api.protocol import SessionView
 from hub_agent.config import HubConfig, Localised
+from hub_agent.sessions.states import THROTTLED
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 MAX_PAGE_BYTES = 30 * 1024
@@ -184,7 +185,7 @@ def session_facts(s: SessionView, t: Translator, default_lang: str) -> dict[str,
         "data_used": fmt_bytes(s.bytes_used, t),
         "time_left": fmt_duration(s.seconds_remaining, t),
         "speed": t("speed.down_up", down=fmt_speed(s.down_kbit, t), up=fmt_speed(s.up_kbit, t)),
-        "throttled": "1" if s.state == "throttled" else "",
+        "throttled": "1" if s.state == THROTTLED else "",
     }
 
 
@@ -201,7 +202,7 @@ def status_context(
     notices = _banners(state, t)
     if just_logged_in:
         notices.insert(0, Notice("ok", t("status.welcome")))
-    if session.state == "throttled":
+    if session.state == THROTTLED:
         notices.append(Notice("warn", t("status.throttled")))
     extras = status_extras(session, settings.config, t, time.time() if now is None else now)
     if extras["low"]:

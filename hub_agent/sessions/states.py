@@ -18,6 +18,8 @@ from typing import Final, Literal, cast, get_args
 
 State = Literal["unknown", "authorised", "throttled", "ended"]
 UNKNOWN: Final = "unknown"  # no session row yet: never stored (the table's CHECK says so)
+AUTHORISED: Final = "authorised"  # through at full rate
+THROTTLED: Final = "throttled"  # through at the plan's reduced rate (its data is gone)
 LIVE: Final = frozenset({"authorised", "throttled"})  # rows with these use the uplink
 
 # Allowed transitions: from -> the states it may go to. A throttled session never goes

@@ -45,12 +45,10 @@ from hub_agent.sessions.service import SessionService, device_pseudonym
 from hub_agent.sessions.vouchers import make_central_code, month_index
 from hub_agent.signing import SigningKey
 from hub_agent.store import open_db
+from tests.unit.phone_browser import phone_page
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "caretaker"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update"]  # fmt: skip
 LOME = ZoneInfo("Africa/Lome")
 NOW = datetime(2026, 3, 14, 15, 30, tzinfo=LOME).timestamp()
 PASSWORD = "gardien-2026"
@@ -246,15 +244,7 @@ def _admin_page(site: Site) -> tuple[Any, str]:
 
 
 def test_screenshots_dashboard_and_low_balance_status(site: Site) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip("browser test skipped: /usr/bin/chromium missing (make test installs it)")
-    playwright = pytest.importorskip("playwright.sync_api")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(
-            viewport={"width": 360, "height": 640}, locale="fr-FR", java_script_enabled=False
-        )
+    with phone_page(ARTIFACTS) as page:
         page.set_default_timeout(10_000)
         page.goto(site.url + "/status")
         main = page.inner_text("main")
@@ -276,7 +266,6 @@ def test_screenshots_dashboard_and_low_balance_status(site: Site) -> None:
         page.screenshot(path=str(ARTIFACTS / "dashboard-fr.png"), full_page=True)
         page.goto(site.url + "/admin?lang=en")
         assert "Unblock" in page.inner_text("main")
-        browser.close()
     for name in ("status-low-balance-fr.png", "dashboard-fr.png"):
         assert (ARTIFACTS / name).stat().st_size > 5000
 

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from html import unescape
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from hub_agent.api.protocol import Login
 from hub_agent.sessions.vouchers import format_code, new_local_code, normalise_code, typo_position
+from tests.unit.phone_browser import phone_page
 from tests.unit.real_agent import DEV1, DEV2, DEV3, MAC1, MAC2, MAC3, Hub, login, running_hub
-from tests.unit.test_caretaker_pages import CHROMIUM, CHROMIUM_ARGS
 from tests.unit.test_portal_pay import Centre
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "phone"
@@ -131,30 +129,12 @@ def test_low_balance_warning_starts_at_exactly_ten_percent(hub: Hub) -> None:
 
 
 # --- the screenshot ------------------------------------------------------------------------
-@contextmanager
-def phone_page(html: str) -> Iterator[Any]:
-    """A 360 px phone in headless Chromium, JavaScript off, showing ``html`` (the portal's
-    pages are self-contained: CSS inline, no script, so no server is needed)."""
-    if not CHROMIUM.exists():
-        pytest.skip("browser test skipped: /usr/bin/chromium missing (make test installs it)")
-    playwright = pytest.importorskip("playwright.sync_api")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(
-            viewport={"width": 360, "height": 640}, locale="fr-FR", java_script_enabled=False
-        )
-        page.set_content(html)
-        yield page
-        browser.close()
-
-
 def test_screenshot_status_with_low_balance_and_prolonger(hub: Hub) -> None:
     Centre(hub)
     c = hub.client()
     assert login(c, hub.agent.issue("jour")).status_code == 200
     hub.agent.use_bytes(MAC1, 950_000_000)
-    with phone_page(c.get("/status").text) as page:
+    with phone_page(ARTIFACTS, c.get("/status").text) as page:
         main = page.inner_text("main")
         assert "10 % de vos données ou moins" in main
         assert "Prolonger" in main and "Payer par mobile money" in main and "FCFA" in main
@@ -168,7 +148,7 @@ def test_screenshot_splash_with_plans_mobile_money_and_help(tmp_path: Path) -> N
     with running_hub(tmp_path) as hub:
         Centre(hub)
         html = hub.client().get("/").text
-    with phone_page(html) as page:
+    with phone_page(ARTIFACTS, html) as page:
         assert page.get_attribute("#code", "placeholder") == "XXXX-XXXX-XXXX"
         assert page.is_visible("text=Se connecter")
         plans = page.inner_text("ul.plans >> nth=0")
