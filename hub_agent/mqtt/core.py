@@ -145,11 +145,16 @@ class Backoff:
     """The reconnect policy as state: ``next()`` after a failed or lost connection,
     ``reset()`` once the broker accepted us (back off from the floor next time)."""
 
-    def __init__(self, base: float = RECONNECT_MIN_S, cap: float = RECONNECT_MAX_S) -> None:
-        self.base, self.cap, self.attempt = base, cap, 0
+    def __init__(
+        self,
+        base: float = RECONNECT_MIN_S,
+        cap: float = RECONNECT_MAX_S,
+        rnd: Callable[[], float] = random.random,
+    ) -> None:
+        self.base, self.cap, self.attempt, self.rnd = base, cap, 0, rnd
 
     def next(self) -> float:
-        delay = backoff_delay(self.attempt, self.base, self.cap)
+        delay = backoff_delay(self.attempt, self.base, self.cap, self.rnd)
         self.attempt += 1
         return delay
 

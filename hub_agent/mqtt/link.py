@@ -18,7 +18,10 @@ paho runs its network loop in one thread we own (``relais-mqtt``); everything it
   rotate``), a CONNACK refusing the new user's credentials makes the link connect as the
   previous one; ``status.credential`` ("new"/"previous") and the retained ``state``
   (``user``, ``credential``) say which is in use, so the centre knows when to retire the
-  old user. The new one is tried again on the next link (a new config, a restart).
+  old user. While on the previous user, the link tries the new one again with a short
+  side connection on a backoff (``fallback.CredentialChoice``: minutes, jittered, capped)
+  and moves to it once the broker accepts it: a clean DISCONNECT (no will) and a CONNECT
+  as the new user on the same persistent session; paho re-sends what was not acknowledged.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from pydantic import SecretStr
 
 from hub_agent import __version__
 from hub_agent.config import HubConfig
+from hub_agent.mqtt.client import Client
 from hub_agent.mqtt.core import (
     AUTH_REFUSED,
     INFLIGHT_WINDOW,
@@ -62,6 +66,12 @@ from hub_agent.mqtt.core import (
     set_credentials,
     topic_matches,
 )
+from hub_agent.mqtt.fallback import (
+    RETRY_NEW_MAX_S,
+    RETRY_NEW_MIN_S,
+    CredentialChoice,
+    retry_new_min_s,
+)
 from hub_agent.telemetry import topics
 
 log = logging.getLogger(__name__)
@@ -84,6 +94,7 @@ class LinkSettings:
     inflight: int = INFLIGHT_WINDOW
     fallback_username: str | None = None
     fallback_password: SecretStr | None = None
+    retry_new_s: float = RETRY_NEW_MIN_S  # first retry of a refused new user
 
     def user(self, previous: bool) -> tuple[str | None, SecretStr | None]:
         if previous and self.fallback_username is not None:
@@ -114,6 +125,7 @@ class LinkSettings:
             "username": m.username,
             "password": m.password,
             "keepalive_s": keepalive,
+            "retry_new_s": retry_new_min_s(),
             "fallback_username": m.fallback.username if m.fallback else None,
             "fallback_password": m.fallback.password if m.fallback else None,
         }
@@ -184,7 +196,12 @@ class MqttLink:
         self._stop = threading.Event()
         self._accepted = False  # a CONNACK success since the last connect attempt
         self._auth_refused = False  # the last CONNACK refused these credentials
-        self._on_previous = False  # connecting as the fallback (previous) user
+        cap = max(settings.retry_new_s, RETRY_NEW_MAX_S)
+        self._creds = CredentialChoice(
+            settings.fallback_username is not None, Backoff(settings.retry_new_s, cap)
+        )
+        self._probe: threading.Thread | None = None
+        self._probe_accepted: bool | None = None  # set by the probe thread
         self.connected = asyncio.Event()
         self.status = LinkStatus()
         self._client = self._make_client()
@@ -272,6 +289,7 @@ class MqttLink:
                 while not self._stop.is_set():
                     if self._client.loop(timeout=1.0) != OK:
                         break
+                    self._try_new_user()
                 if self._accepted:
                     backoff.reset()
                     self._accepted = False
@@ -280,30 +298,54 @@ class MqttLink:
                 self._set_connected(False)
             if self._stop.is_set():
                 break
-            if self._auth_refused and self._fall_back():
+            if self._auth_refused and self._creds.refused(time.monotonic()):
+                log.warning(
+                    "MQTT user %s refused; connecting as the previous user %s",
+                    s.username,
+                    s.fallback_username,
+                )
                 continue  # at once, as the previous user
             self._stop.wait(backoff.next())
         with contextlib.suppress(Exception):
             self._client.loop(timeout=0.1)  # flush the DISCONNECT
 
     def _use_credentials(self) -> None:
-        user, password = self.settings.user(self._on_previous)
+        user, password = self.settings.user(self._creds.previous)
         if user is not None:
             set_credentials(self._client, user, password)
         self.status.user = user
-        self.status.credential = "previous" if self._on_previous else "new"
+        self.status.credential = "previous" if self._creds.previous else "new"
 
-    def _fall_back(self) -> bool:
-        """After the broker refused the new credentials: use the previous user, if any."""
-        if self._on_previous or self.settings.fallback_username is None:
-            return False
-        self._on_previous = True
-        log.warning(
-            "MQTT user %s refused; connecting as the previous user %s",
-            self.settings.username,
-            self.settings.fallback_username,
-        )
-        return True
+    def _try_new_user(self) -> None:
+        """Network thread, connected: while on the previous user, try the new one when the
+        backoff says so (a probe thread), and move to it once the broker accepted it."""
+        accepted, now = self._probe_accepted, time.monotonic()
+        if accepted is not None:
+            self._probe_accepted, self._probe = None, None
+            self._creds.probed(accepted, now)
+            if accepted:
+                log.info("MQTT user %s accepted now; moving to it", self.settings.username)
+                self._client.disconnect()  # clean: no will; the loop reconnects as new
+            return
+        if self._probe is None and self._creds.probe_due(now):
+            self._probe = threading.Thread(
+                target=self._probe_new_user, name="relais-mqtt-probe", daemon=True
+            )
+            self._probe.start()
+
+    def _probe_new_user(self) -> None:
+        """A short connection as the new user, under another client id (the hub's own
+        would take its session over); whether the broker accepted it."""
+        probe = Client(self.settings.broker, client_id=f"{self.settings.client_id}-probe")
+        try:
+            probe.connect(timeout=15)
+        except MqttError as e:
+            log.info("MQTT new user %s still refused: %s", self.settings.username, e)
+            self._probe_accepted = False
+            return
+        with contextlib.suppress(Exception):
+            probe.close()
+        self._probe_accepted = True
 
     def _state(self, online: bool) -> dict[str, Any]:
         user = (self.status.user, self.status.credential)
