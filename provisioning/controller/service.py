@@ -27,6 +27,7 @@ from hub_agent.sessions.service import Redemption
 from provisioning import balances, registry, topics, vouchers
 from provisioning.controller.ingest import Ingestor
 from provisioning.controller.leader import Housekeeper
+from provisioning.controller.retirement import Retirer
 from provisioning.registry import Batch
 from provisioning.statedir import StateDir
 from provisioning.storage import ERRORS, Database, DbUrl, connect, transaction
@@ -279,6 +280,9 @@ def run_controller(
         desk.start()
     except MqttError as e:
         log.error("balances: %s", e)
+    # rotations: the lease holder retires a hub's previous broker user once it is unused
+    retirer = Retirer(state, db_path, url, ingest.housekeeper.leading.is_set)
+    retirer.start()
     server = serve(db_path, http[0], http[1]) if http else None
     if server is not None:
         log.info("fleet page on http://%s:%d/", *server.server_address[:2])
@@ -299,6 +303,7 @@ def run_controller(
         )
     if server is not None:
         server.shutdown()
+    retirer.stop()
     ingest.stop()
     desk.stop()
     return 0
