@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hub_agent.children import stop_child
 from hub_agent.config import HubConfig
-from hub_agent.enforce.nft_plan import FAMILY, TABLE
+from hub_agent.enforce.nft_expr import FAMILY, TABLE
 
 log = logging.getLogger(__name__)
 

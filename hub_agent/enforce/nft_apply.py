@@ -12,16 +12,9 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
-from hub_agent.enforce.nft_plan import (
-    COUNTER_SETS,
-    DEVICE_SETS,
-    DYNAMIC_SETS,
-    FAMILY,
-    TABLE,
-    Json,
-    LiveDevice,
-    rule_name,
-)
+from hub_agent.enforce.nft_devices import LiveDevice
+from hub_agent.enforce.nft_expr import FAMILY, TABLE, Json, rule_name
+from hub_agent.enforce.nft_sets import COUNTER_SETS, DEVICE_SETS, DYNAMIC_SETS
 from hub_agent.enforce.nft_view import _canon
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hub_agent.enforce.nft_plan import DEVICE_SETS, Json
+from hub_agent.enforce.nft_expr import Json
+from hub_agent.enforce.nft_sets import DEVICE_SETS
 
 
 @dataclass(frozen=True)
