@@ -50,6 +50,7 @@ from hub_agent.worker import PriorityWorker
 log = logging.getLogger("hub_agent")
 
 ACCOUNT_EVERY_S = 2.0
+REBALANCE_CHUNK = 8  # classes re-set per worker job: a login waits for at most these
 DISCOVER_EVERY_S = 10.0  # neighbours, sniffed DHCP/ARP and leases -> the dashboard's list
 FULL_SAMPLE_EVERY = 5
 T = TypeVar("T")
@@ -116,6 +117,10 @@ class Agent:
     async def on_worker(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.worker, fn)
 
+    async def on_worker_urgent(self, fn: Callable[[], T]) -> T:
+        """Ahead of queued periodic passes: the centre's grants, like the portal's requests."""
+        return await asyncio.wrap_future(self.worker.submit_urgent(fn))
+
     # --- kernel ---------------------------------------------------------------------------
     def restore(self) -> None:
         """Make the kernel match the database (start, after kill -9, after reboot)."""
@@ -123,10 +128,25 @@ class Agent:
         log.info("kernel reconciled; %d device(s) re-created from stored usage", len(lost))
 
     def account_once(self) -> list[Action]:
-        actions = sessions_loop.tick(
+        """One whole accounting pass in one go (the roaming link and RADIUS fold with it)."""
+        actions = self._account_tick()
+        self.enforcer.rebalance()
+        self._account_after(actions)
+        return actions
+
+    def _account_tick(self) -> list[Action]:
+        # counters, decisions and their kernel changes in one job: a login run between the
+        # decision and its application could have its fresh session cut by a stale action
+        return sessions_loop.tick(
             self.sessions, self.enforcer, now=self.clock(), on_event=self.emit
         )
-        self.enforcer.rebalance()
+
+    def _rebalance_some(self) -> bool:
+        """Some of the guarantees a rebalance changed; True while more are left."""
+        self.enforcer.rebalance(limit=REBALANCE_CHUNK)
+        return self.enforcer.guarantees_due
+
+    def _account_after(self, actions: list[Action]) -> None:
         self.caretaker.tick()  # the dashboard's hourly chart and "coupé depuis"
         if self.accounts is not None:
             self.accounts.sync()  # RADIUS Interim/Stop from what this pass counted and ended
@@ -134,13 +154,20 @@ class Agent:
             if a.reason in ("data_quota", "time_quota"):
                 self.cutoffs_today += 1
                 self.emit("quota_reached", mac=a.mac, reason=a.reason, action=a.kind)
-        return actions
+
+    async def _account_pass(self) -> None:
+        """The pass as several worker jobs, so an urgent job (a login, a grant) queued
+        meanwhile waits for one step, not the whole pass."""
+        actions = await self.on_worker(self._account_tick)
+        while await self.on_worker(self._rebalance_some):
+            pass
+        await self.on_worker(lambda: self._account_after(actions))
 
     async def _account_loop(self) -> None:
         next_discovery = 0.0
         while not self._stop.is_set():
             try:
-                await self.on_worker(self.account_once)
+                await self._account_pass()
                 if time.monotonic() >= next_discovery:
                     next_discovery = time.monotonic() + DISCOVER_EVERY_S
                     await self.on_worker(self.lan_devices.poll)
@@ -355,11 +382,11 @@ class Agent:
             )
             from hub_agent.purchase_link import PurchaseLink
 
-            paylink = PurchaseLink(shop, self.telemetry, self.on_worker, self.clock)
+            paylink = PurchaseLink(shop, self.telemetry, self.on_worker_urgent, self.clock)
             from hub_agent.roaming_link import RoamingLink  # central codes' balances
 
             roaming = RoamingLink(lambda: self.config, self.telemetry, self.sessions,
-                                  self.kernel, self.on_worker, self.clock,
+                                  self.kernel, self.on_worker_urgent, self.clock,
                                   fold=self.account_once)  # fmt: skip
             self.handler.roaming = roaming
             await self.telemetry.start()

@@ -114,6 +114,8 @@ class Enforcer:
         self._blocked: frozenset[str] = frozenset()
         self._tc_plan: tc_plan.TcPlan | None = None
         self._tc_stale = False
+        self._tc_applied: tc_plan.Applied = {}  # what the kernel's classes were last set to
+        self._guarantees_due = False  # a rebalance decided new guarantees, not all set yet
         # bytes counted before a full table reload reset the per-element counters, added
         # back by counters() so accounting sees one monotonic counter per device
         self._carried: dict[str, tuple[int, int]] = {}
@@ -204,10 +206,10 @@ class Enforcer:
         plan = self._render_tc(state)
         self._tc_plan = plan
         self._tc_stale = False
-        if self.tc_equal():
-            return
-        log.info("tc trees differ from plan: rebuilding")
-        self.tc.apply(plan)
+        if not self.tc_equal():
+            log.info("tc trees differ from plan: rebuilding")
+            self.tc.apply(plan)
+        self._tc_applied = tc_plan.applied_of(plan)
 
     def tc_equal(self) -> bool:
         """True when the live tc classes and filter prios equal the plan's (both sides)."""
@@ -275,6 +277,8 @@ class Enforcer:
             return
         down, up = (tc_plan.device_class(grant, slot, d, self._fair(d)) for d in (True, False))
         self.tc.add_device(self._tc_plan, down, up)
+        self._tc_applied[(self._tc_plan.lan, down.classid)] = down
+        self._tc_applied[(self._tc_plan.wan, up.classid)] = up
         self._tc_stale = True  # re-rendered only when compared (keeps a login O(1))
 
     def _render_tc(self, state: DesiredState) -> tc_plan.TcPlan:
@@ -285,26 +289,44 @@ class Enforcer:
         community = tc_plan.community_kbit(self.config, down, self.shares.staff_busy)
         return tc_plan.fair_kbit(community, self.shares.active)
 
-    def rebalance(self, now: float | None = None) -> bool:
-        """Re-set the guarantees (staff, community, every device) when the active devices
-        or the staff's activity moved them (``Shares.want``); in the accounting pass, so a
-        login stays O(1)."""
+    def rebalance(self, now: float | None = None, limit: int | None = None) -> bool:
+        """Re-set the guarantees (staff, community, devices) when the active devices or the
+        staff's activity moved them (``Shares.want``); in the accounting pass, so a login
+        stays O(1). Only classes whose rates changed are set (``changed_guarantees``), at
+        most ``limit`` per call so the worker can run a login in between (``guarantees_due``
+        while some are left; each call re-plans from the current devices, so a device that
+        left in between is not re-created and one that joined got the new share at its
+        login). True when guarantees were re-planned or set."""
         now = time.monotonic() if now is None else now
+        if self.tc is None or self._tc_plan is None:
+            return False
         staff = bool(nft_plan.staff_macs(self.config, self._state()))
         want = self.shares.want(now, staff)
-        if self.tc is None or self._tc_plan is None or want is None:
+        if want is not None:
+            self.shares.active, self.shares.staff_busy = want
+            self._guarantees_due = True
+            log.info("guarantees re-planned: %d active device(s), staff busy: %s", *want)
+        if not self._guarantees_due:
             return False
-        self.shares.active, self.shares.staff_busy = want
         plan = self._render_tc(self._state())
-        for side in (plan.down, plan.up):
-            idx = self.tc.index(side.dev)
-            for cls in side.classes:
-                if cls.parent in (tc_plan.UPLINK, tc_plan.COMMUNITY):
-                    self.tc.set_class(idx, cls)
         self._tc_plan = plan
         self._tc_stale = False
-        log.info("guarantees re-set: %d active device(s), staff busy: %s", *want)
-        return True
+        changes = tc_plan.changed_guarantees(self._tc_applied, plan)
+        todo = changes if limit is None else changes[:limit]
+        index = {dev: self.tc.index(dev) for dev in {dev for dev, _ in todo}}
+        for dev, cls in todo:
+            self.tc.set_class(index[dev], cls)
+            self._tc_applied[(dev, cls.classid)] = cls
+        if todo:
+            log.info(
+                "guarantees re-set: %d class(es), %d left", len(todo), len(changes) - len(todo)
+            )
+        self._guarantees_due = len(todo) < len(changes)
+        return want is not None or bool(todo)
+
+    @property
+    def guarantees_due(self) -> bool:
+        return self._guarantees_due
 
     def deauthorize(self, mac: str) -> None:
         """Cut one device off; a device that is already gone is success."""
@@ -327,6 +349,8 @@ class Enforcer:
         slot = self._slots.pop(mac, None) or (live.slot if live else None)
         if slot is not None and self.tc is not None and self._tc_plan is not None:
             self.tc.remove_device(self._tc_plan, slot)
+            for dev in (self._tc_plan.lan, self._tc_plan.wan):
+                self._tc_applied.pop((dev, slot | tc_plan.ROOT), None)
             self._tc_stale = True
 
     def _set_staff(self, mac: str, on: bool) -> None:

@@ -199,3 +199,23 @@ def render_tc(
         lan=lan,
         wan=wan.interface,
     )
+
+
+Applied = dict[tuple[str, int], TcClass]  # (interface, classid) -> the class as last set
+
+
+def applied_of(plan: TcPlan) -> Applied:
+    """Every class of a plan, as ``changed_guarantees`` keys them (after a full apply)."""
+    return {(side.dev, c.classid): c for side in (plan.down, plan.up) for c in side.classes}
+
+
+def changed_guarantees(applied: Applied, plan: TcPlan) -> list[tuple[str, TcClass]]:
+    """The staff, community and device classes whose rates differ from what was last set,
+    in plan order: a rebalance changes only these (a device whose plan's ceiling caps its
+    guarantee keeps its class however many devices share the uplink)."""
+    return [
+        (side.dev, c)
+        for side in (plan.down, plan.up)
+        for c in side.classes
+        if c.parent in (UPLINK, COMMUNITY) and applied.get((side.dev, c.classid)) != c
+    ]

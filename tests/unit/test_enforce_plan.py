@@ -222,10 +222,41 @@ def test_rebalance_follows_the_active_devices(config) -> None:
     community = tc_plan.community_kbit(config, down=True, staff_busy=False)
     slot0 = enf._slots[grants[0].mac] | tc_plan.ROOT
     rates = [r["rate"] for v, r in enf.tc.applied if v == "replace-class" and r["handle"] == slot0]
-    assert rates == [f"{min(2000, community)}kbit", "1000kbit"]  # down, then up (its ceiling)
+    # down, then up (its ceiling), each only if its guarantee moved (before: 4 active)
+    assert rates == [f"{min(2000, community)}kbit", "1000kbit"][-len(rates) :]
+    assert rates and rates[-1] == "1000kbit"
     assert not enf.rebalance(now=101.0)  # nothing moved: no kernel work
     enf.shares.seen([g.mac for g in grants], now=102.0)
     assert enf.rebalance(now=102.0) and enf.shares.active == 4
+    assert not enf.guarantees_due
+
+
+def test_rebalance_sets_only_changed_classes_a_few_at_a_time(config) -> None:
+    from hub_agent.enforce.enforcer import Enforcer
+
+    enf = Enforcer(config, dry_run=True)
+    grants = tuple(
+        Grant(f"02:00:00:00:00:{i:02x}", f"10.42.0.{100 + i}", 10**6, 10**6) for i in range(6)
+    )
+    enf.reconcile(DesiredState(grants=grants))
+    assert enf.tc is not None and enf.shares.active == 6
+    plan = enf._tc_plan
+    assert plan is not None and tc_plan.changed_guarantees(tc_plan.applied_of(plan), plan) == []
+    enf.tc.applied.clear()
+    enf.shares.seen([grants[0].mac], now=100.0)
+    enf.shares.staff_counter(0, now=100.0)
+    enf.rebalance(now=100.0, limit=4)  # 6 devices' classes on 2 sides, staff, community
+    assert len(enf.tc.applied) == 4 and enf.guarantees_due
+    slot5 = enf._slots[grants[5].mac] | tc_plan.ROOT
+    enf.deauthorize(grants[5].mac)  # left between two chunks: its class is not re-created
+    cut = len(enf.tc.applied)
+    while enf.guarantees_due:
+        enf.rebalance(now=100.5, limit=4)
+    later = [r["handle"] for v, r in enf.tc.applied[cut:] if v == "replace-class"]
+    assert later and slot5 not in later
+    assert all(c.classid != slot5 for _, c in enf._tc_applied.items())
+    final = enf._render_tc(enf._state())
+    assert tc_plan.changed_guarantees(enf._tc_applied, final) == []
 
 
 def test_staff_guarantee_is_held_while_they_are_busy() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -37,3 +38,25 @@ def test_errors_reach_the_caller_and_the_worker_goes_on() -> None:
         w.shutdown()
     with pytest.raises(RuntimeError):
         w.submit(lambda: 1)
+
+
+def test_each_job_kind_is_timed_waiting_and_running() -> None:
+    from hub_agent.worker import kind_of
+
+    w = PriorityWorker(report_every_s=3600)
+    gate = threading.Event()
+    try:
+        held = w.submit(gate.wait)
+        while not held.running():  # the pass holds the thread before the login arrives
+            time.sleep(0.001)
+        login = w.submit_urgent(gate.is_set)
+        gate.set()
+        held.result(5)
+        assert login.result(5)
+        w.submit(lambda: None).result(5)  # runs after both were recorded
+        assert set(w.times) >= {"Event.wait", "Event.is_set!"}
+        assert w.times["Event.is_set!"].count == 1
+        assert w.times["Event.is_set!"].wait_max <= w.times["Event.wait"].run_max
+    finally:
+        w.shutdown()
+    assert kind_of(lambda: 1, ()) == "test_each_job_kind_is_timed_waiting_and_running"
