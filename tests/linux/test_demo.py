@@ -31,18 +31,18 @@ from lab.broker import free_port
 from lab.netns import list_netns
 from provisioning.hubdoc import base_document
 from provisioning.pushplan import deep_merge
-from scripts.demo import (
+from scripts.demo_config import (
     CARETAKER_PASSWORD,
     CTL_LINK,
     HUB_ID,
-    alive,
     broker_conf,
     content_items,
     demo_files,
     demo_layer,
-    render_text,
     tiny_pdf,
 )
+from scripts.demo_procs import alive
+from scripts.demo_text import render_text
 from tests.conftest import require_lab, require_mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]
