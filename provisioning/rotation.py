@@ -7,7 +7,9 @@
    when the broker refuses it.
 3. The hub's retained ``state`` names the user it is connected as: once it is the new one
    (``credential: "new"``), the old user is retired (``enroll.retire``). Otherwise the
-   old user is kept and the command exits 1; ``hubctl rotate HUB --retire`` finishes later.
+   old user is kept and the command exits 1; the hub tries the new user again by itself
+   (``hub_agent.mqtt.fallback``) and a running controller retires the old user once it
+   has (``controller.retirement``); ``hubctl rotate HUB --retire`` also finishes it.
 """
 
 from __future__ import annotations
@@ -111,5 +113,7 @@ def cmd_rotate(ctx: Ctx, run_push: RunPush) -> int:
         )
         return 1
     old = retire(ctx.state, hub_id)
+    if old is None:  # a running controller (controller.retirement) got there first
+        old = f"{creds_now.previous[0]} already"
     print(f"{hub_id}: connected as {creds_now.username}; previous broker user {old} retired")
     return 0
