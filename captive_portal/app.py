@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -64,6 +65,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(portal.agent.watch())]  # the device cache's feed
+        # what start-up built (modules, routes, templates) lives as long as the process:
+        # out of the collector's sight, an old-generation pass no longer walks it while
+        # the one worker's requests wait (a 94 ms pause under load before this)
+        gc.collect()
+        gc.freeze()
         if live:
             tasks.append(asyncio.create_task(live.run()))
         try:

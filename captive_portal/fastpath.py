@@ -8,8 +8,10 @@ the answer. Here a GET for one of them goes straight to the function its route c
 portal's cache, kept true by the agent's change feed), the same CSRF token and the same
 bytes; a probe's answer, which only depends on "through or not", is built once. The host
 check applies as in captive_portal.hostcheck (probes are answered whatever their host,
-the pages only for the portal's own); anything else (HEAD, a foreign host, a query the
-route would refuse) goes on to FastAPI unchanged. Mounted by ``app.PortalApp``.
+the pages only for the portal's own). A HEAD for a probe (some detectors send HEAD) gets
+the GET's status and headers without the body, as ``head.HeadAsGet`` would give it; anything
+else (another HEAD, a foreign host, a query the route would refuse) goes on to FastAPI
+unchanged. Mounted by ``app.PortalApp``.
 """
 
 from __future__ import annotations
@@ -36,13 +38,15 @@ class FastPath:
         self._probes: dict[tuple[str, bool, str], _Raw] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET":
+        method = scope["method"] if scope["type"] == "http" else ""
+        path = scope["path"] if method else ""
+        answer = PROBES.get(path)
+        if method != "GET" and (method != "HEAD" or answer is None):
             await self.app(scope, receive, send)
             return
-        portal, path = self.portal, scope["path"]
+        portal = self.portal
         client = scope.get("client")
         ip = client[0] if client else ""  # as deps.get_client_ip: nftables keeps the source
-        answer = PROBES.get(path)
         if answer is not None:
             state = await portal.agent.whoami(ip, FRESH_CAPTIVE_S)
             key = (path, state.authorised, portal.settings.base_url)
@@ -53,7 +57,7 @@ class FastPath:
                 r = probe_answer(answer, state, key[2])
                 raw = self._probes[key] = (r.status_code, r.raw_headers, bytes(r.body))
             await send({"type": "http.response.start", "status": raw[0], "headers": raw[1]})
-            await send({"type": "http.response.body", "body": raw[2]})
+            await send({"type": "http.response.body", "body": raw[2] if method == "GET" else b""})
             return
         host = next((v for k, v in scope["headers"] if k == b"host"), None)
         if path not in ("/", API_PATH) or not portal.settings.is_own_host(

@@ -13,9 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from captive_portal.agent import DeviceState
 from captive_portal.app import create_app
+from captive_portal.fastpath import FastPath
 from captive_portal.render import Renderer, splash_context
 from captive_portal.routes.probes import PROBES
 from captive_portal.settings import build_settings
@@ -83,6 +85,26 @@ def test_fast_answers_are_the_routes_answers_captive_and_through(hub: Hub) -> No
         assert by_path["/generate_204"][1] == (204 if through else 302)
         assert by_path["/?code=" + "A" * 65][1] == 422
         assert b"&#34;&gt;&lt;script&gt;" in by_path[REQUESTS[5][0]][3]  # type: ignore[operator]
+
+
+def test_a_probe_head_is_the_get_without_body_on_the_fast_path(hub: Hub) -> None:
+    async def behind(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError(f"{scope['method']} {scope['path']} went on to FastAPI")
+
+    fast_only = FastPath(behind, portal=hub.app.state.portal)  # the portal's cache and key
+
+    async def run() -> None:
+        for app in (hub.app, fast_only):
+            transport = httpx.ASGITransport(app=app, client=(DEV1, 40000))
+            async with httpx.AsyncClient(transport=transport, base_url=HUB_URL) as c:
+                for path in PROBES:
+                    get, head = await c.get(path), await c.head(path)
+                    assert (head.status_code, head.headers) == (get.status_code, get.headers)
+                    assert head.content == b"" and int(head.headers["content-length"]) == len(
+                        get.content
+                    )
+
+    asyncio.run(run())
 
 
 def _state(available: bool = True, uplink: bool | None = True, stale: bool = False) -> DeviceState:
