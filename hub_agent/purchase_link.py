@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from hub_agent.mqtt.link import Message, MqttLink
-from hub_agent.payments import GrantError, verify_grant
+from hub_agent.centre_exchange import CentreExchange, json_object
+from hub_agent.mqtt.link import Message
+from hub_agent.payments import verify_grant
 from hub_agent.purchases import RESEND_S, Purchases
 from hub_agent.telemetry import topics
 
@@ -33,7 +33,7 @@ def payments_topic(hub_id: str, leaf: str) -> str:
     return f"{topics.hub_root(hub_id)}/payments/{leaf}"
 
 
-class PurchaseLink:
+class PurchaseLink(CentreExchange):
     def __init__(
         self,
         purchases: Purchases,
@@ -41,70 +41,44 @@ class PurchaseLink:
         on_worker: Callable[[Callable[[], T]], Awaitable[T]],
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(telemetry, purchases.config().hub.id)
         self.purchases = purchases
-        self.telemetry = telemetry
         self.on_worker: Any = on_worker
         self.clock = clock
-        self.hub_id: str = purchases.config().hub.id
         self._wake = asyncio.Event()
         loop = asyncio.get_running_loop()
-        purchases.online = lambda: self.link.connected.is_set()
+        purchases.online = self.online
 
         def wake() -> None:  # from the worker thread
             loop.call_soon_threadsafe(self._wake.set)
 
         purchases.wake = wake
-        self.link.subscribe(payments_topic(self.hub_id, "grant"), self._on_grant)
-        self.link.subscribe(payments_topic(self.hub_id, "status"), self._on_status)
-        self.rejected = 0  # grants that failed verification
-
-    @property
-    def link(self) -> MqttLink:
-        link: MqttLink = self.telemetry.link
-        return link
+        self.subscribe(payments_topic(self.hub_id, "grant"), self._on_grant)
+        self.subscribe(payments_topic(self.hub_id, "status"), self._on_status)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish due requests: at once for a new one, every RESEND_S otherwise."""
         while not stop.is_set():
             self._wake.clear()
             try:
-                if self.link.connected.is_set():
+                if self.online():
                     due = await self.on_worker(lambda: self.purchases.due_requests(self.clock()))
                     for payload in due:
-                        self._publish("request", payload)
+                        self.send(payments_topic(self.hub_id, "request"), payload)
             except Exception:  # one bad pass must not stop the next
                 log.exception("publishing purchase requests failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), RESEND_S)
 
-    def _publish(self, leaf: str, payload: dict[str, Any]) -> None:
-        fut = self.link.publish(payments_topic(self.hub_id, leaf), payload)
-        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
-
     async def _on_status(self, msg: Message) -> None:
-        body = _json(msg)
+        body = json_object(msg)
         if body is not None:
             await self.on_worker(lambda: self.purchases.on_status(body, self.clock()))
 
     async def _on_grant(self, msg: Message) -> None:
-        body = _json(msg)
         key = self.purchases.config().trust.central_public_key
-        if body is None or key is None:
-            return
-        try:
-            grant = verify_grant(body, key, self.hub_id)
-        except GrantError as e:
-            self.rejected += 1
-            log.warning("payment grant refused: %s", e)
-            return
-        if await self.on_worker(lambda: self.purchases.apply_grant(grant, self.clock())):
-            self._publish("ack", {"ref": grant.ref})
-
-
-def _json(msg: Message) -> dict[str, Any] | None:
-    try:
-        body = json.loads(msg.payload)
-    except ValueError:
-        log.warning("%s: not JSON", msg.topic)
-        return None
-    return body if isinstance(body, dict) else None
+        grant = self.verified(msg, key, verify_grant, "payment grant")
+        if grant is not None and await self.on_worker(
+            lambda: self.purchases.apply_grant(grant, self.clock())
+        ):
+            self.send(payments_topic(self.hub_id, "ack"), {"ref": grant.ref})

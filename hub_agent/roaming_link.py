@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from hub_agent.centre_exchange import CentreExchange
 from hub_agent.config import HubConfig
-from hub_agent.mqtt.link import Message, MqttLink
-from hub_agent.roaming import Answer, AnswerError, Asked, balance_topic, verify_answer
+from hub_agent.mqtt.link import Message
+from hub_agent.roaming import Answer, Asked, balance_topic, verify_answer
 from hub_agent.sessions import loop as sessions_loop
 from hub_agent.sessions import roaming as sroaming
 from hub_agent.sessions.quota import plan_limits
@@ -37,7 +37,7 @@ T = TypeVar("T")
 RECONCILE_EVERY_S = 5.0
 
 
-class RoamingLink:
+class RoamingLink(CentreExchange):
     def __init__(
         self,
         config: Callable[[], HubConfig],
@@ -48,23 +48,16 @@ class RoamingLink:
         clock: Callable[[], float] = time.time,
         fold: Callable[[], object] | None = None,  # worker: one accounting pass (the agent's)
     ) -> None:
+        super().__init__(telemetry, config().hub.id)
         self.config = config
-        self.telemetry = telemetry
         self.sessions = sessions
         self.kernel = kernel
         self.on_worker: Any = on_worker
         self.clock = clock
         self.fold = fold or (lambda: sessions_loop.tick(self.sessions, self.kernel(), now=clock()))
-        self.hub_id = config().hub.id
         self._waiting: dict[str, asyncio.Future[Answer]] = {}
-        self.rejected = 0  # answers that failed verification
         self.timeouts = 0
-        self.link.subscribe(balance_topic(self.hub_id, "answer"), self._on_answer)
-
-    @property
-    def link(self) -> MqttLink:
-        link: MqttLink = self.telemetry.link
-        return link
+        self.subscribe(balance_topic(self.hub_id, "answer"), self._on_answer)
 
     # --- at login -------------------------------------------------------------------------
     async def before_login(self, text: str) -> Asked | None:
@@ -84,14 +77,13 @@ class RoamingLink:
 
     async def ask(self, code: str, plan_id: str, timeout_s: float) -> Answer | None:
         """The centre's verified answer, or None (link down, timeout)."""
-        if not self.link.connected.is_set() or self.config().trust.central_public_key is None:
+        if not self.online() or self.config().trust.central_public_key is None:
             return None
         request_id = secrets.token_hex(8)
         fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = fut
         query = {"request_id": request_id, "code": code, "plan_id": plan_id, "ts": self.clock()}
-        sent = self.link.publish(balance_topic(self.hub_id, "query"), query)
-        sent.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self.send(balance_topic(self.hub_id, "query"), query)
         try:
             return await asyncio.wait_for(fut, timeout_s)
         except TimeoutError:
@@ -102,20 +94,9 @@ class RoamingLink:
 
     async def _on_answer(self, msg: Message) -> None:
         key = self.config().trust.central_public_key
-        try:
-            body = json.loads(msg.payload)
-        except ValueError:
-            return
-        if key is None:
-            return
-        try:
-            answer = verify_answer(body, key, self.hub_id)
-        except AnswerError as e:
-            self.rejected += 1
-            log.warning("balance answer refused: %s", e)
-            return
-        fut = self._waiting.get(answer.request_id)
-        if fut is not None and not fut.done():
+        answer = self.verified(msg, key, verify_answer, "balance answer")
+        fut = self._waiting.get(answer.request_id) if answer is not None else None
+        if answer is not None and fut is not None and not fut.done():
             fut.set_result(answer)
 
     # --- in the background ------------------------------------------------------------------
@@ -126,7 +107,7 @@ class RoamingLink:
                 if time.monotonic() >= next_report:
                     next_report = time.monotonic() + self.config().roaming.report_every_s
                     await self.report_usage()
-                if self.link.connected.is_set():
+                if self.online():
                     await self.reconcile()
             except Exception:  # one bad pass must not stop the next
                 log.exception("roaming pass failed")

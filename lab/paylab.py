@@ -18,31 +18,27 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import re
-import secrets
-import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import yaml
 
 from hub_agent.config import validate_config
-from hub_agent.mqtt.client import Client as MqttClient
 from hub_agent.mqtt.core import BrokerUrl
 from hub_agent.telemetry import db_path
-from lab.broker import free_port, mosquitto_path
+from lab.broker import free_port
+from lab.centre import BIN as BIN
+from lab.centre import MQTT_PORT, CentreLab, process_env
+from lab.centre import Timeout as Timeout
+from lab.centre import wait_for as wait_for
 from lab.firstpacket import portal_get as _get
-from lab.netns import HUB_LAN, UPSTREAM, Client, Lab, run
+from lab.netns import HUB_LAN, UPSTREAM, Client, Lab
 from lab.users import portal_setpriv
 from provisioning.balances import BalanceDesk
 from provisioning.payments.base import http_client
@@ -50,29 +46,9 @@ from provisioning.payments.service import FAULT_ENV
 from provisioning.payments.simulator import SimConfig, Simulator
 from provisioning.statedir import StateDir
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 PORTAL = f"http://{HUB_LAN}:8080"
 HUB_A = "tg-lab-pay-a"
 HUB_B = "tg-lab-pay-b"
-MQTT_PORT = 1883
-T = TypeVar("T")
-
-
-class Timeout(AssertionError):
-    pass
-
-
-def wait_for(what: str, pred: Callable[[], T | None], timeout: float, every: float = 0.05) -> T:
-    """``pred()``'s first truthy value; Timeout naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise Timeout(f"{what}: not within {timeout:.0f}s")
-        time.sleep(every)
 
 
 def reaches_upstream(c: Client) -> bool:
@@ -81,15 +57,10 @@ def reaches_upstream(c: Client) -> bool:
 
 
 @dataclass
-class PayLab:
-    lab: Lab
-    root: Path
-    link: str
-    ctl_ip: str
+class PayLab(CentreLab):
+    TAG = "p"
     sim: Simulator
     callback_port: int
-    config_path: Path
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     desk: BalanceDesk | None = None  # the centre's balance answers (central codes at login)
 
     # --- building ------------------------------------------------------------------
@@ -97,10 +68,6 @@ class PayLab:
     @contextlib.contextmanager
     def running(cls, clients: int, lan_prefix: int = 24) -> Iterator[PayLab]:
         lab = Lab.create(clients=clients, nat=False, lan_prefix=lan_prefix)
-        root = Path(tempfile.mkdtemp(prefix="relais-paylab-"))
-        os.chmod(root, 0o755)
-        octet = 100 + secrets.randbelow(100)
-        link = f"rlp{lab.run_id.replace('-', '')[-8:]}"[:15]
         cport = free_port()
         sim = Simulator(
             SimConfig(
@@ -109,16 +76,11 @@ class PayLab:
             )
         )
         sim.serve("127.0.0.1", 0)
-        pl = cls(lab, root, link, f"169.254.{octet}.2", sim, cport, root / "hub" / "hub.yaml")
+        pl = cls(lab, sim, cport)
         try:
-            run(["ip", "link", "add", link, "type", "veth", "peer", "name", "ctlp",
-                 "netns", lab.upstream_ns])  # fmt: skip
-            run(["ip", "addr", "add", f"169.254.{octet}.1/30", "dev", link])
-            run(["ip", "link", "set", link, "up"])
-            lab.ip(lab.upstream_ns, "addr", "add", f"{pl.ctl_ip}/30", "dev", "ctlp")
-            lab.ip(lab.upstream_ns, "link", "set", "ctlp", "up")
+            pl.attach_centre()
             pl._enroll()
-            pl._start_broker()
+            pl.start_broker()
             pl._write_hub_config()
             pl.start_centre()
             pl.start_desk()
@@ -135,25 +97,8 @@ class PayLab:
         finally:
             pl.close()
 
-    @property
-    def central(self) -> Path:
-        return self.root / "central"
-
-    def hubctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        p = subprocess.run(
-            [str(BIN / "hubctl"), "--state", str(self.central), *args],
-            capture_output=True, text=True, timeout=60, env=_env(),
-        )  # fmt: skip
-        if check and p.returncode != 0:
-            raise AssertionError(f"hubctl {' '.join(args)}: {p.stderr}")
-        return p
-
     def _enroll(self) -> None:
-        self.central.mkdir(mode=0o700)
-        (self.central / "central.yaml").write_text(yaml.safe_dump({
-            "hub_mqtt_url": f"mqtt://{UPSTREAM}:{MQTT_PORT}",
-            "controller_mqtt_url": f"mqtt://{self.ctl_ip}:{MQTT_PORT}",
-        }))  # fmt: skip
+        self.central_settings()
         for hub_id in (HUB_A, HUB_B):
             self.hubctl("enroll", hub_id, "--kind", "mairie", "--name", f"Lab {hub_id}")
         StateDir(self.central).write_secret("payments", {
@@ -162,35 +107,6 @@ class PayLab:
             "fedapay": {"secret_key": "sk_sandbox_sim", "webhook_secret": "wh_sandbox_sim",
                         "base_url": self.sim.url},
         })  # fmt: skip
-
-    def host_vars(self, hub_id: str) -> dict[str, Any]:
-        text = (self.central / "ansible" / "host_vars" / f"{hub_id}.yml").read_text()
-        data: dict[str, Any] = yaml.safe_load(text)
-        return data
-
-    def _start_broker(self) -> None:
-        exe = mosquitto_path()
-        assert exe, "mosquitto is not installed"
-        bdir = self.root / "broker"
-        (bdir / "data").mkdir(parents=True)
-        shutil.copy(self.central / "mosquitto" / "passwd", bdir / "passwd")
-        shutil.copy(self.central / "mosquitto" / "acl", bdir / "acl")
-        (bdir / "mosquitto.conf").write_text("\n".join([
-            f"listener {MQTT_PORT}", "allow_anonymous false",
-            f"password_file {bdir / 'passwd'}", f"acl_file {bdir / 'acl'}",
-            "persistence true", f"persistence_location {bdir / 'data'}/",
-            "set_tcp_nodelay true", "max_inflight_messages 1000",
-            "max_queued_messages 100000", "log_dest stdout", "log_type error",
-            "log_type warning", "log_type notice", "",
-        ]))  # fmt: skip
-        with contextlib.suppress(KeyError):
-            ent = pwd.getpwnam("mosquitto")
-            for p in [bdir, *bdir.rglob("*")]:
-                os.chown(p, ent.pw_uid, ent.pw_gid)
-        self.procs["broker"] = self.lab.spawn(
-            self.lab.upstream_ns, exe, "-c", str(bdir / "mosquitto.conf"), log="broker.log"
-        )
-        self.lab.wait_port(self.lab.upstream_ns, UPSTREAM, MQTT_PORT)
 
     def _write_hub_config(self) -> None:
         doc = self.host_vars(HUB_A)["relais_hub_config"]
@@ -214,7 +130,7 @@ class PayLab:
         """``fault``: the service's fault point where it kills itself with SIGKILL
         (provisioning.payments.service.fault_point)."""
         log = open(self.lab.workdir / "centre.log", "ab")  # noqa: SIM115
-        env = _env() | ({FAULT_ENV: fault} if fault else {})
+        env = process_env() | ({FAULT_ENV: fault} if fault else {})
         self.procs["centre"] = subprocess.Popen(
             [str(BIN / "hubctl"), "--state", str(self.central), "payments", "run",
              "--http-host", "127.0.0.1", "--http-port", str(self.callback_port)],
@@ -242,38 +158,16 @@ class PayLab:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait(5)
 
-    def start_agent(self) -> None:
-        sock = self.config_path.parent / "run" / "agent.sock"
-        sock.unlink(missing_ok=True)
-        self.procs["agent"] = p = self.lab.spawn(
-            self.lab.hub_ns, str(BIN / "hub-agent"), "run", "--config", str(self.config_path),
-            log="agent.log",
-        )  # fmt: skip
-        wait_for("agent socket", lambda: p.poll() is None and sock.exists(), 20)
-
     def kill_agent(self) -> None:
         p = self.procs["agent"]
         os.killpg(p.pid, signal.SIGKILL)
         p.wait(5)
 
-    def log(self, name: str) -> str:
-        p = self.lab.workdir / name
-        return p.read_text(errors="replace")[-4000:] if p.exists() else ""
-
     def close(self) -> None:
-        for name in ("portal", "agent", "centre", "broker"):
-            p = self.procs.get(name)
-            if p is not None and p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGKILL)
-                p.wait(10)
         if self.desk is not None:
             self.desk.stop()
         self.sim.close()
-        self.lab.hub_exec("nft", "delete", "table", "inet", "relais")
-        self.lab.close()
-        subprocess.run(["ip", "link", "del", self.link], capture_output=True)
-        shutil.rmtree(self.root, ignore_errors=True)
+        super().close()
 
     # --- the phone -------------------------------------------------------------------
     def buy(self, c: Client, phone: str, network: str, plan: str = "heure") -> str:
@@ -342,22 +236,3 @@ class PayLab:
         path = db_path(self.config_path.parent / "data")
         with contextlib.closing(sqlite3.connect(path, timeout=10)) as db:
             return list(db.execute(sql, params))
-
-    def mqtt(self, user: str | None = None, password: str | None = None,
-             on_message: Any = None) -> MqttClient:  # fmt: skip
-        """A connected client as the controller (default) or as ``user``."""
-        if user is None:
-            user, password = StateDir(self.central).controller_credentials()
-        url = BrokerUrl.parse(f"mqtt://{self.ctl_ip}:{MQTT_PORT}").with_credentials(
-            user, password or ""
-        )
-        c = MqttClient(url, on_message=on_message)
-        c.connect()
-        return c
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAIS_")}
-    env["PYTHONPATH"] = str(ROOT)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env

@@ -12,59 +12,31 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import pwd
-import secrets
-import shutil
-import signal
 import subprocess
-import sys
-import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 
 from hub_agent.config import validate_config
-from hub_agent.mqtt.client import Client as MqttClient
-from hub_agent.mqtt.core import BrokerUrl, ConnectFailed
+from hub_agent.mqtt.core import ConnectFailed
 from hub_agent.telemetry.service import status_path
-from lab.broker import mosquitto_path
-from lab.netns import UPSTREAM, Lab, run
+from lab.centre import BIN as BIN
+from lab.centre import CentreLab, process_env
+from lab.centre import wait_for as wait_for
+from lab.netns import UPSTREAM, Lab
 from provisioning.pushplan import deep_merge
 from provisioning.statedir import StateDir
 from tests.conftest import require_lab, require_mosquitto
 
 pytestmark = pytest.mark.root
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 HUB = "tg-lab-rot-a"
-PORT = 1883
-T = TypeVar("T")
-
-
-def wait_for(
-    what: str, pred: Callable[[], T | None], timeout: float = 60, why: Callable[[], str] = str
-) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}\n{why()}")
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAIS_")}
-    env["PYTHONPATH"] = str(ROOT)
-    return env
+_env = process_env  # the name test_rotation_retry_lab.py imports
 
 
 @dataclass
@@ -89,100 +61,37 @@ class Seen:
 
 
 @dataclass
-class RotLab:
-    lab: Lab
-    root: Path
-    link: str
-    ctl_ip: str
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+class RotLab(CentreLab):
+    TAG = "r"
 
     @classmethod
     @contextlib.contextmanager
     def running(cls) -> Iterator[RotLab]:
-        lab = Lab.create(clients=0, nat=False, http=False)
-        root = Path(tempfile.mkdtemp(prefix="relais-rotlab-"))
-        os.chmod(root, 0o755)  # the broker (user mosquitto) reads its files below
-        octet = 100 + secrets.randbelow(100)
-        rl = cls(lab, root, f"rlr{lab.run_id.replace('-', '')[-8:]}"[:15], f"169.254.{octet}.2")
+        rl = cls(Lab.create(clients=0, nat=False, http=False))
         try:
-            # the test (the centre) reaches the broker in the upstream namespace over a veth
-            run(["ip", "link", "add", rl.link, "type", "veth", "peer", "name", "ctlr",
-                 "netns", lab.upstream_ns])  # fmt: skip
-            run(["ip", "addr", "add", f"169.254.{octet}.1/30", "dev", rl.link])
-            run(["ip", "link", "set", rl.link, "up"])
-            lab.ip(lab.upstream_ns, "addr", "add", f"{rl.ctl_ip}/30", "dev", "ctlr")
-            lab.ip(lab.upstream_ns, "link", "set", "ctlr", "up")
+            rl.attach_centre()
             rl.settings(reload=False)
             rl.hubctl("enroll", HUB, "--kind", "mairie", "--name", "Lab rotation")
-            rl._start_broker()
+            rl.start_broker()
             rl.settings(reload=True)
             yield rl
         finally:
             rl.close()
 
-    @property
-    def central(self) -> Path:
-        return self.root / "central"
-
-    @property
-    def bdir(self) -> Path:
-        return self.root / "broker"
-
-    @property
-    def config_path(self) -> Path:
-        return self.root / "hub" / "hub.yaml"
-
-    def hubctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        p = subprocess.run(
-            [str(BIN / "hubctl"), "--state", str(self.central), *args],
-            capture_output=True, text=True, timeout=300, env=_env(),
-        )  # fmt: skip
-        if check and p.returncode != 0:
-            raise AssertionError(f"hubctl {' '.join(args)}: {p.stdout}\n{p.stderr}")
-        return p
-
     def settings(self, reload: bool) -> None:
         """central.yaml; ``reload``: hubctl hands the broker its files and reloads it (else
         the broker keeps the users it had: a new password it does not know)."""
-        self.central.mkdir(mode=0o700, exist_ok=True)
-        doc: dict[str, Any] = {
-            "hub_mqtt_url": f"mqtt://{UPSTREAM}:{PORT}",
-            "controller_mqtt_url": f"mqtt://{self.ctl_ip}:{PORT}",
-        }
-        if reload and "broker" in self.procs:
-            owner = "-o mosquitto -g mosquitto" if _has_user("mosquitto") else ""
-            src, dst = self.central / "mosquitto", self.bdir
-            copy = " && ".join(
-                f"install -m 0600 {owner} {src / f} {dst / f}" for f in ("passwd", "acl")
-            )
-            doc["broker_reload"] = ["sh", "-c", f"{copy} && kill -HUP {self.procs['broker'].pid}"]
-        (self.central / "central.yaml").write_text(yaml.safe_dump(doc))
-
-    def _start_broker(self) -> None:
-        exe = mosquitto_path()
-        assert exe
-        (self.bdir / "data").mkdir(parents=True)
-        for f in ("passwd", "acl"):
-            shutil.copy(self.central / "mosquitto" / f, self.bdir / f)
-        (self.bdir / "mosquitto.conf").write_text("\n".join([
-            f"listener {PORT}", "allow_anonymous false",
-            f"password_file {self.bdir / 'passwd'}", f"acl_file {self.bdir / 'acl'}",
-            "persistence true", f"persistence_location {self.bdir / 'data'}/",
-            "max_inflight_messages 1000", "log_dest stdout", "log_type all", "",
-        ]))  # fmt: skip
-        if _has_user("mosquitto"):
-            ent = pwd.getpwnam("mosquitto")
-            for p in [self.bdir, *self.bdir.rglob("*")]:
-                os.chown(p, ent.pw_uid, ent.pw_gid)
-        self.procs["broker"] = self.lab.spawn(
-            self.lab.upstream_ns, exe, "-c", str(self.bdir / "mosquitto.conf"), log="broker.log"
+        if not (reload and "broker" in self.procs):
+            self.central_settings()
+            return
+        owner = "-o mosquitto -g mosquitto" if _has_user("mosquitto") else ""
+        src, dst = self.central / "mosquitto", self.broker_dir
+        copy = " && ".join(
+            f"install -m 0600 {owner} {src / f} {dst / f}" for f in ("passwd", "acl")
         )
-        self.lab.wait_port(self.lab.upstream_ns, UPSTREAM, PORT)
-
-    def host_vars(self) -> dict[str, Any]:
-        path = self.central / "ansible" / "host_vars" / f"{HUB}.yml"
-        data: dict[str, Any] = yaml.safe_load(path.read_text())
-        return data
+        self.central_settings(
+            broker_reload=["sh", "-c", f"{copy} && kill -HUP {self.procs['broker'].pid}"]
+        )
 
     def local(self) -> dict[str, Any]:
         """What this lab's hub has of its own (paths in the temp dir, a sample a second):
@@ -196,51 +105,25 @@ class RotLab:
             "mqtt": {"telemetry_interval_s": 1},
         }
 
+    client = CentreLab.mqtt  # the name test_rotation_retry_lab.py calls
+
     def start_agent(self) -> subprocess.Popen[bytes]:
-        doc = deep_merge(self.host_vars()["relais_hub_config"], self.local())
-        hub_dir = self.config_path.parent
-        (hub_dir / "run").mkdir(parents=True)
+        """The hub's config from its host_vars (and what is its own), then its agent."""
+        doc = deep_merge(self.host_vars(HUB)["relais_hub_config"], self.local())
+        (self.config_path.parent / "run").mkdir(parents=True)
         validate_config(doc, source="rotation lab hub config")
         self.config_path.write_text(yaml.safe_dump(doc), encoding="utf-8")
-        self.procs["agent"] = p = self.lab.spawn(
-            self.lab.hub_ns, str(BIN / "hub-agent"), "run", "--config", str(self.config_path),
-            log="agent.log",
-        )  # fmt: skip
-        sock = hub_dir / "run" / "agent.sock"
-        wait_for("agent socket", lambda: p.poll() is None and sock.exists(), 60)
-        return p
-
-    def client(self, user: str, password: str, on_message: Any = None) -> MqttClient:
-        url = BrokerUrl.parse(f"mqtt://{self.ctl_ip}:{PORT}").with_credentials(user, password)
-        c = MqttClient(url, on_message=on_message)
-        c.connect()
-        return c
+        return super().start_agent()
 
     def hub_status(self) -> dict[str, Any]:
         """`hub-agent status --json`, as the caretaker runs it."""
         p = subprocess.run(
             [str(BIN / "hub-agent"), "status", "--config", str(self.config_path), "--json"],
-            capture_output=True, text=True, timeout=60, env=_env(),
+            capture_output=True, text=True, timeout=60, env=process_env(),
         )  # fmt: skip
         assert p.returncode == 0, p.stderr
         data: dict[str, Any] = json.loads(p.stdout)
         return data
-
-    def log(self, name: str) -> str:
-        p = self.lab.workdir / name
-        return p.read_text(errors="replace")[-4000:] if p.exists() else ""
-
-    def close(self) -> None:
-        for name in ("agent", "broker"):
-            p = self.procs.get(name)
-            if p is not None and p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGKILL)
-                p.wait(10)
-        self.lab.hub_exec("nft", "delete", "table", "inet", "relais")
-        self.lab.close()
-        subprocess.run(["ip", "link", "del", self.link], capture_output=True)
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _has_user(name: str) -> bool:
@@ -260,10 +143,10 @@ def test_rotating_a_running_hubs_credentials_without_a_restart() -> None:
     require_lab()
     require_mosquitto()
     with RotLab.running() as rl:
-        old_password = rl.host_vars()["relais_mqtt_password"]
+        old_password = rl.host_vars(HUB)["relais_mqtt_password"]
         ctl_user, ctl_password = StateDir(rl.central).controller_credentials()
         seen = Seen()
-        watch = rl.client(ctl_user, ctl_password, on_message=seen.on_message)
+        watch = rl.mqtt(ctl_user, ctl_password, on_message=seen.on_message)
         watch.subscribe([f"relais/hubs/{HUB}/health", f"relais/hubs/{HUB}/state"])
         agent = rl.start_agent()
         wait_for("first samples", lambda: len(seen.seqs) >= 3, 60)
@@ -298,7 +181,7 @@ def test_rotating_a_running_hubs_credentials_without_a_restart() -> None:
 
         # The retired user is refused; the agent was never restarted; no sample lost.
         with pytest.raises(ConnectFailed, match="refused"):
-            rl.client(HUB, old_password).close()
+            rl.mqtt(HUB, old_password).close()
         assert agent.poll() is None and rl.procs["agent"].pid == agent.pid
         assert (
             json.loads(status_path(rl.config_path.parent / "data").read_text())["pid"] == agent.pid
