@@ -8,10 +8,13 @@ fields and choosing the translator themselves.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Form, Request
+from fastapi.responses import HTMLResponse
+from fastapi.types import DecoratedCallable as Route
 
 from captive_portal.deps import PortalDep, translator_for
 from captive_portal.i18n import Translator
@@ -39,3 +42,23 @@ def get_posted(
 
 
 PostedForm = Annotated[Posted, Depends(get_posted)]
+
+
+def page_route(
+    method: Callable[..., Callable[[Route], Route]],
+    path: str,
+    summary: str,
+    answers: Mapping[int, str],
+    html: bool = True,
+) -> Callable[[Route], Route]:
+    """A route that answers a page (``html``) or a file, or a redirect (``method``:
+    ``router.get`` or ``router.post``); ``answers``: its other statuses and what each
+    means, for the docs."""
+    kind: dict[str, Any] = {"response_class": HTMLResponse} if html else {}
+    return method(
+        path,
+        **kind,
+        response_model=None,
+        summary=summary,
+        responses={code: {"description": text} for code, text in answers.items()},
+    )

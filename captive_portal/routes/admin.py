@@ -25,7 +25,7 @@ from captive_portal.deps import (
     LangDep,
     PortalDep,
 )
-from captive_portal.forms import Posted, PostedForm
+from captive_portal.forms import Posted, PostedForm, page_route
 from captive_portal.i18n import Translator
 from captive_portal.phone import contact_context
 from captive_portal.render import localised, quota_rows
@@ -83,13 +83,8 @@ def _back(t: Translator, flash: str) -> RedirectResponse:
     return redirect(f"/admin?{urlencode({'lang': t.lang, 'msg': flash})}", 303)
 
 
-@router.get(
-    "",
-    response_class=HTMLResponse,
-    response_model=None,
-    summary="Caretaker dashboard (login required)",
-    responses={401: {"description": "login form"}, 404: {"description": "admin disabled"}},
-)
+@page_route(router.get, "", "Caretaker dashboard (login required)",
+            {401: "login form", 404: "admin disabled"})  # fmt: skip
 async def dashboard(
     portal: PortalDep,
     t: LangDep,
@@ -133,13 +128,7 @@ async def dashboard(
     return html(portal.renderer.page("admin.html", ctx))
 
 
-@router.post(
-    "/login",
-    response_class=HTMLResponse,
-    response_model=None,
-    summary="Caretaker login",
-    responses={303: {"description": "logged in: to the dashboard"}},
-)
+@page_route(router.post, "/login", "Caretaker login", {303: "logged in: to the dashboard"})
 async def admin_login(
     request: Request,
     portal: PortalDep,
@@ -209,13 +198,7 @@ MacField = Annotated[str, Form(max_length=32)]
 
 def _action(path: str, summary: str, after: str = "done") -> Callable[[Route], Route]:
     """A caretaker's form: the login page when refused, else 303 back to the dashboard."""
-    return router.post(
-        path,
-        response_class=HTMLResponse,
-        response_model=None,
-        summary=summary,
-        responses={303: {"description": f"{after}: back to the dashboard"}},
-    )
+    return page_route(router.post, path, summary, {303: f"{after}: back to the dashboard"})
 
 
 @router.post("/logout", summary="Caretaker logout", status_code=303)
@@ -308,12 +291,8 @@ def _canonical(code: str) -> str:
 
 # Tickets printed at the hub carry the same QR code as the central sheets
 # (provisioning/voucher_sheet.py: the portal URL with ?code=, which fills the form).
-@router.get(
-    "/qr/{code}.svg",
-    response_model=None,
-    summary="A ticket's QR code (SVG)",
-    responses={401: {"description": "login required"}},
-)
+@page_route(router.get, "/qr/{code}.svg", "A ticket's QR code (SVG)", {401: "login required"},
+            html=False)  # fmt: skip
 async def admin_qr(portal: PortalDep, sid: AdminSession, code: str) -> Response:
     code = _canonical(code)
     if sid is None or not 4 <= len(code) <= 16:
@@ -334,12 +313,8 @@ def _qr_svg(url: str) -> bytes:
     return buf.getvalue()
 
 
-@router.get(
-    "/vouchers.pdf",
-    response_model=None,
-    summary="The tickets just issued as the central A4 sheet (PDF)",
-    responses={401: {"description": "login required"}},
-)
+@page_route(router.get, "/vouchers.pdf", "The tickets just issued as the central A4 sheet (PDF)",
+            {401: "login required"}, html=False)  # fmt: skip
 async def admin_vouchers_pdf(
     portal: PortalDep,
     t: LangDep,

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from captive_portal.agent import UNAVAILABLE, DeviceState
 from captive_portal.deps import ClientIp, DeviceDep, LangDep, PortalDep
 from captive_portal.extend import extend_box
-from captive_portal.forms import PostedForm
+from captive_portal.forms import PostedForm, page_route
 from captive_portal.render import splash_context, status_context
 from captive_portal.responses import html, redirect
 from hub_agent.api.protocol import Logout
@@ -18,13 +18,8 @@ from hub_agent.api.protocol import Logout
 router = APIRouter()
 
 
-@router.get(
-    "/status",
-    response_class=HTMLResponse,
-    response_model=None,
-    summary="The device's session",
-    responses={303: {"description": "not logged in: back to the splash page"}},
-)
+@page_route(router.get, "/status", "The device's session",
+            {303: "not logged in: back to the splash page"})  # fmt: skip
 async def status(
     portal: PortalDep, t: LangDep, ip: ClientIp, state: DeviceDep
 ) -> HTMLResponse | RedirectResponse:
@@ -36,13 +31,8 @@ async def status(
     return html(portal.renderer.page("status.html", ctx))
 
 
-@router.post(
-    "/logout",
-    response_class=HTMLResponse,
-    response_model=None,
-    summary="End the device's session",
-    responses={303: {"description": "logged out: back to the splash page"}},
-)
+@page_route(router.post, "/logout", "End the device's session",
+            {303: "logged out: back to the splash page"})  # fmt: skip
 async def logout(
     portal: PortalDep, ip: ClientIp, form: PostedForm
 ) -> HTMLResponse | RedirectResponse:
