@@ -1,12 +1,16 @@
 """The agent's RADIUS side (login method ``account``): authentication, accounting, CoA.
 
 The round trips to the AAA server run on the event loop, never on the worker thread that
-owns SQLite and the kernel: the handler authenticates first, then does the login and its
-kernel change in one transaction on the worker, as for a voucher. The accounting journal
+owns SQLite and the kernel. An account login takes one trip through the worker, as a
+voucher's: the gate (blocked? locked out after wrong passwords?) reads the committed state
+on a read-only connection of its own, in a thread, so the Access-Request never queues
+behind a periodic pass; then RADIUS on the loop; then the login, its accounting Start and
+its kernel change in one transaction on the worker (one commit). The accounting journal
 is kept in step with the sessions table by ``sync`` (sessions/accounts.py), run on the
-worker after every accounting pass and right after an account login; ``AccountingSender``
-delivers it. Disconnect/CoA-Request first fold the kernel's latest counts into the session
-(so the Stop carries what the kernel saw), then end it or re-grant it with the new terms.
+worker after every accounting pass and inside an account login's transaction;
+``AccountingSender`` delivers it. Disconnect/CoA-Request first fold the kernel's latest
+counts into the session (so the Stop carries what the kernel saw), then end it or re-grant
+it with the new terms.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
@@ -32,7 +38,7 @@ from hub_agent.radius import (
     RadiusClient,
     Target,
 )
-from hub_agent.sessions import accounts
+from hub_agent.sessions import accounts, attempts
 from hub_agent.sessions.accounts import ACCOUNT, Terms
 from hub_agent.sessions.service import SessionService
 from hub_agent.store import transaction
@@ -74,10 +80,29 @@ class Accounts:
         self.sender = AccountingSender(self.journal, self.client.account, run=on_worker)
         self.listener = CoaListener(config, self.on_disconnect, self.on_change, clock=clock)
         self._task: asyncio.Task[None] | None = None
+        self._reader: sqlite3.Connection | None = None  # the gate's, opened on first use
+        self._reading = threading.Lock()
 
     # --- login (loop, then worker) ----------------------------------------------------------
     def offered(self) -> bool:
         return ACCOUNT in self.sessions.config.portal.login_methods
+
+    def standing(self, mac: str, now: float) -> tuple[bool, attempts.Verdict]:
+        """Any thread: (blocked, wrong-password verdict) of the device, as last committed.
+
+        A WAL reader never waits for the worker's writes; the login transaction checks both
+        again, so a change committed in between is still honoured."""
+        portal = self.sessions.config.portal
+        with self._reading:
+            if self._reader is None:
+                path = self.journal.db.conn.execute("PRAGMA database_list").fetchone()[2]
+                self._reader = sqlite3.connect(
+                    f"file:{path}?mode=ro", uri=True, check_same_thread=False
+                )
+            conn = self._reader
+            row = conn.execute("SELECT blocked FROM devices WHERE mac = ?", (mac,)).fetchone()
+            v = attempts.standing(conn, mac, now, portal.login_attempts, portal.lockout_seconds)
+        return bool(row and row[0]), v
 
     async def authenticate(self, username: str, password: str, mac: str, ip: str) -> Terms | None:
         """The session's terms, or None for a reject; raises RadiusUnavailable."""
@@ -155,6 +180,10 @@ class Accounts:
 
     async def stop(self) -> None:
         self.listener.close()
+        with self._reading:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

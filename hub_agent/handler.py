@@ -43,7 +43,7 @@ from hub_agent.purchases import Purchases
 from hub_agent.radius import RadiusUnavailable
 from hub_agent.roaming import Asked
 from hub_agent.sessions.accounts import Terms
-from hub_agent.sessions.attempts import WRONG_CODE, warn
+from hub_agent.sessions.attempts import WRONG_CODE, Verdict, warn
 from hub_agent.sessions.interface import Sessions
 from hub_agent.sessions.vouchers import typo_position
 
@@ -63,6 +63,7 @@ class Radius(Protocol):
     async def authenticate(
         self, username: str, password: str, mac: str, ip: str
     ) -> Terms | None: ...
+    def standing(self, mac: str, now: float) -> tuple[bool, Verdict]: ...
     def sync(self) -> None: ...
 
 
@@ -130,9 +131,11 @@ class AgentHandler:
         return await loop.run_in_executor(self.executor, fn, *args)
 
     async def _account_login(self, req: Login, radius: Radius) -> Response:
-        """RADIUS first, on the loop (the worker never waits on the network while it holds
-        SQLite); then the login and its kernel change in one transaction on the worker."""
-        mac = await self._work(self._account_gate, req)
+        """One trip through the worker, as a voucher login: the gate in a thread (the
+        neighbour table and a read-only look at the database, never queued behind a periodic
+        pass), RADIUS on the loop (the worker never waits on the network), then the login,
+        its accounting Start and its kernel change in one transaction on the worker."""
+        mac = await asyncio.to_thread(self._account_gate, req, radius)
         if isinstance(mac, Response):
             return mac
         assert req.username is not None and req.password is not None  # the gate checked
@@ -142,27 +145,22 @@ class AgentHandler:
             )
         except RadiusUnavailable:
             return Response(ok=False, error="radius_unavailable", uplink_up=self.uplink_up())
+        return await self._work(
+            lambda: self._login(req, self.clock(), account=terms, record=radius.sync)
+        )
 
-        def finish() -> Response:
-            resp = self._login(req, self.clock(), account=terms)
-            if resp.ok:
-                radius.sync()  # the accounting Start, at once
-            return resp
-
-        return await self._work(finish)
-
-    def _account_gate(self, req: Login) -> Response | str:
-        """The device's MAC, or why no RADIUS request should be sent for it."""
+    def _account_gate(self, req: Login, radius: Radius) -> Response | str:
+        """The device's MAC, or why no RADIUS request should be sent for it (any thread)."""
         mac = self.mac_for_ip(req.ip)
         if mac is None:
             return Response(ok=False, error="unknown_device", uplink_up=self.uplink_up())
-        if self.accounts is None or not self.accounts.offered():
+        if not radius.offered():
             return Response(ok=False, error="method_disabled")
         if not req.username or req.password is None:
             return Response(ok=False, error="bad_request")
-        if self.sessions.is_blocked(mac):
+        blocked, v = radius.standing(mac, self.clock())
+        if blocked:
             return Response(ok=False, error="blocked")
-        v = self.sessions.attempts(mac, self.clock())
         if v.retry_after:
             return Response(ok=False, error="rate_limited", retry_after=v.retry_after)
         return mac
@@ -254,7 +252,12 @@ class AgentHandler:
         return typo_position(req.code, self.sessions.device_codes(mac))
 
     def _login(
-        self, req: Login, now: float, account: Terms | None = None, balance: Asked | None = None
+        self,
+        req: Login,
+        now: float,
+        account: Terms | None = None,
+        balance: Asked | None = None,
+        record: Callable[[], object] | None = None,  # in the login's transaction
     ) -> Response:
         mac = self.mac_for_ip(req.ip)
         if mac is None:
@@ -264,6 +267,8 @@ class AgentHandler:
         extra: dict[str, Any] = {"account": account} if req.method == "account" else {}
         if balance is not None:
             extra["balance"] = balance
+        if record is not None:
+            extra["record"] = record
         try:
             view, error = self.sessions.login(
                 mac, req.ip, req.method, req.code, now, enforce=self.kernel.authorize, **extra

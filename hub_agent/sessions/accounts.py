@@ -8,10 +8,10 @@ a later CoA), and the service reads its limits and rates from there, not from ``
 (which says ``account``, or the hub plan the Accept named, for the status page).
 
 Accounting follows the table rather than every place a session can end: ``sync`` (run on
-the agent's worker after each accounting pass and after an account login) compares the
-account rows with the RADIUS journal and queues what is missing: a Start for a row the
-journal does not know, an Interim when due for a live one, a Stop with the row's end
-reason for an ended one. A crash anywhere in between is repaired by the next sync.
+the agent's worker after each accounting pass, and inside an account login's transaction)
+compares the account rows with the RADIUS journal and queues what is missing: a Start for
+a row the journal does not know, an Interim when due for a live one, a Stop with the row's
+end reason for an ended one. A crash anywhere in between is repaired by the next sync.
 """
 
 from __future__ import annotations

@@ -49,6 +49,13 @@ def failures(conn: sqlite3.Connection, mac: str, since: float) -> list[float]:
     return [float(r[0]) for r in rows]
 
 
+def standing(
+    conn: sqlite3.Connection, mac: str, now: float, limit: int, window_s: float
+) -> Verdict:
+    """The device's verdict from the failures stored on ``conn``."""
+    return verdict(failures(conn, mac, now - window_s), now, limit, window_s)
+
+
 def record_failure(conn: sqlite3.Connection, mac: str, now: float, window_s: float) -> None:
     conn.execute("INSERT INTO login_failures (mac, at) VALUES (?, ?)", (mac, now))
     # keep the table small: what is out of every window is of no use

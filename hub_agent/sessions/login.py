@@ -40,6 +40,7 @@ class Logins(Views):
         enforce: Callable[[Grant], None] | None = None,
         account: Terms | None = None,
         balance: Asked | None = None,
+        record: Callable[[], object] | None = None,
     ) -> LoginResult:
         """Start (or resume) the device's session; ``(view, None)`` or ``(None, error)``
         where error is a ``protocol.LoginError`` code.
@@ -49,7 +50,9 @@ class Logins(Views):
         kernel change but before the commit leaves a kernel device the database does not
         know, which the reconcile on start removes; so code, session and kernel agree
         after a crash at any instruction. ``balance``: a central code's roaming decision
-        (hub_agent/roaming.py), stored with the login, capping the slot here."""
+        (hub_agent/roaming.py), stored with the login, capping the slot here. ``record()``
+        runs after a successful login's rows, before the kernel change, in the same
+        transaction: an account's accounting Start commits with its session, or not at all."""
         now = time.time() if now is None else now
         mac = normalise_mac(mac)
         methods = self.config.portal.login_methods
@@ -77,6 +80,8 @@ class Logins(Views):
             elif result[0] is not None:
                 self.changes.bump([mac])
                 attempts.clear(self.conn, mac)
+                if record is not None:
+                    record()
                 if enforce is not None:
                     grant = self.grant_for(mac, now)
                     if grant is not None:

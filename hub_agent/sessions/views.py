@@ -136,9 +136,9 @@ class Views(Core):
     def attempts(self, mac: str, now: float | None = None) -> attempts.Verdict:
         """Whether the device may try a code now, and how many wrong ones it has left."""
         now = time.time() if now is None else now
-        window = self.config.portal.lockout_seconds
-        done = attempts.failures(self.conn, normalise_mac(mac), now - window)
-        return attempts.verdict(done, now, self.config.portal.login_attempts, window)
+        portal = self.config.portal
+        mac = normalise_mac(mac)
+        return attempts.standing(self.conn, mac, now, portal.login_attempts, portal.lockout_seconds)
 
     def voucher_status(self, code: str) -> str | None:
         c = normalise_code(code)

@@ -3,13 +3,19 @@ counted, CoA changes, and the accounting journal kept in step with the sessions 
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from hub_agent.accounts import Accounts
 from hub_agent.config import ConfigError, validate_config
+from hub_agent.enforce.enforcer import Enforcer
+from hub_agent.enforce.model import Grant
 from hub_agent.radius import Change, Journal, Nas, Target
 from hub_agent.radius.accounting import TERMINATE_CAUSE
 from hub_agent.sessions import accounts
@@ -226,3 +232,53 @@ def test_a_voucher_after_an_account_stops_the_account(svc: SessionService) -> No
     assert [r[1]["Acct-Status-Type"] for r in _records(j)] == ["Start", "Stop"]
     grant = svc.grant_for(A, T0 + 6)
     assert grant is not None and grant.down_kbit == 2000  # the plan's rate again
+
+
+# --- one login, one transaction; the gate off the worker ----------------------------------
+def test_an_account_login_commits_its_start_with_the_session_or_neither(
+    svc: SessionService,
+) -> None:
+    j = _journal(svc)
+
+    def record() -> None:
+        accounts.sync(j, svc.conn, T0)
+
+    def refuse(grant: Grant) -> None:
+        assert _records(j) != []  # the Start is written before the kernel is asked
+        raise OSError("kernel refused")
+
+    with pytest.raises(OSError):
+        svc.login(A, "10.42.0.5", "account", None, T0, refuse, account=TERMS, record=record)
+    assert svc.session_view(A, T0) is None and j.session("S-1") is None and _records(j) == []
+    granted: list[Grant] = []
+    assert svc.login(A, "10.42.0.5", "account", None, T0, granted.append, account=TERMS,
+                     record=record)[1] is None  # fmt: skip
+    assert [g.mac for g in granted] == [A] and j.session("S-1") is not None
+    assert [(sid, r["Acct-Status-Type"]) for sid, r in _records(j)] == [("S-1", "Start")]
+
+
+def test_the_gate_reads_blocks_and_wrong_passwords_from_another_thread(
+    svc: SessionService,
+) -> None:
+    enforcer = Enforcer(svc.config, dry_run=True, shaping=False)
+
+    async def inline(fn: Callable[[], Any]) -> Any:
+        return fn()
+
+    acc = Accounts(svc.config, svc.db, svc, lambda: enforcer, inline, lambda: None)
+    limit = svc.config.portal.login_attempts
+    with ThreadPoolExecutor(1) as other:  # not the thread that writes
+
+        def standing(now: float) -> tuple[bool, int, int]:
+            blocked, v = other.submit(acc.standing, A, now).result()
+            return blocked, v.retry_after, v.attempts_left
+
+        assert standing(T0) == (False, 0, limit)
+        for i in range(limit - 1):  # wrong passwords (RADIUS rejected: no terms)
+            assert svc.login(A, "10.42.0.5", "account", None, T0 + i) == (None, "bad_account")
+        assert standing(T0 + limit) == (False, 0, 1)
+        svc.login(A, "10.42.0.5", "account", None, T0 + limit)
+        assert standing(T0 + limit)[1] > 0  # locked: no Access-Request goes out
+        svc.block(B, True, T0)
+        assert standing(T0)[0] is False and other.submit(acc.standing, B, T0).result()[0]
+    asyncio.run(acc.stop())
