@@ -60,10 +60,14 @@ class JobTimes:
 
 def kind_of(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
     """A job's label: the function's qualified name without ``<locals>``/``<lambda>``
-    noise, and the first argument's type when it is a request (``Handler.handle(Login)``)."""
+    noise, and the first argument's type when it is a message (``AgentHandler.handle(Login)``,
+    a pydantic model or a dataclass)."""
     name = getattr(fn, "__qualname__", None) or type(fn).__name__
     name = name.replace(".<locals>", "").replace(".<lambda>", "")
-    if args and hasattr(args[0], "__dataclass_fields__"):
+    message = args and any(
+        hasattr(type(args[0]), a) for a in ("model_fields", "__dataclass_fields__")
+    )
+    if message:
         name += f"({type(args[0]).__name__})"
     return name
 

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from hub_agent.api.protocol import UsedElsewhere
 from hub_agent.worker import PriorityWorker
 
 
@@ -60,3 +61,5 @@ def test_each_job_kind_is_timed_waiting_and_running() -> None:
     finally:
         w.shutdown()
     assert kind_of(lambda: 1, ()) == "test_each_job_kind_is_timed_waiting_and_running"
+    assert kind_of(str, (UsedElsewhere(hub="h", bytes=1),)) == "str(UsedElsewhere)"
+    assert kind_of(str, ("t",)) == "str"
