@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 
@@ -62,35 +63,70 @@ def listen_on(config: HubConfig, host: str | None, port: int | None) -> tuple[st
     return host or str(config.network.lan.address.ip), port or config.portal.http_port
 
 
-async def serve(make: Callable[[], list[uvicorn.Config]], live: LiveConfig | None) -> None:
-    """Serve ``make()``'s listeners; when the followed config moves the LAN address or a
-    port, stop them and serve again where ``make()`` now says (same app, same process: its
-    device cache, form key and caretaker sessions stay)."""
-    servers: list[_Server] = []
-    stopping = False
+def unbindable(configs: list[uvicorn.Config], serving: set[tuple[str, int]]) -> str | None:
+    """Why one of the listeners in ``configs`` cannot listen now (None: all can). Those
+    already ``serving`` are not tried: they are freed and taken again on the move."""
+    for c in configs:
+        if (c.host, c.port) in serving:
+            continue
+        family = socket.AF_INET6 if ":" in c.host else socket.AF_INET
+        try:
+            socket.create_server((c.host, c.port), family=family).close()
+        except OSError as e:
+            return f"cannot listen on {c.host}:{c.port} ({e.strerror or e})"
+    return None
+
+
+class Listeners:
+    """The portal's servers, moved where a followed config says when they can listen there
+    (same app, same process: its device cache, form key and caretaker sessions stay). A
+    move that cannot bind leaves them serving where they are: uvicorn would exit instead,
+    and systemd would restart the portal into the same failure, again and again."""
+
+    def __init__(self, make: Callable[[HubConfig], list[uvicorn.Config]], config: HubConfig):
+        self.make = make
+        self.target = config
+        self.servers: list[_Server] = []
+        self.stopping = False
+
+    def stop(self) -> None:
+        self.stopping = True
+        for s in self.servers:
+            s.should_exit = True
+
+    def move(self, config: HubConfig) -> str | None:
+        """Serve where ``config`` says (None), or why not (the servers stay)."""
+        serving = {(s.config.host, s.config.port) for s in self.servers}
+        why = unbindable(self.make(config), serving)
+        if why is not None:
+            where = ", ".join(f"{h}:{p}" for h, p in sorted(serving))
+            return f"{why}; still serving on {where}"
+        self.target = config
+        for s in self.servers:
+            s.should_exit = True
+        return None
+
+    async def run(self) -> None:
+        while not self.stopping:
+            configs = self.make(self.target)
+            self.servers[:] = [_Server(c) for c in configs]
+            for c in configs:
+                scheme = "https" if c.ssl_certfile else "http"
+                log.info("portal listening on %s://%s:%s/", scheme, c.host, c.port)
+            await asyncio.gather(*(s.serve() for s in self.servers))
+
+
+async def serve(
+    make: Callable[[HubConfig], list[uvicorn.Config]], config: HubConfig, live: LiveConfig | None
+) -> None:
+    """Serve ``make(config)``'s listeners until SIGINT or SIGTERM, following ``live``."""
+    listeners = Listeners(make, config)
     loop = asyncio.get_running_loop()
-
-    def stop() -> None:
-        nonlocal stopping
-        stopping = True
-        for s in servers:
-            s.should_exit = True
-
-    def move(_: HubConfig) -> None:
-        for s in servers:
-            s.should_exit = True
-
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
+        loop.add_signal_handler(sig, listeners.stop)
     if live is not None:
-        live.on_listen = move
-    while not stopping:
-        configs = make()
-        servers[:] = [_Server(c) for c in configs]
-        for c in configs:
-            scheme = "https" if c.ssl_certfile else "http"
-            log.info("portal listening on %s://%s:%s/", scheme, c.host, c.port)
-        await asyncio.gather(*(s.serve() for s in servers))
+        live.on_listen = listeners.move
+    await listeners.run()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -128,14 +164,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         fail(str(e))
     portal: Portal = app.state.portal
 
-    def listeners() -> list[uvicorn.Config]:
-        current = portal.settings.config  # the followed config
-        return server_configs(current, app, *listen_on(current, args.host, args.port))
+    def listeners(c: HubConfig) -> list[uvicorn.Config]:
+        return server_configs(c, app, *listen_on(c, args.host, args.port))
 
     # uvloop when installed (uvicorn's "auto" loop, as `uvicorn` itself would run): a
     # captive crowd's requests cost the portal less CPU (bench/bench_portal.py)
-    with asyncio.Runner(loop_factory=listeners()[0].get_loop_factory()) as runner:
-        runner.run(serve(listeners, app.state.live_config))
+    start = portal.settings.config
+    with asyncio.Runner(loop_factory=listeners(start)[0].get_loop_factory()) as runner:
+        runner.run(serve(listeners, start, app.state.live_config))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ methods; the splash page must show them as soon as the agent applies them, not a
 next restart. A background task checks the agent's copy every few seconds (off the
 request path) and swaps the portal's settings; a copy that does not validate is logged
 and the current settings stay. A new LAN address or port calls ``on_listen``: the
-portal's servers move there (cli.py), in the same process.
+portal's servers move there (cli.py), in the same process; when they cannot (the port is
+taken, the address is not on the host yet) the portal stays where it is, whole: its
+redirects keep naming the address it answers on, one line says why, and the copy is tried
+again at each check.
 """
 
 from __future__ import annotations
@@ -62,8 +65,10 @@ class LiveConfig:
         self.rebuild = rebuild
         self.every_s = every_s
         self._mtime: float | None = None
-        # called when the LAN address or the portal's ports change (cli: serve there)
-        self.on_listen: Callable[[HubConfig], None] | None = None
+        # called when the LAN address or the portal's ports change (cli: serve there);
+        # None when the listeners move, else why they cannot
+        self.on_listen: Callable[[HubConfig], str | None] | None = None
+        self._refused: HubConfig | None = None  # the copy whose listeners could not move
 
     def adopt(self, found: tuple[float, HubConfig] | None) -> bool:
         """Switch to the copy read; True when the portal's settings changed."""
@@ -79,12 +84,16 @@ class LiveConfig:
         except SettingsError as e:
             log.warning("agent's config copy refused by the portal: %s", e)
             return False
-        self.portal.settings = settings
         if not _fixed_at_start(config, current):
             if self.on_listen is None:
                 log.warning("LAN address or portal ports changed: restart the portal to follow")
-            else:
-                self.on_listen(config)
+            elif (why := self.on_listen(config)) is not None:
+                if config != self._refused:  # one line per refused copy, not one per check
+                    log.error("portal config version %s not followed: %s", config.version, why)
+                    self._refused = config
+                return False
+        self._refused = None
+        self.portal.settings = settings
         self._mtime = mtime
         log.info("portal follows config version %s", config.version)
         return True

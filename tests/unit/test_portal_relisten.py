@@ -4,9 +4,18 @@ move (``on_listen``), and a foreign request is redirected to the new splash URL 
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
+import uvicorn
+
+from captive_portal.app import create_app
+from captive_portal.cli import Listeners, listen_on, server_configs
 from captive_portal.live_config import LiveConfig
 from captive_portal.settings import build_settings
 from hub_agent.config import HubConfig, validate_config
@@ -43,3 +52,72 @@ def test_a_new_port_moves_the_listeners_and_the_redirect(tmp_path: Path) -> None
         assert after.status_code == 302 and after.headers["location"] == "http://10.42.0.1:8090/"
         own = hub.client().get("http://10.42.0.1:8090/", follow_redirects=False)
         assert own.status_code == 200  # the new address:port is the portal's own host
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _answers(url: str) -> bool:
+    async with httpx.AsyncClient() as c:
+        try:
+            return (await c.get(url, timeout=2)).status_code == 200
+        except httpx.TransportError:
+            return False
+
+
+async def _until(what: str, url: str, up: bool) -> None:
+    deadline = time.monotonic() + 60  # generous: the shared box is loaded
+    while await _answers(url) != up:
+        assert time.monotonic() < deadline, f"{url}: {what}"
+        await asyncio.sleep(0.05)
+
+
+def test_a_port_that_is_taken_keeps_the_portal_where_it_is(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The portal (cli's listeners, uvicorn, the real agent) keeps serving its old port,
+    redirects there, and says once why; a free port later is followed."""
+    with running_hub(tmp_path) as hub, socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        start = _pushed(hub.config, {"portal": {"http_port": _free_port()}})
+        old = f"http://127.0.0.1:{start.portal.http_port}/"
+        app = create_app(start, secret=b"s" * 32)
+        portal = app.state.portal
+        live = LiveConfig(portal, write_portal_view(start, group=None), build_settings)
+
+        def make(c: HubConfig) -> list[uvicorn.Config]:
+            return server_configs(c, app, *listen_on(c, "127.0.0.1", None))
+
+        async def scenario() -> None:
+            listeners = Listeners(make, start)
+            live.on_listen = listeners.move
+            serving = asyncio.create_task(listeners.run())
+            try:
+                await _until("the portal starts", old, up=True)
+                blocked = _pushed(start, {"portal": {"http_port": busy}})
+                write_portal_view(blocked, group=None)
+                with caplog.at_level(logging.ERROR, logger="captive_portal.live_config"):
+                    assert not await live.refresh()
+                    assert not await live.refresh()  # checked again: no second line
+                lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+                assert len(lines) == 1 and f"127.0.0.1:{busy}" in lines[0], lines
+                assert portal.settings.config == start  # its redirects still name the old port
+                assert await _answers(old) and not serving.done()
+
+                moved = _pushed(blocked, {"portal": {"http_port": _free_port()}})
+                write_portal_view(moved, group=None)
+                assert await live.refresh()
+                await _until(
+                    "the portal moves", f"http://127.0.0.1:{moved.portal.http_port}/", True
+                )
+                await _until("the old port is let go", old, up=False)
+            finally:
+                listeners.stop()
+                await serving
+
+        asyncio.run(scenario())
