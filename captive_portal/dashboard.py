@@ -19,19 +19,12 @@ from captive_portal.i18n import Translator
 from captive_portal.render import _num, fmt_bytes, session_facts
 from hub_agent.api.protocol import CaretakerView, DeviceView, HealthView, SalesRow
 from hub_agent.config import HubConfig
+from hub_agent.lan_devices import hub_addresses
 from hub_agent.sessions.states import LIVE
 
 MAX_DEVICES = 60  # the page stays under 30 KB on a busy day; older devices are counted
 HOT_C = 75.0
 DISK_FULL_PCT = 90.0
-
-
-def hub_ips(config: HubConfig) -> frozenset[str]:
-    lan = config.network.lan
-    own = {str(lan.address.ip)}
-    if lan.address6 is not None:
-        own.add(str(lan.address6.ip))
-    return frozenset(own)
 
 
 def ago(seconds: float | None, t: Translator) -> str:
@@ -77,7 +70,7 @@ def device_rows(
     default = config.portal.default_language
     rows: list[dict[str, Any]] = []
     blocked: list[dict[str, Any]] = []
-    for d in _visible(devices, hub_macs, hub_ips(config)):
+    for d in _visible(devices, hub_macs, hub_addresses(config)):
         s = d.session
         active = s is not None and s.state in LIVE
         facts = session_facts(s, t, default) if s is not None else None

@@ -2,8 +2,9 @@
 
 A POST answers in the language of the page the form was on (the hidden ``lang`` field,
 then Accept-Language), and its token is checked against the purpose and binding the page
-issued it for (see ``CsrfSigner``). Routes take ``PostedForm`` instead of declaring both
-fields and choosing the translator themselves.
+issued it for (see ``CsrfSigner``; the device's address unless said otherwise). Routes
+take ``PostedForm`` (with the portal and the device's address) and declare only their
+own fields.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from fastapi import Depends, Form, Request
 from fastapi.responses import HTMLResponse
 from fastapi.types import DecoratedCallable as Route
 
-from captive_portal.deps import PortalDep, translator_for
+from captive_portal.deps import ClientIp, PortalDep, translator_for
 from captive_portal.i18n import Translator
-from captive_portal.security import CsrfSigner
+from captive_portal.services import Portal
 
 CsrfField = Annotated[str, Form(max_length=200)]
 LangField = Annotated[str, Form(max_length=16)]
@@ -26,19 +27,21 @@ LangField = Annotated[str, Form(max_length=16)]
 
 @dataclass(frozen=True, slots=True)
 class Posted:
+    portal: Portal
+    ip: str  # the device that posted it
     t: Translator
     token: str
-    signer: CsrfSigner
 
-    def signed(self, purpose: str, binding: str) -> bool:
-        """The form's token was issued for this purpose and binding, and lately."""
-        return self.signer.check(self.token, purpose, binding)
+    def signed(self, purpose: str, binding: str | None = None) -> bool:
+        """The form's token was issued for this purpose and binding (by default this
+        device's address), and lately."""
+        return self.portal.csrf.check(self.token, purpose, self.ip if binding is None else binding)
 
 
 def get_posted(
-    request: Request, portal: PortalDep, csrf: CsrfField = "", lang: LangField = ""
+    request: Request, portal: PortalDep, ip: ClientIp, csrf: CsrfField = "", lang: LangField = ""
 ) -> Posted:
-    return Posted(translator_for(portal, request, lang or None), csrf, portal.csrf)
+    return Posted(portal, ip, translator_for(portal, request, lang or None), csrf)
 
 
 PostedForm = Annotated[Posted, Depends(get_posted)]

@@ -130,19 +130,15 @@ async def dashboard(
 
 @page_route(router.post, "/login", "Caretaker login", {303: "logged in: to the dashboard"})
 async def admin_login(
-    request: Request,
-    portal: PortalDep,
-    ip: ClientIp,
-    form: PostedForm,
-    password: Annotated[str, Form(max_length=256)] = "",
+    request: Request, form: PostedForm, password: Annotated[str, Form(max_length=256)] = ""
 ) -> HTMLResponse | RedirectResponse:
-    t = form.t
+    portal, ip, t = form.portal, form.ip, form.t
     stored = portal.settings.admin_hash
     if stored is None:
         return _login_page(portal, t, ip, None, 404)
     if portal.admin_lockout.retry_after(ip):
         return _login_page(portal, t, ip, "rate_limited", 429)
-    if not form.signed("admin-login", ip):
+    if not form.signed("admin-login"):
         return _login_page(portal, t, ip, "csrf", 403)
     # scrypt is deliberately slow: keep it off the event loop.
     if not password or not await asyncio.to_thread(verify_password, password, stored):
@@ -166,10 +162,12 @@ async def admin_login(
 class Caretaker:
     """A form the caretaker posted from the dashboard: who sent it, and what it carries."""
 
-    portal: Portal
     form: Posted
-    ip: str
     sid: str | None
+
+    @property
+    def portal(self) -> Portal:
+        return self.form.portal
 
     def refusal(self) -> str | None:
         """None when the caretaker's session and form token are good, else the refusal."""
@@ -182,14 +180,12 @@ class Caretaker:
     def refused(self, why: str) -> HTMLResponse:
         login = why == "login"
         return _login_page(
-            self.portal, self.form.t, self.ip, None if login else why, 401 if login else 403
+            self.portal, self.form.t, self.form.ip, None if login else why, 401 if login else 403
         )
 
 
-def get_caretaker(
-    portal: PortalDep, form: PostedForm, ip: ClientIp, sid: AdminSession
-) -> Caretaker:
-    return Caretaker(portal, form, ip, sid)
+def get_caretaker(form: PostedForm, sid: AdminSession) -> Caretaker:
+    return Caretaker(form, sid)
 
 
 CaretakerForm = Annotated[Caretaker, Depends(get_caretaker)]

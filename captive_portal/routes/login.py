@@ -100,8 +100,6 @@ def _error_page(
 
 @router.post("/login", response_class=HTMLResponse, summary="Log in with a voucher or free tier")
 async def login(
-    portal: PortalDep,
-    ip: ClientIp,
     form: PostedForm,
     method: Annotated[str, Form(max_length=16)] = "",
     code: Annotated[str, Form(max_length=200)] = "",
@@ -109,9 +107,9 @@ async def login(
     password: Annotated[str, Form(max_length=128)] = "",
     terms: Annotated[str, Form(max_length=8)] = "",
 ) -> HTMLResponse:
-    t = form.t
+    portal, ip, t = form.portal, form.ip, form.t
     code = code.strip()[:MAX_CODE]
-    if not form.signed("login", ip):
+    if not form.signed("login"):
         return _error_page(portal, t, ip, None, "csrf", code)
     if method not in portal.settings.config.portal.login_methods:
         return _error_page(portal, t, ip, None, "method_disabled", code)

@@ -137,16 +137,14 @@ def _result_page(
 
 @router.post("/pay", response_class=HTMLResponse, summary="Buy a plan by mobile money")
 async def pay(
-    portal: PortalDep,
-    ip: ClientIp,
     form: PostedForm,
     plan: Annotated[str, Form(max_length=64)] = "",
     phone: Annotated[str, Form(max_length=32)] = "",
     network: Annotated[str, Form(max_length=16)] = "",
 ) -> HTMLResponse:
-    t = form.t
+    portal, ip, t = form.portal, form.ip, form.t
     net = network if network in NETWORK_NAMES else ""
-    if not form.signed("pay", ip):
+    if not form.signed("pay"):
         return await _splash(portal, t, ip, "csrf", 403, phone, net)
     try:
         togo_phone(phone)

@@ -33,13 +33,11 @@ async def status(
 
 @page_route(router.post, "/logout", "End the device's session",
             {303: "logged out: back to the splash page"})  # fmt: skip
-async def logout(
-    portal: PortalDep, ip: ClientIp, form: PostedForm
-) -> HTMLResponse | RedirectResponse:
-    t = form.t
+async def logout(form: PostedForm) -> HTMLResponse | RedirectResponse:
+    portal, ip, t = form.portal, form.ip, form.t
     error = None
     state: DeviceState | None = None
-    if not form.signed("logout", ip):
+    if not form.signed("logout"):
         error, status_code = "csrf", 403
     else:
         resp = await portal.agent.ask(Logout(ip=ip))
