@@ -25,9 +25,7 @@ import yaml
 from hub_agent.config import validate_config
 from hub_agent.mqtt.core import ConnectFailed
 from hub_agent.telemetry.service import status_path
-from lab.centre import BIN as BIN
-from lab.centre import CentreLab, process_env
-from lab.centre import wait_for as wait_for
+from lab.centre import BIN, CentreLab, process_env, wait_for
 from lab.netns import UPSTREAM, Lab
 from provisioning.pushplan import deep_merge
 from provisioning.statedir import StateDir
@@ -36,7 +34,6 @@ from tests.conftest import require_lab, require_mosquitto
 pytestmark = pytest.mark.root
 
 HUB = "tg-lab-rot-a"
-_env = process_env  # the name test_rotation_retry_lab.py imports
 
 
 @dataclass
@@ -104,8 +101,6 @@ class RotLab(CentreLab):
             "network": {"wan": {"dns_servers": [UPSTREAM]}},
             "mqtt": {"telemetry_interval_s": 1},
         }
-
-    client = CentreLab.mqtt  # the name test_rotation_retry_lab.py calls
 
     def start_agent(self) -> subprocess.Popen[bytes]:
         """The hub's config from its host_vars (and what is its own), then its agent."""

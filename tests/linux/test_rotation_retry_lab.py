@@ -65,7 +65,7 @@ def test_a_hub_on_the_previous_user_moves_to_the_new_one_by_itself(
     with RotLab.running() as rl, contextlib.ExitStack() as stack:
         ctl_user, ctl_password = StateDir(rl.central).controller_credentials()
         seen = Seen()
-        watch = rl.client(ctl_user, ctl_password, on_message=seen.on_message)
+        watch = rl.mqtt(ctl_user, ctl_password, on_message=seen.on_message)
         watch.subscribe([f"relais/hubs/{HUB}/health", f"relais/hubs/{HUB}/state"])
         agent = rl.start_agent()
         wait_for("first samples", lambda: len(seen.seqs) >= 3, 60)
