@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from hub_agent.config import validate_config
+from hub_agent.mqtt.client import Client as MqttClient
 from hub_agent.mqtt.core import ConnectFailed
 from hub_agent.telemetry.service import status_path
 from lab.centre import BIN, CentreLab, process_env, wait_for
@@ -110,6 +111,19 @@ class RotLab(CentreLab):
         self.config_path.write_text(yaml.safe_dump(doc), encoding="utf-8")
         return super().start_agent()
 
+    def start_watched(self) -> tuple[Seen, MqttClient, subprocess.Popen[bytes]]:
+        """The centre watching the hub's health and state, the hub's agent until its first
+        samples, then its own settings pushed (the registry's copy matches)."""
+        seen = Seen()
+        watch = self.mqtt(on_message=seen.on_message)  # as the controller
+        watch.subscribe([f"relais/hubs/{HUB}/health", f"relais/hubs/{HUB}/state"])
+        agent = self.start_agent()
+        wait_for("first samples", lambda: len(seen.seqs) >= 3, 60)
+        local = self.root / "local.yaml"
+        local.write_text(yaml.safe_dump(self.local()))
+        self.hubctl("push", HUB, str(local), "--timeout", "90")
+        return seen, watch, agent
+
     def hub_status(self) -> dict[str, Any]:
         """`hub-agent status --json`, as the caretaker runs it."""
         p = subprocess.run(
@@ -139,15 +153,7 @@ def test_rotating_a_running_hubs_credentials_without_a_restart() -> None:
     require_mosquitto()
     with RotLab.running() as rl:
         old_password = rl.host_vars(HUB)["relais_mqtt_password"]
-        ctl_user, ctl_password = StateDir(rl.central).controller_credentials()
-        seen = Seen()
-        watch = rl.mqtt(ctl_user, ctl_password, on_message=seen.on_message)
-        watch.subscribe([f"relais/hubs/{HUB}/health", f"relais/hubs/{HUB}/state"])
-        agent = rl.start_agent()
-        wait_for("first samples", lambda: len(seen.seqs) >= 3, 60)
-        local = rl.root / "local.yaml"
-        local.write_text(yaml.safe_dump(rl.local()))
-        rl.hubctl("push", HUB, str(local), "--timeout", "90")  # the registry's copy matches
+        seen, watch, agent = rl.start_watched()
         assert seen.state.get("user") == HUB and seen.state.get("credential") == "new"
 
         # 1. The broker does not know the new password: the hub stays on the previous user.

@@ -23,7 +23,7 @@ from hub_agent.mqtt.fallback import RETRY_NEW_ENV
 from lab.centre import BIN, process_env, wait_for
 from provisioning.statedir import StateDir
 from tests.conftest import require_lab, require_mosquitto
-from tests.linux.test_rotation_lab import HUB, RotLab, Seen, _live_mqtt
+from tests.linux.test_rotation_lab import HUB, RotLab, _live_mqtt
 
 pytestmark = pytest.mark.root
 
@@ -63,15 +63,7 @@ def test_a_hub_on_the_previous_user_moves_to_the_new_one_by_itself(
     require_mosquitto()
     monkeypatch.setenv(RETRY_NEW_ENV, "2")  # the agent's first retry after 1-2 s
     with RotLab.running() as rl, contextlib.ExitStack() as stack:
-        ctl_user, ctl_password = StateDir(rl.central).controller_credentials()
-        seen = Seen()
-        watch = rl.mqtt(ctl_user, ctl_password, on_message=seen.on_message)
-        watch.subscribe([f"relais/hubs/{HUB}/health", f"relais/hubs/{HUB}/state"])
-        agent = rl.start_agent()
-        wait_for("first samples", lambda: len(seen.seqs) >= 3, 60)
-        local = rl.root / "local.yaml"
-        local.write_text(yaml.safe_dump(rl.local()))
-        rl.hubctl("push", HUB, str(local), "--timeout", "90")
+        seen, watch, agent = rl.start_watched()
 
         rl.settings(reload=False)
         r = rl.hubctl("rotate", HUB, "--timeout", "90", check=False)
