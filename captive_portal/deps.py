@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
-from captive_portal.agent import FRESH_CAPTIVE_S, DeviceState
+from captive_portal.agent import DeviceState
 from captive_portal.i18n import Translator
 from captive_portal.services import Portal
 
@@ -39,7 +39,7 @@ DeviceDep = Annotated[DeviceState, Depends(get_device_state)]
 
 async def get_captive_state(portal: PortalDep, ip: ClientIp) -> DeviceState:
     """For the OS probes and the splash: only "through or not" matters (agent.py)."""
-    return await portal.agent.whoami(ip, FRESH_CAPTIVE_S)
+    return await portal.agent.captive(ip)
 
 
 CaptiveDep = Annotated[DeviceState, Depends(get_captive_state)]

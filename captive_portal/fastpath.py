@@ -20,7 +20,6 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from captive_portal.agent import FRESH_CAPTIVE_S
 from captive_portal.deps import LANG_MAX, choose_translator
 from captive_portal.routes.captive_api import captive_answer
 from captive_portal.routes.probes import PROBES, probe_answer
@@ -48,7 +47,7 @@ class FastPath:
         client = scope.get("client")
         ip = client[0] if client else ""  # as deps.get_client_ip: nftables keeps the source
         if answer is not None:
-            state = await portal.agent.whoami(ip, FRESH_CAPTIVE_S)
+            state = await portal.agent.captive(ip)
             key = (path, state.authorised, portal.settings.base_url)
             raw = self._probes.get(key)
             if raw is None:
@@ -76,6 +75,6 @@ class FastPath:
                 return
             accept = next((v for k, v in scope["headers"] if k == b"accept-language"), None)
             t = choose_translator(portal, lang, accept.decode("latin-1") if accept else None)
-            state = await portal.agent.whoami(ip, FRESH_CAPTIVE_S)
+            state = await portal.agent.captive(ip)
             response = await splash_page(portal, t, ip, state, code)
         await response(scope, receive, send)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from captive_portal.agent import FRESH_CAPTIVE_S, Agent
+from captive_portal.agent import FRESH_CAPTIVE_S, STALE_S, Agent
 from hub_agent.api.protocol import Disconnect, Login
 from tests.unit.real_agent import DEV1, DEV2, MAC1, Hub, running_hub
 
@@ -92,3 +92,37 @@ async def _busy(hub: Hub) -> None:
 def test_a_busy_agent_leaves_the_last_answer_standing(tmp_path: Path) -> None:
     with running_hub(tmp_path) as hub:
         asyncio.run(_busy(hub))
+
+
+def test_an_aged_answer_still_true_is_given_at_once_and_asked_again_behind(
+    tmp_path: Path,
+) -> None:
+    async def scenario(hub: Hub) -> None:
+        now = [1000.0]
+        agent = Agent(hub.config.portal.agent_socket, timeout_s=2.0)
+        agent.devices.clock = lambda: now[0]
+        watch = asyncio.create_task(agent.watch())
+        try:
+            await _until(lambda: agent.synced)
+            first = await agent.captive(DEV1)
+            asked = _whoamis(hub)
+            now[0] += FRESH_CAPTIVE_S + 1  # older than fresh; the feed says nothing changed
+            assert await agent.captive(DEV1) is first  # no wait on the agent
+            await _until(lambda: _whoamis(hub) == asked + 1)  # asked behind it
+            await _until(lambda: agent.devices.get(DEV1, 1) is not None)  # and replaced
+            # a change the feed reports is waited for: the probe says "through" at once
+            code = await asyncio.to_thread(hub.agent.issue, "heure")
+            resp = await asyncio.to_thread(
+                hub.agent.ask, Login(ip=DEV1, method="voucher", code=code)
+            )
+            assert resp.ok
+            await _until(lambda: agent.devices.get(DEV1, 60) is None)
+            assert (await agent.captive(DEV1)).authorised
+            now[0] += STALE_S + 1  # too old to give even while asking: waited for
+            asked = _whoamis(hub)
+            assert (await agent.captive(DEV1)).authorised and _whoamis(hub) == asked + 1
+        finally:
+            watch.cancel()
+
+    with running_hub(tmp_path) as hub:
+        asyncio.run(scenario(hub))
