@@ -84,6 +84,9 @@ class CentreLab:
     link: str = field(init=False)  # the veth's end on this machine
     ctl_ip: str = field(init=False)  # the broker as the centre reaches it
     procs: dict[str, subprocess.Popen[bytes]] = field(init=False, default_factory=dict)
+    central: Path = field(init=False)  # hubctl's state dir
+    broker_dir: Path = field(init=False)
+    config_path: Path = field(init=False)  # the hub's config file
 
     def __post_init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix=f"relais-{self.TAG}lab-"))
@@ -91,18 +94,9 @@ class CentreLab:
         self._octet = 100 + secrets.randbelow(100)
         self.link = f"rl{self.TAG}{self.lab.run_id.replace('-', '')[-8:]}"[:15]
         self.ctl_ip = f"169.254.{self._octet}.2"
-
-    @property
-    def central(self) -> Path:
-        return self.root / "central"
-
-    @property
-    def broker_dir(self) -> Path:
-        return self.root / "broker"
-
-    @property
-    def config_path(self) -> Path:
-        return self.root / "hub" / "hub.yaml"
+        self.central = self.root / "central"
+        self.broker_dir = self.root / "broker"
+        self.config_path = self.root / "hub" / "hub.yaml"
 
     def attach_centre(self) -> None:
         """The veth from this machine to the upstream namespace."""
