@@ -261,6 +261,7 @@ def report(title: str, results: dict[tuple[str, int], tuple[Load, Load]]) -> Non
 def main() -> None:
     if not shutil.which("wrk"):
         raise SystemExit("wrk is missing: scripts/install-deps.sh installs it")
+    load0 = os.getloadavg()[0]  # the shared box's other work moves latencies, not req/CPU-s
     workdir = Path(tempfile.mkdtemp(prefix="relais-bench-portal-"))
     sock = workdir / "agent.sock"
     data = config_dict(sock, login_attempts=100)
@@ -301,6 +302,7 @@ def main() -> None:
     print("(probes answer 302 to the splash). Targets: splash >= 0.1x nginx, probes >= 0.2x,")
     print("p99 <= 20 ms at 64 connections. ratio: portal/nginx req/s; by CPU: portal/nginx")
     print("requests per CPU second of the server (what the machine's other load leaves alone).")
+    print(f"load average (1 min) {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     report("this machine:", free)
     if boxed is not None:
         report("each in a small-box cgroup (a quarter of a core, 1 GB):", boxed)
