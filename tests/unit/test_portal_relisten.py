@@ -20,6 +20,7 @@ from captive_portal.live_config import LiveConfig
 from captive_portal.settings import build_settings
 from hub_agent.config import HubConfig, validate_config
 from hub_agent.portal_view import write_portal_view
+from lab.broker import free_port
 from tests.unit.real_agent import running_hub
 
 
@@ -54,12 +55,6 @@ def test_a_new_port_moves_the_listeners_and_the_redirect(tmp_path: Path) -> None
         assert own.status_code == 200  # the new address:port is the portal's own host
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _answers(url: str) -> bool:
     async with httpx.AsyncClient() as c:
         try:
@@ -84,7 +79,7 @@ def test_a_port_that_is_taken_keeps_the_portal_where_it_is(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        start = _pushed(hub.config, {"portal": {"http_port": _free_port()}})
+        start = _pushed(hub.config, {"portal": {"http_port": free_port()}})
         old = f"http://127.0.0.1:{start.portal.http_port}/"
         app = create_app(start, secret=b"s" * 32)
         portal = app.state.portal
@@ -109,7 +104,7 @@ def test_a_port_that_is_taken_keeps_the_portal_where_it_is(
                 assert portal.settings.config == start  # its redirects still name the old port
                 assert await _answers(old) and not serving.done()
 
-                moved = _pushed(blocked, {"portal": {"http_port": _free_port()}})
+                moved = _pushed(blocked, {"portal": {"http_port": free_port()}})
                 write_portal_view(moved, group=None)
                 assert await live.refresh()
                 await _until(
