@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -50,6 +51,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--logins", type=int, default=100)
     n = ap.parse_args().logins
+    load0 = os.getloadavg()[0]  # latencies on the shared box move with it
     account: list[float | None] = []
     voucher: list[float | None] = []
     with account_hub() as (hub, _):
@@ -65,6 +67,7 @@ def main() -> int:
     ok_acc = [x for x in account if x is not None]
     ok_vou = [x for x in voucher if x is not None]
     print(f"login -> first packet through the hub, {n} account + {n} voucher logins, alternating")
+    print(f"  load average (1 min): {load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
     print(f"  never online: {n - len(ok_acc)} account, {n - len(ok_vou)} voucher logins")
     if not ok_acc or not ok_vou:
         return 1
