@@ -41,6 +41,7 @@ from hub_agent.purchases import Purchases
 from hub_agent.sessions import loop as sessions_loop
 from hub_agent.sessions.db import SESSIONS
 from hub_agent.sessions.service import Action, SessionService
+from hub_agent.sessions.states import ENDED
 from hub_agent.store import open_db, secure_data_dir
 from hub_agent.telemetry import db_path
 from hub_agent.telemetry.health import AgentStats
@@ -313,7 +314,7 @@ class Agent:
     def agent_stats(self) -> AgentStats:
         # Called from the telemetry loop: read through the worker thread.
         views = self.worker.submit(self.sessions.device_views, self.clock()).result(10)
-        live = [v for v in views if v.session is not None and v.session.state != "ended"]
+        live = [v for v in views if v.session is not None and v.session.state != ENDED]
         used_mb, _, hit_ratio = self._cache_stats
         return AgentStats(
             devices_connected=len(views),

@@ -24,7 +24,7 @@ from hub_agent.sessions import quota
 from hub_agent.sessions import roaming as sroaming
 from hub_agent.sessions.accounts import Terms
 from hub_agent.sessions.quota import Limits
-from hub_agent.sessions.states import State, step
+from hub_agent.sessions.states import THROTTLED, State, step
 
 FREE = "free"
 
@@ -189,7 +189,7 @@ class Core:
         else:
             plan = self.config.plan(s.plan_id)
             rates = (plan.down_kbit, plan.up_kbit)
-            if s.state == "throttled":
+            if s.state == THROTTLED:
                 t = plan.throttle_kbit
                 rates = (min(t, plan.down_kbit), min(t, plan.up_kbit))
         limits = self._limits_of(s)

@@ -21,7 +21,7 @@ from hub_agent.sessions import roaming as sroaming
 from hub_agent.sessions.accounting import DayDelta, fold, merge_days
 from hub_agent.sessions.core import Action, Core, Row
 from hub_agent.sessions.quota import Usage, Verdict
-from hub_agent.sessions.states import step
+from hub_agent.sessions.states import THROTTLED, step
 from hub_agent.store import transaction
 
 
@@ -190,12 +190,12 @@ class Metering(Core):
             kernel_exhausted=bool(c and c.quota_exhausted) and not rollover and not reset,
         )
         v = quota.verdict(limits, usage, now)
-        if s.state == "throttled":
+        if s.state == THROTTLED:
             v = quota.worst(Verdict("throttle"), v)
         if v.kind == "end":
             return self._finish(s, v.reason or "data_quota", now)
         if v.kind == "throttle":
-            if s.state == "throttled":
+            if s.state == THROTTLED:
                 return None
             s.state = step(s.state, "throttled")
             s.granted_used = used

@@ -20,6 +20,7 @@ State = Literal["unknown", "authorised", "throttled", "ended"]
 UNKNOWN: Final = "unknown"  # no session row yet: never stored (the table's CHECK says so)
 AUTHORISED: Final = "authorised"  # through at full rate
 THROTTLED: Final = "throttled"  # through at the plan's reduced rate (its data is gone)
+ENDED: Final = "ended"  # kept for the status page and a resumed slot
 LIVE: Final = frozenset({"authorised", "throttled"})  # rows with these use the uplink
 
 # Allowed transitions: from -> the states it may go to. A throttled session never goes

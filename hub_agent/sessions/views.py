@@ -14,7 +14,7 @@ from hub_agent.sessions import attempts, quota
 from hub_agent.sessions import roaming as sroaming
 from hub_agent.sessions.accounts import Terms
 from hub_agent.sessions.core import Core, Row
-from hub_agent.sessions.states import shown
+from hub_agent.sessions.states import ENDED, shown
 from hub_agent.sessions.vouchers import normalise_code
 
 RECENT_S = 24 * 3600  # an ended session is still shown (with its reason) this long
@@ -59,7 +59,7 @@ class Views(Core):
                 name = dict(self.config.plan(s.plan_id).name)
             except KeyError:
                 name = {"fr": s.plan_id, "en": s.plan_id}
-        grant = self._grant(s) if limits is not None and s.state != "ended" else None
+        grant = self._grant(s) if limits is not None and s.state != ENDED else None
         used = self._used(s, quota.local_day(now, self.tz)) if s.free else s.total
         first = self._voucher_first_use(s.code) or s.first_use
         state, reason = shown(s.state, s.ended_reason)
@@ -94,7 +94,7 @@ class Views(Core):
         if not rows:
             return None
         s = rows[0]
-        if s.state == "ended" and (s.ended_at or 0) < now - RECENT_S:
+        if s.state == ENDED and (s.ended_at or 0) < now - RECENT_S:
             return None
         return self._view(s, now)
 
