@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from provisioning.storage import Database, DbUrl, Migrations, open_database, transaction
 
 migrations = Migrations("registry")
@@ -224,25 +226,48 @@ class Batch:
         return len(self.health) + len(self.events) + len(self.hub_updates)
 
 
+_HEALTH_COLUMNS = (("hub_id", "text"), ("seq", "bigint"), ("ts", "float8"), ("data", "text"))
+_EVENT_COLUMNS = (*_HEALTH_COLUMNS[:3], ("type", "text"), ("data", "text"))
+
+
+def _insert_samples(
+    db: Database, table: str, columns: tuple[tuple[str, str], ...], rows: list[Any]
+) -> None:
+    """Insert samples, skipping those already stored (primary key (hub_id, seq)).
+
+    PostgreSQL: one statement whatever the batch size, the rows sent as one JSON array of
+    arrays (orjson writes it in C) that the server spreads back into rows. A pipelined
+    ``executemany`` costs the controller a Bind/Execute per row, and list parameters go
+    through psycopg's array dumper in Python: each was about a fifth of the controller's
+    CPU per sample. ``DO NOTHING`` also drops a sample repeated within the batch.
+    SQLite: one prepared statement over the rows."""
+    names = ", ".join(name for name, _type in columns)
+    if db.engine == "postgresql":
+        fields = ", ".join(f"(r->>{i})::{t}" for i, (_name, t) in enumerate(columns))
+        db.execute(
+            f"INSERT INTO {table} ({names}) SELECT {fields}"
+            " FROM jsonb_array_elements(?::jsonb) AS r ON CONFLICT (hub_id, seq) DO NOTHING",
+            (orjson.dumps(rows).decode(),),
+        )
+        return
+    marks = ", ".join("?" * len(columns))
+    db.executemany(
+        f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT (hub_id, seq) DO NOTHING",
+        rows,
+    )
+
+
 def write_batch(db: Database, batch: Batch) -> None:
     """One transaction: every sample of the batch is on disk together, or none is.
 
-    Samples go in with one ``executemany`` per table (SQLite: one prepared statement;
-    psycopg: pipelined, one round trip); a sample already stored (a redelivery, or one
-    another controller took) is skipped by the primary key (hub_id, seq)."""
+    Samples go in with one statement per table (``_insert_samples``); a sample already
+    stored (a redelivery, or one another controller took) is skipped by the primary key
+    (hub_id, seq)."""
     with transaction(db):
         if batch.health:
-            db.executemany(
-                "INSERT INTO health (hub_id, seq, ts, data) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (hub_id, seq) DO NOTHING",
-                batch.health,
-            )
+            _insert_samples(db, "health", _HEALTH_COLUMNS, batch.health)
         if batch.events:
-            db.executemany(
-                "INSERT INTO events (hub_id, seq, ts, type, data) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (hub_id, seq) DO NOTHING",
-                batch.events,
-            )
+            _insert_samples(db, "events", _EVENT_COLUMNS, batch.events)
         if batch.gaps_remove:
             db.executemany(
                 "DELETE FROM gaps WHERE hub_id = ? AND stream = ? AND first_seq = ?",

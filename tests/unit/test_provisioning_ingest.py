@@ -78,6 +78,36 @@ def test_ingestor_writes_health_state_gaps_and_reports(central_db_url: str) -> N
     assert registry.get_hub(db, "hub-a")["online"] == 0  # type: ignore[index]
 
 
+def test_write_batch_stores_each_sample_once_with_its_values(central_db_url: str) -> None:
+    # PostgreSQL sends a batch's samples as one JSON document: the values come back as they
+    # were (text with quotes and non-ASCII, full-precision ts, big seq); a sample already
+    # stored or repeated within the batch is skipped, not an error.
+    db = registry.open_registry(central_db_url)
+    data = '{"note":"caf\u00e9 \\"quoted\\" \u2713","n":1}'
+    ts = 1764886401.123456
+    first = registry.Batch(health=[("hub-a", 1, ts, data)])
+    registry.write_batch(db, first)
+    again = registry.Batch(
+        health=[
+            ("hub-a", 1, 1.0, "{}"),
+            ("hub-a", 2**40, ts + 1, "{}"),
+            ("hub-a", 2**40, 2.0, "[]"),
+        ],
+        events=[("hub-b", 7, ts, "voucher_redeemed", data), ("hub-b", 7, 3.0, "x", "{}")],
+    )
+    registry.write_batch(db, again)
+    health = [
+        (r["hub_id"], r["seq"], r["ts"], r["data"])
+        for r in db.query("SELECT hub_id, seq, ts, data FROM health ORDER BY seq")
+    ]
+    assert health == [("hub-a", 1, ts, data), ("hub-a", 2**40, ts + 1, "{}")]
+    events = [
+        (r["hub_id"], r["seq"], r["ts"], r["type"], r["data"])
+        for r in db.query("SELECT hub_id, seq, ts, type, data FROM events")
+    ]
+    assert events == [("hub-b", 7, ts, "voucher_redeemed", data)]
+
+
 def test_downsample_keeps_recent_and_one_per_hour_when_old(central_db_url: str) -> None:
     db = registry.open_registry(central_db_url)
     now = 30 * 86_400.0
