@@ -14,7 +14,6 @@ gaps are found from the store by the lease holder (``controller.leader``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -238,7 +237,8 @@ class Ingestor:
                 cols["last_health"] = text
             else:
                 hub.health = {**hub.health, **msg}
-                cols["last_health"] = json.dumps(hub.health, separators=(",", ":"))
+                # orjson: C, and UTF-8 text where json wrote \u escapes (the same JSON)
+                cols["last_health"] = orjson.dumps(hub.health).decode()
 
     def _event(
         self, hub_id: str, hub: _Hub, msg: dict[str, Any], payload: bytes, now: float
