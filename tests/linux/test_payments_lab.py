@@ -173,6 +173,22 @@ def test_a_hub_cannot_read_another_hubs_payments(pl: PayLab) -> None:
         b.close()
 
 
+def _online_once(
+    pl: PayLab, c: Client, ref: str, phone: str, wait_s: float, deliver_s: float
+) -> None:
+    """After a centre's restart: the phone is online and the purchase happened exactly once
+    (one centre row, one provider prompt, one session, one grant on the hub)."""
+    code, page = pl.wait_result(c, ref, timeout=wait_s)
+    assert code == "200", page[:1500] + pl.log("centre.log")
+    assert reaches_upstream(c)
+    wait_for("delivered", lambda: pl.centre_row(ref)["state"] == "delivered", deliver_s)  # type: ignore[index]
+    assert len([r for r in pl.centre_rows() if r["phone"] == phone]) == 1
+    sims = [p for p in pl.sim.payments.values() if p.phone.endswith(phone)]
+    assert len(sims) == 1 and sims[0].pushed == 1  # charged once
+    assert _sessions(pl, c.mac) == 1
+    assert len(pl.hub_query("SELECT * FROM purchase_grants WHERE request_id = ?", ref)) == 1
+
+
 def test_centre_killed_between_paid_and_grant(pl: PayLab) -> None:
     c = _phone(pl, 7)
     ref = pl.buy(c, "96000007", "flooz")  # FedaPay: its signed webhook is lost too
@@ -182,15 +198,7 @@ def test_centre_killed_between_paid_and_grant(pl: PayLab) -> None:
     assert not reaches_upstream(c)
     pl.start_centre()  # polls what was pending: the provider says paid
     # A poll the killed process had claimed holds its lease (30 s) before it is taken again.
-    code, page = pl.wait_result(c, ref, timeout=60)
-    assert code == "200", page[:1500] + pl.log("centre.log")
-    assert reaches_upstream(c)
-    wait_for("delivered", lambda: pl.centre_row(ref)["state"] == "delivered", 10)  # type: ignore[index]
-    assert len([r for r in pl.centre_rows() if r["phone"] == "96000007"]) == 1
-    sims = [p for p in pl.sim.payments.values() if p.phone.endswith("96000007")]
-    assert len(sims) == 1 and sims[0].pushed == 1  # charged once
-    assert _sessions(pl, c.mac) == 1
-    assert len(pl.hub_query("SELECT * FROM purchase_grants WHERE request_id = ?", ref)) == 1
+    _online_once(pl, c, ref, "96000007", wait_s=60, deliver_s=10)
 
 
 def test_centre_killed_right_after_recording_paid(pl: PayLab) -> None:
@@ -209,15 +217,7 @@ def test_centre_killed_right_after_recording_paid(pl: PayLab) -> None:
     assert row is not None and row["state"] == "paid" and row["grant_json"] is None, row
     assert not reaches_upstream(c)
     pl.start_centre()  # the paid payment is due: granted now, once
-    code, page = pl.wait_result(c, ref, timeout=30)
-    assert code == "200", page[:1500] + pl.log("centre.log")
-    assert reaches_upstream(c)
-    wait_for("delivered", lambda: pl.centre_row(ref)["state"] == "delivered", 20)  # type: ignore[index]
-    assert len([r for r in pl.centre_rows() if r["phone"] == "90000009"]) == 1
-    sims = [p for p in pl.sim.payments.values() if p.phone.endswith("90000009")]
-    assert len(sims) == 1 and sims[0].pushed == 1  # charged once
-    assert _sessions(pl, c.mac) == 1
-    assert len(pl.hub_query("SELECT * FROM purchase_grants WHERE request_id = ?", ref)) == 1
+    _online_once(pl, c, ref, "90000009", wait_s=30, deliver_s=20)
 
 
 def test_agent_killed_after_the_grant(pl: PayLab) -> None:
