@@ -140,22 +140,33 @@ class Agent:
         the last answer while it is recent, else unavailable (fail closed). With
         ``behind_s``, a cached answer the feed still calls true and younger than that is
         given at once while the agent is asked behind it."""
-        if self.synced:
-            cached = self.devices.get(ip, fresh_s)
-            if cached is not None:
-                return cached
-            aged = self.devices.get(ip, behind_s) if behind_s > fresh_s else None
-            if aged is not None:
-                self._asking(ip)
-                return aged
-        return await asyncio.shield(self._asking(ip))
+        known = self.known(ip, fresh_s, behind_s)
+        return known if known is not None else await asyncio.shield(self._asking(ip))
+
+    def known(self, ip: str, fresh_s: float = FRESH_S, behind_s: float = 0.0) -> DeviceState | None:
+        """``whoami``'s answer when it needs no wait (a cached answer; an aged one also
+        sends the question behind it), else None."""
+        if not self.synced:
+            return None
+        cached = self.devices.get(ip, fresh_s)
+        if cached is not None:
+            return cached
+        aged = self.devices.get(ip, behind_s) if behind_s > fresh_s else None
+        if aged is not None:
+            self._asking(ip)
+        return aged
 
     async def captive(self, ip: str) -> DeviceState:
         """The state the OS probes and the splash need ("through or not"): every request
         of a device would otherwise wait on the agent's round trip each FRESH_CAPTIVE_S
         (all 64 of a crowd's connections from one address: the splash's p99 of 0.5 s in
         bench/bench_portal.py); a change the feed reports is still waited for."""
-        return await self.whoami(ip, FRESH_CAPTIVE_S, behind_s=STALE_S)
+        known = self.captive_known(ip)
+        return known if known is not None else await asyncio.shield(self._asking(ip))
+
+    def captive_known(self, ip: str) -> DeviceState | None:
+        """``captive``'s answer when it needs no wait, else None."""
+        return self.known(ip, FRESH_CAPTIVE_S, behind_s=STALE_S)
 
     def _asking(self, ip: str) -> asyncio.Future[DeviceState]:
         """The agent's answer for ``ip``: one question per device at a time, however many

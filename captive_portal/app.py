@@ -14,7 +14,7 @@ from starlette.types import ASGIApp
 
 from captive_portal import content_routes
 from captive_portal.agent import Agent
-from captive_portal.fastpath import FastPath
+from captive_portal.fastpath import FastPath, QuickAnswers
 from captive_portal.head import HeadAsGet
 from captive_portal.hostcheck import ForeignHostRedirect
 from captive_portal.live_config import LiveConfig
@@ -33,7 +33,7 @@ class PortalApp(FastAPI):
     """FastAPI with captive_portal.fastpath in front of its whole middleware stack."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        return FastPath(super().build_middleware_stack(), portal=self.state.portal)
+        return FastPath(super().build_middleware_stack(), quick=self.state.quick)
 
 
 def create_app(
@@ -91,6 +91,7 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.portal = portal
+    app.state.quick = QuickAnswers(portal)  # also answered by the HTTP protocol (quick_http)
     app.state.live_config = live
     for module in (splash, login, status, probes, captive_api, admin, content_routes, pay):
         app.include_router(module.router)

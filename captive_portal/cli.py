@@ -19,9 +19,11 @@ from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from captive_portal.app import create_app
 from captive_portal.live_config import LiveConfig, read_view
+from captive_portal.quick_http import quick_protocol
 from captive_portal.services import Portal
 from captive_portal.settings import Settings, SettingsError, build_settings
 from hub_agent.clikit import fail, parser
@@ -39,23 +41,29 @@ class _Server(uvicorn.Server):
         yield
 
 
-def server_configs(config: HubConfig, app: object, host: str, port: int) -> list[uvicorn.Config]:
-    common = {"proxy_headers": False, "server_header": False, "access_log": False}
-    out = [uvicorn.Config(app, host=host, port=port, log_level="info", **common)]  # type: ignore[arg-type]
+def server_configs(config: HubConfig, app: FastAPI, host: str, port: int) -> list[uvicorn.Config]:
+    """The HTTP listener, and the HTTPS one when the config has a certificate."""
     p = config.portal
+    ports: list[tuple[int, str | None, str | None]] = [(port, None, None)]  # port, cert, key
     if p.tls_cert is not None and p.tls_key is not None and p.https_port is not None:
-        out.append(
-            uvicorn.Config(
-                app,  # type: ignore[arg-type]
-                host=host,
-                port=p.https_port,
-                ssl_certfile=str(p.tls_cert),
-                ssl_keyfile=str(p.tls_key),
-                log_level="info",
-                **common,  # type: ignore[arg-type]
-            )
+        ports.append((p.https_port, str(p.tls_cert), str(p.tls_key)))
+    # what a captive crowd asks again and again, answered without an asyncio task
+    http = quick_protocol(app.state.quick)
+    return [
+        uvicorn.Config(
+            app,
+            host=host,
+            port=n,
+            ssl_certfile=cert,
+            ssl_keyfile=key,
+            http=http,
+            proxy_headers=False,
+            server_header=False,
+            access_log=False,
+            log_level="info",
         )
-    return out
+        for n, cert, key in ports
+    ]
 
 
 def listen_on(config: HubConfig, host: str | None, port: int | None) -> tuple[str, int]:

@@ -24,5 +24,16 @@ def html(
     return HTMLResponse(body, status_code=status_code, headers={**HTML_HEADERS, **(headers or {})})
 
 
+# status, headers, body: an answer as it goes on the wire (captive_portal.fastpath)
+Raw = tuple[int, list[tuple[bytes, bytes]], bytes]
+_HTML_RAW = html(b"").raw_headers  # what html() sends, content-length aside
+
+
+def html_raw(body: bytes) -> Raw:
+    """``html(body)`` (status 200) as it goes on the wire, without building a Response."""
+    length = (b"content-length", b"%d" % len(body))
+    return 200, [length if k == b"content-length" else (k, v) for k, v in _HTML_RAW], body
+
+
 def redirect(url: str, status_code: int = 302) -> RedirectResponse:
     return RedirectResponse(url, status_code=status_code, headers={"Cache-Control": "no-store"})

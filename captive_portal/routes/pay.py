@@ -61,13 +61,18 @@ async def pay_offer(
 ) -> dict[str, Any] | None:
     """The splash's mobile-money box, or None when it is not offered now. ``state``: the
     device's (cached) state, which carries the offer when the agent gave it."""
-    plans = _plans(portal, t)
-    if not plans:
-        return None
     online = state.pay_online if state is not None else None
-    if online is None:
+    if online is None and _plans(portal, t):
         online = bool((await portal.agent.ask(PayStatus(ip=ip))).pay_online)
-    if not online:
+    return known_offer(portal, t, ip, bool(online), phone, network)
+
+
+def known_offer(
+    portal: Portal, t: Translator, ip: str, online: bool, phone: str = "", network: str = ""
+) -> dict[str, Any] | None:
+    """``pay_offer`` once the agent said whether mobile money works now (``online``)."""
+    plans = _plans(portal, t) if online else None
+    if not plans:
         return None
     csrf = portal.csrf.issue("pay", ip)
     return {"plans": plans, "csrf": csrf, "phone": phone, "network": network}

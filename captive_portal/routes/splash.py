@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
@@ -11,7 +11,7 @@ from captive_portal.agent import DeviceState
 from captive_portal.deps import CaptiveDep, ClientIp, LangDep, PortalDep
 from captive_portal.i18n import Translator
 from captive_portal.responses import html
-from captive_portal.routes.pay import pay_offer
+from captive_portal.routes.pay import known_offer, pay_offer
 from captive_portal.services import Portal
 
 router = APIRouter()
@@ -23,13 +23,30 @@ async def splash_page(
     portal: Portal, t: Translator, ip: str, state: DeviceState, code: str = ""
 ) -> HTMLResponse:
     """The splash for this device (the route's and captive_portal.fastpath's answer)."""
-    # None: not offered now (known from the state already: no need to list the plans)
-    offer = None if state.pay_online is False else await pay_offer(portal, t, ip, state=state)
+    body = splash_known(portal, t, ip, state, code)
+    if body is None:  # the agent did not say whether mobile money works now: ask it
+        offer = await pay_offer(portal, t, ip, state=state)
+        body = _filled(portal, t, ip, state, offer, code)
+    return html(body)
+
+
+def splash_known(
+    portal: Portal, t: Translator, ip: str, state: DeviceState, code: str = ""
+) -> bytes | None:
+    """The splash's bytes when the state says whether mobile money is offered, else None."""
+    if state.pay_online is None:
+        return None
+    return _filled(portal, t, ip, state, known_offer(portal, t, ip, state.pay_online), code)
+
+
+def _filled(
+    portal: Portal, t: Translator, ip: str, state: DeviceState, offer: dict[str, Any] | None,
+    code: str,
+) -> bytes:  # fmt: skip
     csrf = portal.csrf.issue("login", ip)
-    body = portal.splash.page(
+    return portal.splash.page(
         portal.renderer, portal.settings, t, state, offer, csrf=csrf, code=code.strip()
     )
-    return html(body)
 
 
 @router.get("/", response_class=HTMLResponse, summary="Splash page")

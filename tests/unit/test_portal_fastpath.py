@@ -91,7 +91,7 @@ def test_a_probe_head_is_the_get_without_body_on_the_fast_path(hub: Hub) -> None
     async def behind(scope: Scope, receive: Receive, send: Send) -> None:
         raise AssertionError(f"{scope['method']} {scope['path']} went on to FastAPI")
 
-    fast_only = FastPath(behind, portal=hub.app.state.portal)  # the portal's cache and key
+    fast_only = FastPath(behind, quick=hub.app.state.quick)  # the portal's cache and key
 
     async def run() -> None:
         for app in (hub.app, fast_only):

@@ -1,0 +1,232 @@
+"""The portal's HTTP protocol (captive_portal/quick_http.py) answers a cached device's probes
+and splash from the parser's callback: on the wire, the same status, headers and bytes as
+the ASGI path (stock uvicorn protocol, same app), only the date and the CSRF tokens'
+second may differ; keep-alive, Connection: close, HEAD and pipelined requests behave as
+uvicorn's own. A real uvicorn over TCP, the real agent behind its socket."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+
+import pytest
+import uvicorn
+from starlette.types import Scope
+
+from captive_portal.app import create_app
+from captive_portal.cli import server_configs
+from captive_portal.fastpath import QuickAnswers
+from captive_portal.quick_http import quick_protocol
+from captive_portal.responses import Raw
+from captive_portal.routes.probes import PROBES
+from captive_portal.settings import build_settings
+from hub_agent.config import validate_config
+from lab.broker import free_port
+from tests.unit.real_agent import AgentThread, FakeClock, RealAgent, config_dict
+
+_TOKEN = re.compile(rb"\d{10}\.[0-9a-f]{32}")
+_DATE = re.compile(rb"\r\ndate: [^\r]*")
+IP, MAC = "127.0.0.1", "02:00:00:00:0c:01"
+HOST = "127.0.0.1"  # the portal's own host as the test reaches it (an extra host)
+
+
+@contextmanager
+def agent_for(tmp_path: Path) -> Iterator[tuple[RealAgent, dict[str, object]]]:
+    sock = tmp_path / "agent.sock"
+    data = config_dict(sock)
+    agent = RealAgent(validate_config(data), {IP: MAC}, FakeClock())
+    with agent, AgentThread(sock, agent):
+        yield agent, data
+
+
+class Counting:
+    """QuickAnswers, counting the answers it gave at once."""
+
+    def __init__(self, quick: QuickAnswers) -> None:
+        self.quick, self.answered = quick, 0
+
+    def __call__(self, scope: Scope) -> Raw | None:
+        raw = self.quick(scope)
+        self.answered += raw is not None
+        return raw
+
+
+@asynccontextmanager
+async def portal(data: dict[str, object], quick: bool) -> AsyncIterator[tuple[int, Counting]]:
+    config = validate_config(data)
+    app = create_app(config, secret=b"s" * 32, settings=build_settings(config, extra_hosts=(HOST,)))
+    counting = Counting(app.state.quick)
+    cfg = server_configs(config, app, HOST, free_port())[0]
+    if quick:
+        cfg.http = quick_protocol(counting)
+    else:
+        cfg.http = "httptools"  # stock: every request through ASGI
+    server = uvicorn.Server(cfg)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not serving.done(), "the portal did not start"
+        await asyncio.sleep(0.01)
+    try:
+        yield cfg.port, counting
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def exchange(port: int, raw: bytes, responses: int = 1) -> bytes:
+    """Send ``raw``; read until ``responses`` answers are complete or the server closes."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    writer.write(raw)
+    await writer.drain()
+    out = b""
+    while out.count(b"HTTP/1.1 ") < responses or not _complete(out, responses):
+        chunk = await asyncio.wait_for(reader.read(65536), 30)
+        if not chunk:
+            break
+        out += chunk
+    writer.close()
+    return out
+
+
+def _complete(out: bytes, responses: int) -> bool:
+    """All ``responses`` answers have their whole body (content-length)."""
+    rest = out
+    for _ in range(responses):
+        head, sep, rest = rest.partition(b"\r\n\r\n")
+        if not sep:
+            return False
+        m = re.search(rb"content-length: (\d+)", head)
+        n = int(m[1]) if m else 0
+        if len(rest) < n:
+            return False
+        rest = rest[n:]
+    return True
+
+
+def get(path: str, method: str = "GET", extra: str = "") -> bytes:
+    return f"{method} {path} HTTP/1.1\r\nHost: {HOST}\r\n{extra}\r\n".encode()
+
+
+REQUESTS = [
+    get("/"),
+    get("/?lang=en"),
+    get("/", extra="Accept-Language: en-GB,en;q=0.9\r\n"),
+    get("/?code=%20abcd-efgh%20&lang=en"),
+    get("/?code=" + "A" * 65),  # FastAPI's 422: not the fast path's
+    get("/api/captive"),
+    *(get(path) for path in PROBES),
+    *(get(path, "HEAD") for path in PROBES),
+]
+
+
+def _masked(answer: bytes) -> bytes:
+    return _TOKEN.sub(b"T", _DATE.sub(b"", answer))
+
+
+def test_quick_answers_are_the_asgi_answers_on_the_wire(tmp_path: Path) -> None:
+    async def scenario(data: dict[str, object]) -> None:
+        async with portal(data, quick=False) as (stock, _), portal(data, quick=True) as (
+            port,
+            counting,
+        ):
+            for request in REQUESTS:
+                await exchange(port, request)  # the device's state is now cached
+            counting.answered = 0
+            for request in REQUESTS:
+                want = _masked(await exchange(stock, request))
+                assert _masked(await exchange(port, request)) == want, request
+            # everything but the 422 and the RFC 8908 API (it shows usage: agent's fresher
+            # state, through the ASGI path) was answered from the callback
+            assert counting.answered == len(REQUESTS) - 2
+
+    with agent_for(tmp_path) as (_, data):
+        asyncio.run(scenario(data))
+
+
+def test_keep_alive_close_and_pipelining_on_the_quick_path(tmp_path: Path) -> None:
+    async def scenario(data: dict[str, object]) -> None:
+        async with portal(data, quick=True) as (port, counting):
+            await exchange(port, get("/generate_204"))  # cached from here on
+            counting.answered = 0
+            # two requests in one write: two answers, in order, on the same connection
+            both = await exchange(port, get("/generate_204") + get("/?lang=en"), responses=2)
+            assert both.count(b"HTTP/1.1 302 Found") == 1 and both.count(b"HTTP/1.1 200 OK") == 1
+            assert both.index(b"302 Found") < both.index(b"200 OK") and b"Relais" in both
+            # Connection: close is answered with it, and the server closes (read ends)
+            closed = await exchange(port, get("/ncsi.txt", extra="Connection: close\r\n"), 2)
+            assert closed.count(b"HTTP/1.1 ") == 1 and b"\r\nconnection: close\r\n" in closed
+            assert counting.answered == 3
+
+    with agent_for(tmp_path) as (_, data):
+        asyncio.run(scenario(data))
+
+
+def test_a_logged_in_device_gets_the_success_bytes_at_once(tmp_path: Path) -> None:
+    """The cache follows the agent's change feed: after a login, the quick path says 204."""
+
+    async def scenario(agent: RealAgent, data: dict[str, object]) -> None:
+        async with portal(data, quick=True) as (port, counting):
+            assert b" 302 " in await exchange(port, get("/generate_204"))
+            splash = (await exchange(port, get("/"))).decode()
+            token = re.search(r'name="csrf" value="([^"]+)"', splash)
+            assert token
+            body = f"method=voucher&code={agent.issue('heure')}&csrf={token[1]}"
+            post = (
+                f"POST /login HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {len(body)}\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\n\r\n" + body
+            ).encode()
+            assert b"HTTP/1.1 200 " in await exchange(port, post)
+            counting.answered = 0
+            assert (await exchange(port, get("/generate_204"))).startswith(b"HTTP/1.1 204 ")
+            assert counting.answered == 1
+
+    with agent_for(tmp_path) as (agent, data):
+        asyncio.run(scenario(agent, data))
+
+
+@pytest.mark.parametrize("path", ["/generate_204", "/"])
+def test_a_failing_quick_answer_falls_back_to_the_asgi_path(tmp_path: Path, path: str) -> None:
+    def broken(scope: Scope) -> Raw | None:
+        raise RuntimeError("boom")
+
+    async def scenario(data: dict[str, object]) -> None:
+        config = validate_config(data)
+        app = create_app(config, secret=b"s" * 32, settings=build_settings(config, extra_hosts=(HOST,)))
+        cfg = server_configs(config, app, HOST, free_port())[0]
+        cfg.http = quick_protocol(broken)
+        server = uvicorn.Server(cfg)
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        try:
+            answer = await exchange(cfg.port, get(path))
+            assert answer.startswith((b"HTTP/1.1 302 ", b"HTTP/1.1 200 ")), answer[:80]
+        finally:
+            server.should_exit = True
+            await serving
+
+    with agent_for(tmp_path) as (_, data):
+        asyncio.run(scenario(data))
+
+
+def test_the_socket_helper_sees_a_closed_connection() -> None:
+    """``exchange`` stops at the server's close (what the Connection: close case relies on)."""
+
+    async def scenario() -> bytes:
+        srv = await asyncio.start_server(_answer_and_close, HOST, 0)
+        port = srv.sockets[0].getsockname()[1]
+        async with srv:
+            return await exchange(port, b"x", responses=5)
+
+    assert asyncio.run(scenario()) == b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+
+
+async def _answer_and_close(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await r.read(1)
+    w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+    await w.drain()
+    w.close()
+
