@@ -42,6 +42,10 @@ async def _serve_one(
         await writer.drain()
     except (TimeoutError, ConnectionError):
         pass
+    except asyncio.CancelledError:
+        # the agent is stopping (a portal's long poll was waiting): asyncio's stream server
+        # would log a cancelled connection task as an error ("Exception in callback")
+        return
     finally:
         writer.close()
         with contextlib.suppress(Exception):
