@@ -45,7 +45,9 @@ class LanMove:
 class ConfigChanges:
     lan_move: LanMove | None = None
     dnsmasq: bool = False  # its rendered config differs: restart it
-    portal_listen: bool = False  # the portal re-binds (informational: it follows the copy)
+    # the fields moving the portal's listeners (it re-binds by itself, following the copy;
+    # the agent then waits for its word: hub_agent/portal_follow.py)
+    portal_listen: tuple[str, ...] = ()
     radius: RadiusStep | None = None
     restart_needed: tuple[str, ...] = ()  # fields that only a restart of the agent applies
 
@@ -70,9 +72,15 @@ def radius_step(old: HubConfig, new: HubConfig) -> RadiusStep | None:
     return "update"
 
 
-def _portal_listen(config: HubConfig) -> tuple[object, ...]:
+def _portal_listen(config: HubConfig) -> dict[str, object]:
     p = config.portal
-    return (config.network.lan.address.ip, p.http_port, p.https_port, p.tls_cert, p.tls_key)
+    return {
+        "network.lan.address": config.network.lan.address.ip,
+        "portal.http_port": p.http_port,
+        "portal.https_port": p.https_port,
+        "portal.tls_cert": p.tls_cert,
+        "portal.tls_key": p.tls_key,
+    }
 
 
 def plan_changes(
@@ -80,6 +88,7 @@ def plan_changes(
 ) -> ConfigChanges:
     """The steps from ``old`` to ``new``; ``upstream_*``: each config's upstream resolvers."""
     lan_old, lan_new = old.network.lan, new.network.lan
+    listen_old, listen_new = _portal_listen(old), _portal_listen(new)
     move = None
     if lan_old.address != lan_new.address and lan_old.interface == lan_new.interface:
         move = LanMove(lan_new.interface, lan_old.address, lan_new.address)
@@ -96,7 +105,7 @@ def plan_changes(
     return ConfigChanges(
         lan_move=move,
         dnsmasq=render_dnsmasq(old, upstream_old) != render_dnsmasq(new, upstream_new),
-        portal_listen=_portal_listen(old) != _portal_listen(new),
+        portal_listen=tuple(k for k, v in listen_new.items() if listen_old[k] != v),
         radius=radius_step(old, new),
         restart_needed=restart,
     )

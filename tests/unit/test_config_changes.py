@@ -45,7 +45,7 @@ def test_same_config_changes_nothing() -> None:
     assert (c.lan_move, c.dnsmasq, c.portal_listen, c.radius, c.restart_needed) == (
         None,
         False,
-        False,
+        (),
         None,
         (),
     )
@@ -54,7 +54,7 @@ def test_same_config_changes_nothing() -> None:
 def test_a_portal_port_restarts_dnsmasq_for_option_114_and_moves_the_portal() -> None:
     old, new = cfg(1), cfg(2, portal={"http_port": 8090})
     c = plan_changes(old, new, UP, UP)
-    assert c.dnsmasq and c.portal_listen and c.lan_move is None
+    assert c.dnsmasq and c.portal_listen == ("portal.http_port",) and c.lan_move is None
     assert captive_api_url(new) == "http://10.42.0.1:8090/api/captive"
     assert captive_api_url(new) in render_dnsmasq(new, UP)
 
@@ -65,7 +65,7 @@ def test_a_lan_address_moves_the_interface_dnsmasq_and_the_portal() -> None:
     assert c.lan_move == LanMove(
         "lan0", ipaddress.IPv4Interface("10.42.0.1/24"), ipaddress.IPv4Interface("10.43.0.1/24")
     )
-    assert c.dnsmasq and c.portal_listen
+    assert c.dnsmasq and c.portal_listen == ("network.lan.address",)
     text = render_dnsmasq(new, UP)
     assert "dhcp-option=option:router,10.43.0.1" in text
     assert "http://10.43.0.1:8080/api/captive" in text
