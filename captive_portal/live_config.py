@@ -8,7 +8,9 @@ and the current settings stay. A new LAN address or port calls ``on_listen``: th
 portal's servers move there (cli.py), in the same process; when they cannot (the port is
 taken, the address is not on the host yet) the portal stays where it is, whole: its
 redirects keep naming the address it answers on, one line says why, and the copy is tried
-again at each check.
+again at each check. Either way the agent is told (``PortalListen``): it waits for that word
+before reporting such a config applied, and rolls it back on a refusal
+(hub_agent/portal_follow.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from captive_portal.services import Portal
 from captive_portal.settings import Settings, SettingsError
+from hub_agent.api.protocol import PortalListen
 from hub_agent.config import ConfigError, HubConfig, validate_config
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,7 @@ class LiveConfig:
         # None when the listeners move, else why they cannot
         self.on_listen: Callable[[HubConfig], str | None] | None = None
         self._refused: HubConfig | None = None  # the copy whose listeners could not move
+        self._tell: PortalListen | None = None  # the agent's to hear after this check
 
     def adopt(self, found: tuple[float, HubConfig] | None) -> bool:
         """Switch to the copy read; True when the portal's settings changed."""
@@ -87,11 +91,14 @@ class LiveConfig:
         if not _fixed_at_start(config, current):
             if self.on_listen is None:
                 log.warning("LAN address or portal ports changed: restart the portal to follow")
-            elif (why := self.on_listen(config)) is not None:
-                if config != self._refused:  # one line per refused copy, not one per check
-                    log.error("portal config version %s not followed: %s", config.version, why)
-                    self._refused = config
-                return False
+            else:
+                why = self.on_listen(config)
+                self._tell = PortalListen(version=config.version, error=why)
+                if why is not None:
+                    if config != self._refused:  # one line per refused copy, not per check
+                        log.error("portal config v%s not followed: %s", config.version, why)
+                        self._refused = config
+                    return False
         self._refused = None
         self.portal.settings = settings
         self._mtime = mtime
@@ -99,7 +106,11 @@ class LiveConfig:
         return True
 
     async def refresh(self) -> bool:
-        return self.adopt(await asyncio.to_thread(read_view, self.path))
+        changed = self.adopt(await asyncio.to_thread(read_view, self.path))
+        tell, self._tell = self._tell, None
+        if tell is not None:  # again at each check while refused: a word lost is said again
+            await self.portal.agent.ask(tell)
+        return changed
 
     async def run(self) -> None:
         while True:

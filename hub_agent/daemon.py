@@ -36,6 +36,7 @@ from hub_agent.handler import AgentHandler
 from hub_agent.lan_address import LanAddress
 from hub_agent.lan_devices import LanDevices
 from hub_agent.neighbours import NeighbourTable
+from hub_agent.portal_follow import PortalFollow
 from hub_agent.portal_view import write_portal_view
 from hub_agent.purchases import Purchases
 from hub_agent.sessions import loop as sessions_loop
@@ -92,6 +93,8 @@ class Agent:
             executor=self.worker,
             caretaker=self.caretaker,
         )
+        self.portal_follow = self.handler.portal = PortalFollow()
+        self._moved: tuple[int, tuple[str, ...]] = (self.config.version, ())  # listen fields
 
     def _open(self) -> None:
         # others enter, never list: the portal reads content/library.json, nginx's workers
@@ -213,6 +216,7 @@ class Agent:
         for name in changes.restart_needed:
             log.warning("config v%d: %s changed; applied at the next restart", new.version, name)
         self.worker.submit(self._apply_config, new, changes).result()
+        self._moved = (new.version, changes.portal_listen)
         if changes.radius is not None and self._loop is not None:
             step = self._follow_radius(changes.radius)
             asyncio.run_coroutine_threadsafe(step, self._loop).result()
@@ -267,8 +271,15 @@ class Agent:
             log.error("portal's config copy not written: %s", e)
 
     def config_healthy(self) -> bool:
-        """After an apply: the kernel must be exactly what the new config renders."""
-        return bool(self.worker.submit(self.enforcer.kernel_equals_plan).result(30))
+        """After an apply: the kernel must be exactly what the new config renders, and a
+        portal asked to move its listeners must serve there (else: why, for the report)."""
+        if not self.worker.submit(self.enforcer.kernel_equals_plan).result(30):
+            return False
+        version, fields = self._moved
+        why = self.portal_follow.refusal(version) if fields else None
+        if why is not None:
+            raise RuntimeError(f"{', '.join(fields)}: the portal cannot serve there: {why}")
+        return True
 
     # --- health and events ------------------------------------------------------------------
     def emit(self, type: str, /, **fields: Any) -> None:

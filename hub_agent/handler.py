@@ -31,6 +31,7 @@ from hub_agent.api.protocol import (
     NameDevice,
     Pay,
     PayStatus,
+    PortalListen,
     Request,
     Response,
     Watch,
@@ -39,6 +40,7 @@ from hub_agent.api.protocol import (
 from hub_agent.caretaker import Desk
 from hub_agent.config import normalise_mac
 from hub_agent.enforce.model import Grant
+from hub_agent.portal_follow import PortalFollow
 from hub_agent.purchases import Purchases
 from hub_agent.radius import RadiusUnavailable
 from hub_agent.roaming import Asked
@@ -77,6 +79,7 @@ class AgentHandler:
     purchases: Purchases | None = None  # mobile money (hub_agent/purchases.py)
     roaming: Roaming | None = None  # roaming balances (hub_agent/roaming_link.py)
     accounts: Radius | None = None  # accounts through RADIUS (hub_agent/accounts.py)
+    portal: PortalFollow | None = None  # the portal's word on moving its listeners
 
     def __init__(
         self,
@@ -107,8 +110,14 @@ class AgentHandler:
             changes = getattr(self.sessions, "changes", None)
             if changes is None:
                 return Response(ok=False, error="bad_request")
+            if self.portal is not None:
+                self.portal.seen()  # a portal is running and following
             gen, changed = await changes.wait(req.since, req.wait_s)
             return Response(ok=True, generation=gen, changed=changed)
+        if isinstance(req, PortalListen):
+            if self.portal is not None:
+                self.portal.said(req.version, req.error)
+            return Response(ok=True)
         # A PriorityWorker runs them ahead of the agent's queued periodic passes.
         if isinstance(req, Login) and req.method == "account" and self.accounts is not None:
             return await self._account_login(req, self.accounts)

@@ -208,6 +208,16 @@ class PayStatus(_Msg):
     ref: str | None = Field(default=None, max_length=64)
 
 
+class PortalListen(_Msg):
+    """The portal's word on a config that moves its listeners (address or ports): it serves
+    there now (``error`` None), or why it cannot (it stays where it was). The agent waits
+    for it before reporting the config applied (hub_agent/portal_follow.py)."""
+
+    op: Literal["portal_listen"] = "portal_listen"
+    version: int
+    error: str | None = Field(default=None, max_length=500)
+
+
 Request = Annotated[
     Whoami
     | Login
@@ -221,7 +231,8 @@ Request = Annotated[
     | CaretakerInfo
     | Pay
     | PayStatus
-    | Watch,
+    | Watch
+    | PortalListen,
     Field(discriminator="op"),
 ]
 

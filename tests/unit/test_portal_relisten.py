@@ -19,6 +19,7 @@ from captive_portal.cli import Listeners, listen_on, server_configs
 from captive_portal.live_config import LiveConfig
 from captive_portal.settings import build_settings
 from hub_agent.config import HubConfig, validate_config
+from hub_agent.portal_follow import PortalFollow
 from hub_agent.portal_view import write_portal_view
 from lab.broker import free_port
 from tests.unit.real_agent import running_hub
@@ -76,6 +77,7 @@ def test_a_port_that_is_taken_keeps_the_portal_where_it_is(
     """The portal (cli's listeners, uvicorn, the real agent) keeps serving its old port,
     redirects there, and says once why; a free port later is followed."""
     with running_hub(tmp_path) as hub, socket.socket() as taken:
+        follow = hub.agent.handler.portal = PortalFollow()  # what the agent hears
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
@@ -103,6 +105,9 @@ def test_a_port_that_is_taken_keeps_the_portal_where_it_is(
                 assert len(lines) == 1 and f"127.0.0.1:{busy}" in lines[0], lines
                 assert portal.settings.config == start  # its redirects still name the old port
                 assert await _answers(old) and not serving.done()
+                # the agent heard why (its check after the apply rolls the config back)
+                why = await asyncio.to_thread(follow.refusal, blocked.version, 0)
+                assert why is not None and f"127.0.0.1:{busy}" in why, why
 
                 moved = _pushed(blocked, {"portal": {"http_port": free_port()}})
                 write_portal_view(moved, group=None)
@@ -111,6 +116,7 @@ def test_a_port_that_is_taken_keeps_the_portal_where_it_is(
                     "the portal moves", f"http://127.0.0.1:{moved.portal.http_port}/", True
                 )
                 await _until("the old port is let go", old, up=False)
+                assert follow.heard(moved.version) and follow.refusal(moved.version, 0) is None
             finally:
                 listeners.stop()
                 await serving
