@@ -8,7 +8,9 @@ follow and how; ``Agent.apply_config`` carries the plan out:
   reconciled with the database: the captive redirect's port, the LAN subnet and plans
   follow, and the health check compares the kernel with the new plan;
 - the LAN interface moves to the new address before anything binds it (dnsmasq, the
-  portal), and the old address is dropped after: the hub answers on one address;
+  portal, the library's nginx), and the old address is dropped after: the hub answers on
+  one address; its IPv6 address (``network.lan.address6``: added, removed or changed)
+  moves the same way, in the same steps;
 - dnsmasq restarts only when its rendered config differs (DHCP range, router, DNS, the
   RFC 8910 option 114 URL with the portal's address and port, the walled-garden sets);
 - the portal re-binds by itself when the agent's config copy names another address or
@@ -34,11 +36,31 @@ RadiusStep = Literal["start", "stop", "rebind", "update"]
 
 @dataclass(frozen=True)
 class LanMove:
-    """The LAN interface's IPv4 address changes: add ``new``, then remove ``old``."""
+    """The LAN interface's addresses change: add the new ones, then remove the old ones.
+
+    ``old == new`` when only the IPv6 address moves; ``old6``/``new6`` None: no IPv6
+    address before/after (the same when it does not move)."""
 
     interface: str
     old: ipaddress.IPv4Interface
     new: ipaddress.IPv4Interface
+    old6: ipaddress.IPv6Interface | None = None
+    new6: ipaddress.IPv6Interface | None = None
+
+    @property
+    def moves4(self) -> bool:
+        return self.old != self.new
+
+    @property
+    def moves6(self) -> bool:
+        return self.old6 != self.new6
+
+    @property
+    def reprefixes6(self) -> bool:
+        """Same IPv6 address, another prefix: the kernel holds one entry per IPv6 address
+        (an add is EEXIST, a replace keeps the old prefix), so the old goes first."""
+        o, n = self.old6, self.new6
+        return o is not None and n is not None and o.ip == n.ip and o != n
 
 
 @dataclass(frozen=True)
@@ -90,8 +112,11 @@ def plan_changes(
     lan_old, lan_new = old.network.lan, new.network.lan
     listen_old, listen_new = _portal_listen(old), _portal_listen(new)
     move = None
-    if lan_old.address != lan_new.address and lan_old.interface == lan_new.interface:
-        move = LanMove(lan_new.interface, lan_old.address, lan_new.address)
+    moved = (lan_old.address, lan_old.address6) != (lan_new.address, lan_new.address6)
+    if moved and lan_old.interface == lan_new.interface:
+        move = LanMove(
+            lan_new.interface, lan_old.address, lan_new.address, lan_old.address6, lan_new.address6
+        )
     restart = tuple(
         name
         for name, a, b in (

@@ -21,7 +21,7 @@ from hub_agent.signing import SigningKey, sign_envelope
 from hub_agent.telemetry import topics
 from lab import paylab
 from lab.broker import Broker
-from lab.netns import HUB_LAN, UPSTREAM, Client, Lab
+from lab.netns import DNS_QUERY, DOMAINS, HUB_LAN, HUB_WAN6, UPSTREAM, UPSTREAM6, Client, Lab
 from tests.conftest import require_mosquitto
 from tests.linux.test_agent_e2e import (
     PORTAL,
@@ -211,3 +211,73 @@ def test_pushed_radius_settings_move_the_coa_listener(pushed_hub: tuple[Hub, Bro
         if closed is not None:
             wait_for(f"CoA port {closed} closed", partial(listening, closed, False), hub)
     assert hub.agent.poll() is None and hub.agent.pid == pid, "the agent restarted"
+
+
+def renumber6(hub: Hub, c: Client, prefix: str, gateway: str) -> None:
+    """The phone's SLAAC address in the hub's new prefix (from dnsmasq's router
+    advertisement: waited for) becomes its address; its old ones go, as they would when
+    the old prefix expires, and the hub's new address is its IPv6 gateway."""
+
+    def slaac() -> str | None:
+        out = c.exec("ip", "-6", "-o", "addr", "show", "dev", "eth0", "to", prefix).stdout
+        return next((w.split("/")[0] for w in out.split() if "/" in w), None)
+
+    new = wait_for(f"{c.name} gets an address in {prefix} from the hub's RA", slaac, hub)
+    hub.lab.ip(c.ns, "-6", "addr", "flush", "dev", "eth0", "to", f"{c.ip6}/64")
+    hub.lab.ip(c.ns, "-6", "route", "replace", "default", "via", gateway)
+    c.ip6 = new
+
+
+# The lab's DNS query over IPv6: the upstream resolver listens on IPv4 only, so an answer
+# to a query sent to its IPv6 address comes from the hub's resolver, by nft's redirect.
+DNS_QUERY6 = DNS_QUERY.replace("socket.AF_INET,", "socket.AF_INET6,")
+
+
+def captive_dns6_lands_on_the_hub(c: Client) -> bool:
+    r = c.exec("python3", "-c", DNS_QUERY6, "example.test", UPSTREAM6, timeout=10)
+    print(c.name, "DNS over IPv6:", r.returncode, r.stdout.strip(), r.stderr[-200:])
+    return r.stdout.strip() == DOMAINS["example.test"]
+
+
+def _reaches_upstream6(c: Client) -> bool:
+    r = c.curl(f"http://[{UPSTREAM6}]/", "-6", timeout=3)
+    return r.returncode == 0 and "upstream internet" in r.stdout
+
+
+def test_a_pushed_lan_ipv6_address_is_followed_without_a_restart(
+    pushed_hub: tuple[Hub, Broker],
+) -> None:
+    """``network.lan.address6`` moved: the interface, dnsmasq (its RA names the new prefix,
+    phones take an address in it), the library's nginx and the kernel's redirect (to the
+    interface's first address) follow. The portal listens on IPv4 only, so a captive
+    phone's IPv6 web request is not sent to it, before the move as after: its captivity
+    is shown by its DNS landing on the hub's resolver and by the internet it cannot reach."""
+    hub, broker = pushed_hub
+    c1, c2 = hub.lab.clients
+    pids = online_phone(hub)
+    assert _reaches_upstream6(c1) and not _reaches_upstream6(c2)
+    assert captive_dns6_lands_on_the_hub(c2)
+
+    def new_address6(wire: dict[str, Any]) -> None:
+        wire["network"]["lan"]["address6"] = "fd43::1/64"
+
+    push(hub, broker, new_address6)
+    addrs = hub.lab.hub_exec("ip", "-6", "-o", "addr", "show", "dev", "lan0").stdout
+    assert "fd43::1/64" in addrs and "fd42::1/" not in addrs, addrs
+    dhcp = (hub.rundir / "data" / "dnsmasq.conf").read_text()
+    assert "dhcp-range=fd43::,ra-stateless" in dhcp and "fd42::" not in dhcp, dhcp
+    # the "internet" routes the new prefix to the hub, as a delegation would
+    hub.lab.ip(hub.lab.upstream_ns, "-6", "route", "replace", "fd43::/64", "via", HUB_WAN6)
+    renumber6(hub, c2, "fd43::/64", "fd43::1")
+    wait_for(
+        "c2's IPv6 DNS on the hub's new address", partial(captive_dns6_lands_on_the_hub, c2), hub
+    )
+    assert not _reaches_upstream6(c2), "a captive phone reaches the internet over IPv6"
+    code, location, _ = _get(c2, "http://[fd43::1]:8081/", "-6", timeout=3)
+    assert (code, location) == ("302", "http://10.42.0.1:8080/content/"), "library not on fd43::1"
+    # The phone online before stays online (IPv6 is authorised by MAC), on both families.
+    renumber6(hub, c1, "fd43::/64", "fd43::1")
+    wait_for("c1 online over IPv6 on its new address", partial(_reaches_upstream6, c1), hub)
+    assert _reaches_upstream(c1)
+    captive_phone_sent_to(hub, c2, PORTAL)  # over IPv4 nothing moved
+    same_processes(hub, pids)

@@ -10,10 +10,12 @@ import pytest
 
 from hub_agent.config import HubConfig, validate_config
 from hub_agent.config_changes import LanMove, plan_changes, radius_step
+from hub_agent.content.service import listen_addresses
 from hub_agent.enforce.dnsmasq import captive_api_url, render_dnsmasq
 from hub_agent.enforce.model import DesiredState
 from hub_agent.enforce.nft_plan import render_ruleset, rule_name, rules
 from hub_agent.enforce.nft_view import diff_views, view_of
+from hub_agent.lan_devices import hub_addresses
 from hub_agent.sessions.db import SESSIONS
 from hub_agent.sessions.service import SessionService
 from hub_agent.store import open_db
@@ -149,3 +151,65 @@ def test_a_renumbered_lan_forgets_the_old_subnets_addresses(tmp_path: Path) -> N
     sessions.forget_addresses_outside(ipaddress.IPv4Network("10.43.0.0/24"))
     ips = dict(sessions.conn.execute("SELECT mac, ip FROM devices").fetchall())
     assert ips == {macs[0]: None, macs[1]: "10.43.0.7", macs[2]: "fd42::5"}
+
+
+V4 = ipaddress.IPv4Interface("10.42.0.1/24")
+
+
+def lan6(address6: str | None) -> dict[str, Any]:
+    return {"lan": {"address6": address6}}
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [(None, "fd42::1/64"), ("fd42::1/64", None), ("fd42::1/64", "fd43::1/64")],
+)
+def test_an_ipv6_lan_address_added_removed_or_changed_moves_the_interface_and_dnsmasq(
+    old: str | None, new: str | None
+) -> None:
+    a, b = cfg(1, network=lan6(old)), cfg(2, network=lan6(new))
+    c = plan_changes(a, b, UP, UP)
+    six = [None if x is None else ipaddress.IPv6Interface(x) for x in (old, new)]
+    assert c.lan_move == LanMove("lan0", V4, V4, six[0], six[1])
+    assert c.lan_move.moves6 and not c.lan_move.moves4 and not c.lan_move.reprefixes6
+    assert c.dnsmasq and c.restart_needed == ()
+    # the portal listens on the IPv4 address only: its hosts follow through its settings
+    assert c.portal_listen == ()
+    text = render_dnsmasq(b, UP)
+    for x in (old, new):
+        if x is not None:
+            prefix = ipaddress.IPv6Interface(x).network.network_address
+            assert (f"dhcp-range={prefix},ra-stateless" in text) == (x == new)
+
+
+def test_both_families_move_together_and_an_unchanged_ipv6_address_stays() -> None:
+    v4 = lan("10.43.0.1/24", "10.43.0.100", "10.43.0.200")
+    same6 = {"lan": {**v4["lan"], "address6": "fd42::1/64"}}
+    c = plan_changes(cfg(1, network=lan6("fd42::1/64")), cfg(2, network=same6), UP, UP)
+    assert c.lan_move is not None and c.lan_move.moves4 and not c.lan_move.moves6
+    both = {"lan": {**v4["lan"], "address6": "fd43::1/64"}}
+    c = plan_changes(cfg(1, network=lan6("fd42::1/64")), cfg(2, network=both), UP, UP)
+    assert c.lan_move is not None and c.lan_move.moves4 and c.lan_move.moves6
+    assert c.lan_move.new6 == ipaddress.IPv6Interface("fd43::1/64")
+
+
+def test_an_ipv6_address_with_another_prefix_is_a_reprefix() -> None:
+    c = plan_changes(cfg(1, network=lan6("fd42::1/64")), cfg(2, network=lan6("fd42::1/56")), UP, UP)
+    assert c.lan_move is not None and c.lan_move.moves6 and c.lan_move.reprefixes6
+    c = plan_changes(cfg(1, network=lan6("fd42::1/64")), cfg(2, network=lan6("fd42::1/64")), UP, UP)
+    assert c.lan_move is None
+
+
+def test_an_ipv6_address_on_a_renamed_interface_is_not_moved_live() -> None:
+    new = cfg(2, network={"lan": {"interface": "br-lan", "address6": "fd43::1/64"}})
+    c = plan_changes(cfg(1, network=lan6("fd42::1/64")), new, UP, UP)
+    assert c.lan_move is None and c.restart_needed == ("network.lan.interface",)
+
+
+def test_the_content_library_and_the_hub_addresses_follow_the_ipv6_address() -> None:
+    """nginx's listen lines and the hub's own addresses (tc's local class, the LAN
+    discovery's filter) are rendered from the config, so they follow a move."""
+    new = cfg(2, network=lan6("fd43::1/64"))
+    assert listen_addresses(new) == ("10.42.0.1:8081", "[fd43::1]:8081")
+    assert hub_addresses(new) == frozenset({"10.42.0.1", "fd43::1"})
+    assert listen_addresses(cfg(3)) == ("10.42.0.1:8081",)
