@@ -16,13 +16,21 @@ from hub_agent.api.protocol import PayStatus
 
 async def extend_offered(portal: Portal, ip: str, state: DeviceState) -> bool:
     """Whether this device is offered "prolonger" now (and told it can extend)."""
+    known = extend_known(portal, state)
+    if known is not None:
+        return known
+    online = (await portal.agent.ask(PayStatus(ip=ip))).pay_online
+    return can_extend(portal.settings.config, state.session, online)
+
+
+def extend_known(portal: Portal, state: DeviceState) -> bool | None:
+    """``extend_offered`` without asking the agent; None when it must be asked."""
     session = state.session
     if not can_extend(portal.settings.config, session, True):
         return False  # no session, or nothing for sale: no need to ask the agent
-    online = getattr(state, "pay_online", None)  # when the device's state carries it
-    if online is None:
-        online = (await portal.agent.ask(PayStatus(ip=ip))).pay_online
-    return can_extend(portal.settings.config, session, online)
+    if state.pay_online is None:
+        return None
+    return can_extend(portal.settings.config, session, state.pay_online)
 
 
 async def extend_box(

@@ -13,11 +13,10 @@ the GET's status and headers without the body, as ``head.HeadAsGet`` would give 
 else (another HEAD, a foreign host, a query the route would refuse) goes on to FastAPI
 unchanged.
 
-``QuickAnswers`` gives a probe's or the splash's answer without waiting when the device's
-state is cached (the usual case in a crowd): captive_portal.quick_http writes it from the
-HTTP parser's callback, without an asyncio task. ``FastPath`` (mounted by
-``app.PortalApp``) answers the same requests on the ASGI path, waiting on the agent when
-the cache cannot answer.
+``QuickAnswers`` gives these answers without waiting when the device's state is cached
+(the usual case in a crowd): captive_portal.quick_http writes them from the HTTP parser's
+callback, without an asyncio task. ``FastPath`` (mounted by ``app.PortalApp``) answers the
+same requests on the ASGI path, waiting on the agent when the cache cannot answer.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from captive_portal.agent import DeviceState
 from captive_portal.deps import LANG_MAX, choose_translator
 from captive_portal.i18n import Translator
 from captive_portal.responses import Raw, html_raw
-from captive_portal.routes.captive_api import captive_answer
+from captive_portal.routes.captive_api import captive_answer, captive_known
 from captive_portal.routes.probes import PROBES, ProbeAnswer, probe_answer
 from captive_portal.routes.splash import CODE_MAX, splash_known, splash_page
 from captive_portal.services import Portal
@@ -98,8 +97,12 @@ class QuickAnswers:
     def __call__(self, scope: Scope) -> Raw | None:
         """The answer now, when the device's state is cached; else None (the ASGI path)."""
         ask = self.ask(scope)
-        if ask is None or ask.api:
+        if ask is None:
             return None
+        if ask.api:  # shows usage: a fresher state than "through or not"
+            fresh = self.portal.agent.known(ask.ip)
+            api = None if fresh is None else captive_known(self.portal, fresh)
+            return None if api is None else (api.status_code, api.raw_headers, bytes(api.body))
         state = self.portal.agent.captive_known(ask.ip)
         if state is None:
             return None

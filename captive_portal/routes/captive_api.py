@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response
 
 from captive_portal.agent import DeviceState
 from captive_portal.deps import ClientIp, DeviceDep, PortalDep
-from captive_portal.extend import extend_offered
+from captive_portal.extend import extend_known, extend_offered
 from captive_portal.services import Portal
 from captive_portal.settings import Settings
 
@@ -51,6 +51,19 @@ async def captive_api(portal: PortalDep, ip: ClientIp, state: DeviceDep) -> Resp
 
 async def captive_answer(portal: Portal, ip: str, state: DeviceState) -> Response:
     """The route's and captive_portal.fastpath's answer."""
-    doc = captive_document(portal.settings, state, await extend_offered(portal, ip, state))
+    known = captive_known(portal, state)
+    if known is not None:
+        return known
+    extend = await extend_offered(portal, ip, state)
+    return _answer(captive_document(portal.settings, state, extend))
+
+
+def captive_known(portal: Portal, state: DeviceState) -> Response | None:
+    """The answer when the state says all it needs (no question to the agent), else None."""
+    extend = extend_known(portal, state)
+    return None if extend is None else _answer(captive_document(portal.settings, state, extend))
+
+
+def _answer(doc: dict[str, Any]) -> Response:
     body = json.dumps(doc, separators=(",", ":"))
     return Response(body, media_type=MEDIA_TYPE, headers={"Cache-Control": "private"})
