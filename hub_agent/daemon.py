@@ -215,6 +215,7 @@ class Agent:
         )
         for name in changes.restart_needed:
             log.warning("config v%d: %s changed; applied at the next restart", new.version, name)
+        self.portal_follow.forget(new.version)
         self.worker.submit(self._apply_config, new, changes).result()
         self._moved = (new.version, changes.portal_listen)
         if changes.radius is not None and self._loop is not None:

@@ -49,6 +49,12 @@ class PortalFollow:
                 del self._words[old]
             self._cond.notify_all()
 
+    def forget(self, version: int) -> None:
+        """Before applying ``version``: a word on an earlier config of that number (pushed
+        again after a rollback) is not about this one."""
+        with self._cond:
+            self._words.pop(version, None)
+
     def heard(self, version: int) -> bool:
         with self._cond:
             return version in self._words

@@ -95,11 +95,17 @@ def pushed_hub() -> Iterator[tuple[Hub, Broker]]:
             b.close()
 
 
-def push(hub: Hub, broker: Broker, change: Callable[[dict[str, Any]], None]) -> None:
+def push(
+    hub: Hub,
+    broker: Broker,
+    change: Callable[[dict[str, Any]], None],
+    expect: str = "applied",
+) -> dict[str, Any]:
     """Sign the running config with ``change`` as the next version and publish it retained;
-    wait until the agent reports it applied."""
+    wait until the agent reports on it, with status ``expect``; the report."""
     current = load_active_config(hub.rundir / "data", hub.config_path, env={})
     last = hub.rundir / "data" / "config" / "last_result.json"
+    earlier = json.loads(last.read_text()) if last.exists() else None
     wire = current.to_wire()
     wire["version"] = current.version + 1
     change(wire)
@@ -116,10 +122,12 @@ def push(hub: Hub, broker: Broker, change: Callable[[dict[str, Any]], None]) -> 
             got: dict[str, Any] = json.loads(last.read_text())
         except (OSError, ValueError):
             return None
-        return got if got.get("version") == wire["version"] else None
+        # (a version rolled back before is pushed again: its old report is not the answer)
+        return got if got.get("version") == wire["version"] and got != earlier else None
 
-    got = wait_for("the agent's report on the pushed config", report, hub)
-    assert got["status"] == "applied", got
+    got: dict[str, Any] = wait_for("the agent's report on the pushed config", report, hub)
+    assert got["status"] == expect, got
+    return got
 
 
 def test_a_pushed_portal_port_is_followed_without_a_restart(

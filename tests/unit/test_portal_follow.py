@@ -64,3 +64,11 @@ def test_only_the_last_words_are_kept() -> None:
         follow.said(version, f"why {version}")
     assert follow.refusal(99, timeout_s=0) == "why 99"
     assert follow.refusal(1, timeout_s=0) is None  # forgotten long ago
+
+
+def test_a_version_applied_again_forgets_the_word_on_its_namesake() -> None:
+    follow = PortalFollow(Clock())
+    follow.seen()
+    follow.said(2, "cannot listen on 10.42.0.1:8090")  # v2, rolled back
+    follow.forget(2)  # another v2 is applied
+    assert not follow.heard(2)
