@@ -95,9 +95,10 @@ def radius_step(old: HubConfig, new: HubConfig) -> RadiusStep | None:
 
 
 def _portal_listen(config: HubConfig) -> dict[str, object]:
-    p = config.portal
+    p, lan6 = config.portal, config.network.lan.address6
     return {
         "network.lan.address": config.network.lan.address.ip,
+        "network.lan.address6": None if lan6 is None else lan6.ip,
         "portal.http_port": p.http_port,
         "portal.https_port": p.https_port,
         "portal.tls_cert": p.tls_cert,

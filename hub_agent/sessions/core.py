@@ -160,6 +160,10 @@ class Core:
 
     def seen(self, mac: str, ip: str | None, now: float | None = None) -> None:
         now = time.time() if now is None else now
+        if ip is not None and ":" in ip:
+            # devices.ip is the IPv4 address nft pairs with the MAC; IPv6 is authorised by
+            # MAC alone, so a device asking from its IPv6 address keeps its IPv4 one here
+            ip = None
         self.conn.execute(
             "INSERT INTO devices (mac, ip, last_seen) VALUES (?, ?, ?) "
             "ON CONFLICT(mac) DO UPDATE SET ip = coalesce(excluded.ip, ip), "

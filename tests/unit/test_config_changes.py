@@ -146,11 +146,13 @@ def test_a_renumbered_lan_forgets_the_old_subnets_addresses(tmp_path: Path) -> N
     config = cfg(1, data_dir=str(tmp_path))
     sessions = SessionService(config, open_db(tmp_path / "hub.db", SESSIONS))
     macs = ["02:00:00:00:00:01", "02:00:00:00:00:02", "02:00:00:00:00:03"]
-    for mac, ip in zip(macs, ["10.42.0.101", "10.43.0.7", "fd42::5"], strict=True):
+    for mac, ip in zip(macs, ["10.42.0.101", "10.43.0.7", "10.43.0.9"], strict=True):
         sessions.seen(mac, ip, 1.0)
+    # a phone asking the portal over IPv6 keeps its IPv4 address (nft pairs it with the MAC)
+    sessions.seen(macs[2], "fd42::5", 2.0)
     sessions.forget_addresses_outside(ipaddress.IPv4Network("10.43.0.0/24"))
     ips = dict(sessions.conn.execute("SELECT mac, ip FROM devices").fetchall())
-    assert ips == {macs[0]: None, macs[1]: "10.43.0.7", macs[2]: "fd42::5"}
+    assert ips == {macs[0]: None, macs[1]: "10.43.0.7", macs[2]: "10.43.0.9"}
 
 
 V4 = ipaddress.IPv4Interface("10.42.0.1/24")
@@ -173,8 +175,8 @@ def test_an_ipv6_lan_address_added_removed_or_changed_moves_the_interface_and_dn
     assert c.lan_move == LanMove("lan0", V4, V4, six[0], six[1])
     assert c.lan_move.moves6 and not c.lan_move.moves4 and not c.lan_move.reprefixes6
     assert c.dnsmasq and c.restart_needed == ()
-    # the portal listens on the IPv4 address only: its hosts follow through its settings
-    assert c.portal_listen == ()
+    # the portal listens on the IPv6 address too: it moves, and the agent waits for its word
+    assert c.portal_listen == ("network.lan.address6",)
     text = render_dnsmasq(b, UP)
     for x in (old, new):
         if x is not None:
