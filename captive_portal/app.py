@@ -99,7 +99,7 @@ def create_app(
         ForeignHostRedirect,
         # the portal's current settings: a pushed config may move its address or port
         is_own_host=lambda host: portal.settings.is_own_host(host),
-        splash_url=lambda: portal.settings.base_url,
+        splash_url=lambda ip: portal.settings.splash_url(ip),
         keep=probes.PROBE_PATHS,
     )
     app.add_middleware(HeadAsGet)  # outermost: every layer below sees a GET

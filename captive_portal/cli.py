@@ -1,7 +1,9 @@
 """`captive-portal --config PATH [--host H] [--port P]`: the portal under uvicorn.
 
-Without ``--host``/``--port`` it listens on the LAN address and ``portal.http_port`` of
-the config the agent enforces, and moves there when a pushed config changes them.
+Without ``--host``/``--port`` it listens on the LAN address (and on its IPv6 address when
+the config has one: nftables sends a captive phone's IPv6 web requests there) and
+``portal.http_port`` of the config the agent enforces, and moves there when a pushed config
+changes them.
 
 Runs as an unprivileged user: it only listens on its ports and talks to the agent's
 socket. With ``portal.tls_cert``/``tls_key`` and ``portal.https_port`` set it serves the
@@ -41,8 +43,11 @@ class _Server(uvicorn.Server):
         yield
 
 
-def server_configs(config: HubConfig, app: FastAPI, host: str, port: int) -> list[uvicorn.Config]:
-    """The HTTP listener, and the HTTPS one when the config has a certificate."""
+def server_configs(
+    config: HubConfig, app: FastAPI, host: str | Sequence[str], port: int
+) -> list[uvicorn.Config]:
+    """The HTTP listener, and the HTTPS one when the config has a certificate, on each host."""
+    hosts = (host,) if isinstance(host, str) else tuple(host)
     p = config.portal
     ports: list[tuple[int, str | None, str | None]] = [(port, None, None)]  # port, cert, key
     if p.tls_cert is not None and p.tls_key is not None and p.https_port is not None:
@@ -52,7 +57,7 @@ def server_configs(config: HubConfig, app: FastAPI, host: str, port: int) -> lis
     return [
         uvicorn.Config(
             app,
-            host=host,
+            host=h,
             port=n,
             ssl_certfile=cert,
             ssl_keyfile=key,
@@ -63,12 +68,23 @@ def server_configs(config: HubConfig, app: FastAPI, host: str, port: int) -> lis
             log_level="info",
         )
         for n, cert, key in ports
+        for h in hosts
     ]
 
 
-def listen_on(config: HubConfig, host: str | None, port: int | None) -> tuple[str, int]:
-    """Where the portal listens: the flags when given, else the LAN address and http_port."""
-    return host or str(config.network.lan.address.ip), port or config.portal.http_port
+def listen_on(config: HubConfig, host: str | None, port: int | None) -> tuple[tuple[str, ...], int]:
+    """Where the portal listens: the flags when given, else the LAN addresses (IPv4, and
+    IPv6 when the config has one) and http_port."""
+    port = port or config.portal.http_port
+    if host:
+        return (host,), port
+    lan = config.network.lan
+    v6 = () if lan.address6 is None else (str(lan.address6.ip),)
+    return (str(lan.address.ip), *v6), port
+
+
+def _where(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def unbindable(configs: list[uvicorn.Config], serving: set[tuple[str, int]]) -> str | None:
@@ -81,7 +97,7 @@ def unbindable(configs: list[uvicorn.Config], serving: set[tuple[str, int]]) -> 
         try:
             socket.create_server((c.host, c.port), family=family).close()
         except OSError as e:
-            return f"cannot listen on {c.host}:{c.port} ({e.strerror or e})"
+            return f"cannot listen on {_where(c.host, c.port)} ({e.strerror or e})"
     return None
 
 
@@ -107,7 +123,7 @@ class Listeners:
         serving = {(s.config.host, s.config.port) for s in self.servers}
         why = unbindable(self.make(config), serving)
         if why is not None:
-            where = ", ".join(f"{h}:{p}" for h, p in sorted(serving))
+            where = ", ".join(_where(h, p) for h, p in sorted(serving))
             return f"{why}; still serving on {where}"
         self.target = config
         for s in self.servers:
@@ -120,7 +136,7 @@ class Listeners:
             self.servers[:] = [_Server(c) for c in configs]
             for c in configs:
                 scheme = "https" if c.ssl_certfile else "http"
-                log.info("portal listening on %s://%s:%s/", scheme, c.host, c.port)
+                log.info("portal listening on %s://%s/", scheme, _where(c.host, c.port))
             await asyncio.gather(*(s.serve() for s in self.servers))
 
 
@@ -160,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         extra = (args.host,) if args.host else ()
 
         def rebuild(c: HubConfig) -> Settings:
-            return build_settings(c, extra_hosts=extra, listen_port=args.port)
+            # with --host the portal listens there only: no redirect to its IPv6 address
+            return build_settings(c, extra_hosts=extra, listen_port=args.port, ipv6=not args.host)
 
         app = create_app(
             config,

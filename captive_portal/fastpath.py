@@ -83,12 +83,13 @@ class QuickAnswers:
         return Ask(ip, splash=t, code=code)
 
     def probe(self, ask: Ask, state: DeviceState) -> Raw:
-        """A probe's answer (the route's bytes, built once per state and splash URL)."""
+        """A probe's answer (the route's bytes, built once per state and splash URL: one
+        per address family)."""
         assert ask.probe is not None
-        key = (ask.path, state.authorised, self.portal.settings.base_url)
+        key = (ask.path, state.authorised, self.portal.settings.splash_url(ask.ip))
         raw = self._probes.get(key)
         if raw is None:
-            if len(self._probes) > 64:  # the base URL moved often: start afresh
+            if len(self._probes) > 64:  # the base URLs moved often: start afresh
                 self._probes.clear()
             r = probe_answer(ask.probe, state, key[2])
             raw = self._probes[key] = (r.status_code, r.raw_headers, bytes(r.body))
@@ -101,7 +102,7 @@ class QuickAnswers:
             return None
         if ask.api:  # shows usage: a fresher state than "through or not"
             fresh = self.portal.agent.known(ask.ip)
-            api = None if fresh is None else captive_known(self.portal, fresh)
+            api = None if fresh is None else captive_known(self.portal, ask.ip, fresh)
             return None if api is None else (api.status_code, api.raw_headers, bytes(api.body))
         state = self.portal.agent.captive_known(ask.ip)
         if state is None:

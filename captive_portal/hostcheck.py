@@ -19,7 +19,9 @@ class ForeignHostRedirect:
         app: ASGIApp,
         *,
         is_own_host: Callable[[str | None], bool],
-        splash_url: Callable[[], str],  # the current one: a pushed config may move it
+        # the current one for this client's IP: a pushed config may move it, and a phone
+        # asking over IPv6 is sent to the portal's IPv6 address
+        splash_url: Callable[[str], str],
         keep: frozenset[str],
     ) -> None:
         self.app = app
@@ -39,12 +41,14 @@ class ForeignHostRedirect:
         if self.is_own_host(host):
             await self.app(scope, receive, send)
             return
+        client = scope.get("client")
+        location = self.splash_url(client[0] if client else "")
         await send(
             {
                 "type": "http.response.start",
                 "status": 302,
                 "headers": [
-                    (b"location", self.splash_url().encode("latin-1")),
+                    (b"location", location.encode("latin-1")),
                     (b"cache-control", b"no-store"),
                     (b"content-length", b"0"),
                 ],

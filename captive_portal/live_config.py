@@ -46,11 +46,12 @@ def read_view(path: Path) -> tuple[float, HubConfig] | None:
 
 
 def _fixed_at_start(a: HubConfig, b: HubConfig) -> bool:
-    """Same listeners: LAN address, ports and certificate (else ``on_listen``)."""
+    """Same listeners: LAN addresses, ports and certificate (else ``on_listen``)."""
 
     def listen(c: HubConfig) -> tuple[object, ...]:
-        p = c.portal
-        return (c.network.lan.address.ip, p.http_port, p.https_port, p.tls_cert, p.tls_key)
+        p, lan = c.portal, c.network.lan
+        ip6 = None if lan.address6 is None else lan.address6.ip
+        return (lan.address.ip, ip6, p.http_port, p.https_port, p.tls_cert, p.tls_key)
 
     return listen(a) == listen(b)
 

@@ -30,11 +30,27 @@ class Settings:
     own_hosts: frozenset[str]  # Host header values that are the portal itself
     admin_hash: str | None
     agent_timeout_s: float = 2.0
+    # the same on the LAN's IPv6 address, when the portal listens there too
+    base_url6: str | None = None
+    secure_base_url6: str | None = None
 
     @property
     def api_base_url(self) -> str:
         """RFC 8908 wants the API and portal over HTTPS when the hub can offer it."""
         return self.secure_base_url or self.base_url
+
+    def splash_url(self, client_ip: str) -> str:
+        """Where a captive device is sent: the portal's address in the family it asked in
+        (a phone asking over IPv6 may have no IPv4 route to the hub at all)."""
+        if self.base_url6 is not None and ":" in client_ip:
+            return self.base_url6
+        return self.base_url
+
+    def api_url(self, client_ip: str) -> str:
+        """``api_base_url`` in the family the device asked in."""
+        if self.base_url6 is not None and ":" in client_ip:
+            return self.secure_base_url6 or self.base_url6
+        return self.api_base_url
 
     def is_own_host(self, host_header: str | None) -> bool:
         if not host_header:
@@ -47,19 +63,26 @@ def build_settings(
     *,
     extra_hosts: tuple[str, ...] = (),
     listen_port: int | None = None,
+    ipv6: bool = True,
     i18n_dir: Path = I18N_DIR,
 ) -> Settings:
+    """``ipv6``: the portal listens on ``network.lan.address6`` too (cli: no ``--host``)."""
     p = config.portal
     lan_ip = str(config.network.lan.address.ip)
+    lan6 = config.network.lan.address6
+    lan_ip6 = str(lan6.ip) if ipv6 and lan6 is not None else None
     http_port = listen_port or p.http_port
     base = f"http://{_host_port(lan_ip, http_port, 'http')}/"
-    secure = None
+    base6 = None if lan_ip6 is None else f"http://{_host_port(lan_ip6, http_port, 'http')}/"
+    secure = secure6 = None
     if p.tls_cert is not None and p.tls_key is not None:
         for name, path in (("portal.tls_cert", p.tls_cert), ("portal.tls_key", p.tls_key)):
             if not path.is_file():
                 raise SettingsError(f"{name}: {path} is not a readable file")
         if p.https_port is not None:
             secure = f"https://{_host_port(lan_ip, p.https_port, 'https')}/"
+            if lan_ip6 is not None:
+                secure6 = f"https://{_host_port(lan_ip6, p.https_port, 'https')}/"
     admin_hash = p.admin_password_hash
     if admin_hash is not None:
         try:
@@ -88,4 +111,6 @@ def build_settings(
         secure_base_url=secure,
         own_hosts=frozenset(own),
         admin_hash=admin_hash,
+        base_url6=base6,
+        secure_base_url6=secure6,
     )

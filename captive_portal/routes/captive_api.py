@@ -19,11 +19,12 @@ MEDIA_TYPE = "application/captive+json"
 
 
 def captive_document(
-    settings: Settings, state: DeviceState, can_extend: bool = False
+    settings: Settings, state: DeviceState, can_extend: bool = False, ip: str = ""
 ) -> dict[str, Any]:
     """Pure: the RFC 8908 JSON for this device's state (fail closed: captive when unsure).
-    ``can_extend``: what the status page offers (``captive_portal.extend``)."""
-    base = settings.api_base_url
+    ``can_extend``: what the status page offers (``captive_portal.extend``); ``ip``: the
+    device's, whose family the URLs are in."""
+    base = settings.api_url(ip)
     session = state.session
     doc: dict[str, Any] = {
         "captive": session is None,
@@ -51,17 +52,19 @@ async def captive_api(portal: PortalDep, ip: ClientIp, state: DeviceDep) -> Resp
 
 async def captive_answer(portal: Portal, ip: str, state: DeviceState) -> Response:
     """The route's and captive_portal.fastpath's answer."""
-    known = captive_known(portal, state)
+    known = captive_known(portal, ip, state)
     if known is not None:
         return known
     extend = await extend_offered(portal, ip, state)
-    return _answer(captive_document(portal.settings, state, extend))
+    return _answer(captive_document(portal.settings, state, extend, ip))
 
 
-def captive_known(portal: Portal, state: DeviceState) -> Response | None:
+def captive_known(portal: Portal, ip: str, state: DeviceState) -> Response | None:
     """The answer when the state says all it needs (no question to the agent), else None."""
     extend = extend_known(portal, state)
-    return None if extend is None else _answer(captive_document(portal.settings, state, extend))
+    if extend is None:
+        return None
+    return _answer(captive_document(portal.settings, state, extend, ip))
 
 
 def _answer(doc: dict[str, Any]) -> Response:

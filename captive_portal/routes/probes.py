@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Response
 
 from captive_portal.agent import DeviceState
-from captive_portal.deps import CaptiveDep, PortalDep
+from captive_portal.deps import CaptiveDep, ClientIp, PortalDep
 from captive_portal.responses import redirect
 
 router = APIRouter()
@@ -58,8 +58,8 @@ def probe_answer(answer: ProbeAnswer, state: DeviceState, splash_url: str) -> Re
 
 
 def _make(answer: ProbeAnswer, path: str) -> Callable[..., Awaitable[Response]]:
-    async def probe(portal: PortalDep, state: CaptiveDep) -> Response:
-        return probe_answer(answer, state, portal.settings.base_url)
+    async def probe(portal: PortalDep, ip: ClientIp, state: CaptiveDep) -> Response:
+        return probe_answer(answer, state, portal.settings.splash_url(ip))
 
     probe.__name__ = "probe_" + path.strip("/").replace(".", "_").replace("/", "_")
     return probe
