@@ -257,9 +257,9 @@ def test_a_pushed_lan_ipv6_address_is_followed_without_a_restart(
 ) -> None:
     """``network.lan.address6`` moved: the interface, dnsmasq (its RA names the new prefix,
     phones take an address in it), the library's nginx and the kernel's redirect (to the
-    interface's first address) follow. The portal listens on IPv4 only, so a captive
-    phone's IPv6 web request is not sent to it, before the move as after: its captivity
-    is shown by its DNS landing on the hub's resolver and by the internet it cannot reach."""
+    interface's first address) and the portal's IPv6 listener follow: a captive phone's
+    IPv6 web request is sent to the portal on the new address; its DNS lands on the hub's
+    resolver and it cannot reach the internet."""
     hub, broker = pushed_hub
     c1, c2 = hub.lab.clients
     pids = online_phone(hub)
@@ -281,6 +281,13 @@ def test_a_pushed_lan_ipv6_address_is_followed_without_a_restart(
         "c2's IPv6 DNS on the hub's new address", partial(captive_dns6_lands_on_the_hub, c2), hub
     )
     assert not _reaches_upstream6(c2), "a captive phone reaches the internet over IPv6"
+
+    def sent6() -> bool:
+        got = _get(c2, f"http://[{UPSTREAM6}]/", "-6", "-g", timeout=3)[:2]
+        print("captive phone over IPv6 got", got)  # shown when the wait fails
+        return got == ("302", "http://[fd43::1]:8080/")
+
+    wait_for("a captive phone sent to the portal on fd43::1 over IPv6", sent6, hub)
     code, location, _ = _get(c2, "http://[fd43::1]:8081/", "-6", timeout=3)
     assert (code, location) == ("302", "http://10.42.0.1:8080/content/"), "library not on fd43::1"
     # The phone online before stays online (IPv6 is authorised by MAC), on both families.
