@@ -63,12 +63,15 @@ class ContentService:
 
     def _nginx_plan(self, config: HubConfig) -> NginxPlan:
         lib = self.sync.library
-        lan_ip = config.network.lan.address.ip
+        lan, port = config.network.lan, config.portal.http_port
         return NginxPlan(
             content_root=lib.root,
             run_dir=lib.run_dir,
             listen=self.serve_options.listen or listen_addresses(config),
-            portal_url=f"http://{lan_ip}:{config.portal.http_port}/content/",
+            portal_url=f"http://{lan.address.ip}:{port}/content/",
+            portal_url6=None
+            if lan.address6 is None
+            else f"http://[{lan.address6.ip}]:{port}/content/",
             kiwix_port=self.kiwix.port if KiwixServer.available() else None,
             user=self.serve_options.user if os.geteuid() == 0 else None,
         )

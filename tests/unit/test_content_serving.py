@@ -7,19 +7,24 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from hub_agent.config import ContentItem, HubConfig, validate_config
 from hub_agent.content import importer
 from hub_agent.content.library import Library, file_name
-from hub_agent.content.nginx import NginxPlan, ingest, parse_log, render_config
+from hub_agent.content.nginx import NginxPlan, NginxServer, ingest, parse_log, render_config
 from hub_agent.content.state import CONTENT, ContentState
 from hub_agent.content.sync import ContentSync, SyncOptions
 from hub_agent.store import open_db
+from lab.broker import free_port
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hub.yaml"
 
@@ -217,7 +222,6 @@ def test_crash_between_publish_and_commit_is_adopted_not_refetched(tmp_path: Pat
 
 
 def test_rotation_counts_every_line_once(tmp_path: Path) -> None:
-    from hub_agent.content.nginx import NginxServer
 
     state = ContentState(open_db(tmp_path / "hub.db", CONTENT))
     state.add("a", 10, "0" * 64, pinned=False)
@@ -253,3 +257,37 @@ def test_new_source_url_with_the_same_bytes_keeps_the_file(tmp_path: Path) -> No
     assert sync.library.file_path(new).read_bytes() == data
     index = json.loads(sync.library.index_path.read_text())
     assert index["items"][0]["href"] == "/files/v/v1-final.mp4"
+
+
+def test_the_library_home_sends_each_family_to_its_portal_url(tmp_path: Path) -> None:
+    """Real nginx on 127.0.0.1 and [::1]: "/" goes to the portal's URL in the family the
+    client came in (an IPv6 client may have no IPv4 route to the hub)."""
+    if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
+        pytest.skip("nginx is not installed (scripts/install-deps.sh installs it)")
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this host")
+    port = free_port()
+    (tmp_path / "content").mkdir()
+    plan = NginxPlan(
+        content_root=tmp_path / "content",
+        run_dir=tmp_path / "run",
+        listen=(f"127.0.0.1:{port}", f"[::1]:{port}"),
+        portal_url="http://10.42.0.1:8080/content/",
+        portal_url6="http://[fd42::1]:8080/content/",
+    )
+    srv = NginxServer(plan)
+    srv.write()
+    srv.start()
+    try:
+        for host, want in (("127.0.0.1", plan.portal_url), ("[::1]", plan.portal_url6)):
+            deadline = time.monotonic() + 30  # nginx binds after start() returns
+            while True:
+                try:
+                    r = httpx.get(f"http://{host}:{port}/", timeout=10)
+                    break
+                except httpx.TransportError:
+                    assert srv.running() and time.monotonic() < deadline, "nginx did not answer"
+                    time.sleep(0.02)  # a poll's pace, not a wait for a guessed time
+            assert (r.status_code, r.headers["location"]) == (302, want)
+    finally:
+        srv.stop()
