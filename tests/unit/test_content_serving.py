@@ -222,7 +222,6 @@ def test_crash_between_publish_and_commit_is_adopted_not_refetched(tmp_path: Pat
 
 
 def test_rotation_counts_every_line_once(tmp_path: Path) -> None:
-
     state = ContentState(open_db(tmp_path / "hub.db", CONTENT))
     state.add("a", 10, "0" * 64, pinned=False)
     srv = NginxServer(NginxPlan(tmp_path, tmp_path, ("127.0.0.1:1",), "u"))
