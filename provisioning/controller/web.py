@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,9 @@ def _read_db(path: Path | str | DbUrl) -> Database:
     return connect(path)  # the registry exists: the controller opened (migrated) it
 
 
-def make_handler(db_path: Path | str | DbUrl) -> type[BaseHTTPRequestHandler]:
+def make_handler(
+    db_path: Path | str | DbUrl, clock: Callable[[], float] = time.time
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "relais-controller"
 
@@ -56,7 +59,7 @@ def make_handler(db_path: Path | str | DbUrl) -> type[BaseHTTPRequestHandler]:
             lang = pages.choose_lang(
                 (params.get("lang") or [""])[0], self.headers.get("Accept-Language")
             )
-            now = time.time()
+            now = clock()
             db = _read_db(db_path)
             try:
                 if path == "/":
@@ -100,9 +103,12 @@ def make_handler(db_path: Path | str | DbUrl) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(db_path: Path | str | DbUrl, host: str, port: int) -> ThreadingHTTPServer:
-    """Start the page server in a daemon thread; ``.shutdown()`` stops it."""
-    server = ThreadingHTTPServer((host, port), make_handler(db_path))
+def serve(
+    db_path: Path | str | DbUrl, host: str, port: int, clock: Callable[[], float] = time.time
+) -> ThreadingHTTPServer:
+    """Start the page server in a daemon thread; ``.shutdown()`` stops it. ``clock``: what
+    "now" and "today" are (a test's data and its pages agree across midnight)."""
+    server = ThreadingHTTPServer((host, port), make_handler(db_path, clock))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="fleet-web", daemon=True).start()
     return server

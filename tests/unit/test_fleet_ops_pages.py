@@ -164,7 +164,9 @@ def site(
         ],
     )  # fmt: skip
     sell(db, hubs)
-    server = serve(url, "127.0.0.1", 0)
+    server = serve(
+        url, "127.0.0.1", 0, clock=lambda: NOW
+    )  # "today" is the seed's, past midnight too
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", db, hubs
     finally:
