@@ -38,6 +38,51 @@ ROOT = Path(__file__).resolve().parents[1]  # the checkout: PYTHONPATH of the pr
 BIN = Path(sys.executable).parent
 MQTT_PORT = 1883
 T = TypeVar("T")
+# The 169.254.X.0/30 of each centre link, claimed by the lab that uses it (a file per X,
+# holding its pid): two labs running side by side (pytest -n 2) once drew the same X, and
+# the centre's packets went to the other lab's namespace ("Connection refused").
+CLAIMS = Path("/run/relais-lab/centre-links")
+OCTETS = range(100, 200)
+
+
+def claim_octet() -> int:
+    """A third octet no running lab uses (a claim whose process is gone is taken over)."""
+    CLAIMS.mkdir(parents=True, exist_ok=True)
+    for octet in sorted(OCTETS, key=lambda _: secrets.randbelow(1 << 30)):
+        path = CLAIMS / str(octet)
+        for _ in range(2):  # once more after removing a dead lab's claim
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not _claim_is_stale(path):
+                    break
+                path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return octet
+    raise RuntimeError(f"no free centre link address (claims in {CLAIMS})")
+
+
+def _claim_is_stale(path: Path) -> bool:
+    try:
+        pid = int(path.read_text() or "0")
+    except (OSError, ValueError):
+        return False  # being written: not stale
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return pid <= 0
+
+
+def release_octet(octet: int) -> None:
+    path = CLAIMS / str(octet)
+    with contextlib.suppress(OSError, ValueError):
+        if int(path.read_text()) == os.getpid():
+            path.unlink()
 
 
 class Timeout(AssertionError):
@@ -91,7 +136,7 @@ class CentreLab:
     def __post_init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix=f"relais-{self.TAG}lab-"))
         os.chmod(self.root, 0o755)  # the broker (user mosquitto) reads its files below
-        self._octet = 100 + secrets.randbelow(100)
+        self._octet = claim_octet()
         self.link = f"rl{self.TAG}{self.lab.run_id.replace('-', '')[-8:]}"[:15]
         self.ctl_ip = f"169.254.{self._octet}.2"
         self.central = self.root / "central"
@@ -192,4 +237,5 @@ class CentreLab:
         self.lab.hub_exec("nft", "delete", "table", "inet", "relais")
         self.lab.close()
         subprocess.run(["ip", "link", "del", self.link], capture_output=True)
+        release_octet(self._octet)
         shutil.rmtree(self.root, ignore_errors=True)
