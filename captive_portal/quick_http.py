@@ -35,7 +35,10 @@ def quick_protocol(quick: Quick) -> type[HttpToolsProtocol]:
     class QuickHttp(HttpToolsProtocol):
         def _start_asgi_task(self, cycle: Any, app: Any) -> None:
             raw = None
-            if app is self.app:  # not uvicorn's 503 for too many connections
+            # not uvicorn's 503 for too many connections; and not while the client reads
+            # nothing back: the ASGI path waits for its buffer to drain before the next
+            # pipelined request, this one would buffer answers without bound
+            if app is self.app and not self.flow.write_paused:
                 try:
                     raw = quick(cycle.scope)
                 except Exception:  # the ASGI path will answer (a 500 if it fails too)

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import cast
 
 import pytest
 import uvicorn
 from starlette.types import Scope
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from captive_portal.app import create_app
 from captive_portal.cli import server_configs
@@ -43,10 +47,11 @@ def agent_for(tmp_path: Path) -> Iterator[tuple[RealAgent, dict[str, object]]]:
 
 
 class Counting:
-    """QuickAnswers, counting the answers it gave at once."""
+    """QuickAnswers, counting the answers it gave at once (and the server, once started)."""
 
     def __init__(self, quick: QuickAnswers) -> None:
         self.quick, self.answered = quick, 0
+        self.server: uvicorn.Server | None = None
 
     def __call__(self, scope: Scope) -> Raw | None:
         raw = self.quick(scope)
@@ -64,7 +69,7 @@ async def portal(data: dict[str, object], quick: bool) -> AsyncIterator[tuple[in
         cfg.http = quick_protocol(counting)
     else:
         cfg.http = "httptools"  # stock: every request through ASGI
-    server = uvicorn.Server(cfg)
+    server = counting.server = uvicorn.Server(cfg)
     serving = asyncio.create_task(server.serve())
     while not server.started:
         assert not serving.done(), "the portal did not start"
@@ -188,6 +193,41 @@ def test_a_logged_in_device_gets_the_success_bytes_at_once(tmp_path: Path) -> No
 
     with agent_for(tmp_path) as (agent, data):
         asyncio.run(scenario(agent, data))
+
+
+def test_a_client_that_reads_nothing_back_does_not_grow_the_server_s_buffer(
+    tmp_path: Path,
+) -> None:
+    """Pipelined probes from a client that never reads: once the socket's buffers are full,
+    the portal stops answering from the callback and reading (uvicorn's flow control), so
+    what it holds for the client stays bounded instead of growing with every request."""
+    n = 50_000  # ~7 MB of 302s: more than loopback's socket buffers hold
+
+    async def scenario(data: dict[str, object]) -> None:
+        async with portal(data, quick=True) as (port, counting):
+            await exchange(port, get("/generate_204"))  # cached from here on
+            assert counting.server is not None
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, (HOST, port))
+            _, writer = await asyncio.open_connection(sock=sock)
+            writer.write(get("/generate_204") * n)  # and never read
+            most, deadline = 0, time.monotonic() + 120
+            while True:
+                (conn,) = counting.server.server_state.connections
+                proto = cast(HttpToolsProtocol, conn)  # the portal's, quick_http's class
+                most = max(most, proto.transport.get_write_buffer_size())
+                if proto.flow.read_paused or counting.answered >= n:
+                    break
+                assert time.monotonic() < deadline, f"{counting.answered} answered"
+                await asyncio.sleep(0.01)
+            assert proto.flow.read_paused and counting.answered < n
+            assert most < 1 << 20, most  # uvicorn's high-water mark is 64 KiB
+            writer.close()
+
+    with agent_for(tmp_path) as (_, data):
+        asyncio.run(scenario(data))
 
 
 @pytest.mark.parametrize("path", ["/generate_204", "/"])
