@@ -24,6 +24,10 @@ from captive_portal.responses import Raw
 log = logging.getLogger(__name__)
 
 Quick = Callable[[Scope], Raw | None]
+# Answers written per read from one connection: a client pipelining thousands of requests
+# in one segment would otherwise hold the loop for all of them, while on the ASGI path
+# uvicorn queues them and stops reading. Phones' browsers do not pipeline.
+QUICK_PER_READ = 16
 
 
 def quick_protocol(quick: Quick) -> type[HttpToolsProtocol]:
@@ -33,12 +37,18 @@ def quick_protocol(quick: Quick) -> type[HttpToolsProtocol]:
         return HttpToolsProtocol
 
     class QuickHttp(HttpToolsProtocol):
+        quick_left = QUICK_PER_READ
+
+        def data_received(self, data: bytes) -> None:
+            self.quick_left = QUICK_PER_READ
+            super().data_received(data)
+
         def _start_asgi_task(self, cycle: Any, app: Any) -> None:
             raw = None
             # not uvicorn's 503 for too many connections; and not while the client reads
             # nothing back: the ASGI path waits for its buffer to drain before the next
             # pipelined request, this one would buffer answers without bound
-            if app is self.app and not self.flow.write_paused:
+            if app is self.app and not self.flow.write_paused and self.quick_left > 0:
                 try:
                     raw = quick(cycle.scope)
                 except Exception:  # the ASGI path will answer (a 500 if it fails too)
@@ -53,6 +63,7 @@ def quick_protocol(quick: Quick) -> type[HttpToolsProtocol]:
             if not cycle.keep_alive:
                 out.append(b"connection: close\r\n")
             out += (b"\r\n", body)
+            self.quick_left -= 1
             cycle.response_started = cycle.response_complete = True
             self.transport.write(b"".join(out))
             if not cycle.keep_alive:

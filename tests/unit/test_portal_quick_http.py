@@ -23,7 +23,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from captive_portal.app import create_app
 from captive_portal.cli import server_configs
 from captive_portal.fastpath import QuickAnswers
-from captive_portal.quick_http import quick_protocol
+from captive_portal.quick_http import QUICK_PER_READ, quick_protocol
 from captive_portal.responses import Raw
 from captive_portal.routes.probes import PROBES
 from captive_portal.settings import build_settings
@@ -195,36 +195,62 @@ def test_a_logged_in_device_gets_the_success_bytes_at_once(tmp_path: Path) -> No
         asyncio.run(scenario(agent, data))
 
 
+def test_a_long_pipeline_in_one_read_is_answered_in_order_partly_through_asgi(
+    tmp_path: Path,
+) -> None:
+    """100 requests in one segment: every answer, in order; past QUICK_PER_READ of them
+    uvicorn's ASGI path queues the rest (the loop is not held for the whole pipeline)."""
+
+    async def scenario(data: dict[str, object]) -> None:
+        async with portal(data, quick=True) as (port, counting):
+            await exchange(port, get("/generate_204"))  # cached from here on
+            counting.answered = 0
+            paths = [path for path in PROBES] * 13  # 104 requests
+            got = await exchange(port, b"".join(get(p) for p in paths), len(paths))
+            assert got.count(b"HTTP/1.1 302 Found") == len(paths)
+            assert QUICK_PER_READ <= counting.answered < len(paths)
+
+    with agent_for(tmp_path) as (_, data):
+        asyncio.run(scenario(data))
+
+
 def test_a_client_that_reads_nothing_back_does_not_grow_the_server_s_buffer(
     tmp_path: Path,
 ) -> None:
     """Pipelined probes from a client that never reads: once the socket's buffers are full,
-    the portal stops answering from the callback and reading (uvicorn's flow control), so
-    what it holds for the client stays bounded instead of growing with every request."""
+    the portal stops answering from the callback; the ASGI path waits for the client to
+    read (uvicorn's flow control), so what the portal holds for it stays bounded instead of
+    growing with every request."""
     n = 50_000  # ~7 MB of 302s: more than loopback's socket buffers hold
 
     async def scenario(data: dict[str, object]) -> None:
         async with portal(data, quick=True) as (port, counting):
             await exchange(port, get("/generate_204"))  # cached from here on
-            assert counting.server is not None
+            server = counting.server
+            assert server is not None
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.setblocking(False)
             await asyncio.get_running_loop().sock_connect(sock, (HOST, port))
             _, writer = await asyncio.open_connection(sock=sock)
-            writer.write(get("/generate_204") * n)  # and never read
-            most, deadline = 0, time.monotonic() + 120
-            while True:
-                (conn,) = counting.server.server_state.connections
-                proto = cast(HttpToolsProtocol, conn)  # the portal's, quick_http's class
-                most = max(most, proto.transport.get_write_buffer_size())
-                if proto.flow.read_paused or counting.answered >= n:
-                    break
-                assert time.monotonic() < deadline, f"{counting.answered} answered"
-                await asyncio.sleep(0.01)
-            assert proto.flow.read_paused and counting.answered < n
-            assert most < 1 << 20, most  # uvicorn's high-water mark is 64 KiB
-            writer.close()
+            try:
+                writer.write(get("/generate_204") * n)  # and never read
+                most, deadline = 0, time.monotonic() + 120
+                while True:
+                    (conn,) = server.server_state.connections
+                    proto = cast(HttpToolsProtocol, conn)  # the portal's, quick_http's class
+                    most = max(most, proto.transport.get_write_buffer_size())
+                    if (proto.flow.write_paused and server.server_state.tasks) or (
+                        server.server_state.total_requests >= n
+                    ):
+                        break
+                    assert time.monotonic() < deadline, f"{counting.answered} answered"
+                    await asyncio.sleep(0.01)
+                # waiting on the client (an answer's task blocked on its drain), not all sent
+                assert proto.flow.write_paused and server.server_state.total_requests < n
+                assert most < 1 << 20, most  # uvicorn's high-water mark is 64 KiB
+            finally:
+                writer.close()  # the blocked answer ends with the connection
 
     with agent_for(tmp_path) as (_, data):
         asyncio.run(scenario(data))
