@@ -12,34 +12,22 @@ served over IPv4 as before.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
-from lab import paylab
 from lab.netns import HUB_LAN6, UPSTREAM, UPSTREAM6, Client
 from tests.linux.test_agent_e2e import (
     PORTAL,
-    Hub,
     _get,
     _login,
     _reaches_upstream,
     running_hub,
 )
+from tests.linux.test_config_live_lab import wait_for
 
 pytestmark = pytest.mark.root
 
 PORTAL6 = f"http://[{HUB_LAN6}]:8080"
-WAIT_S = 60.0  # generous: the machine is shared and loaded
-
-
-def wait_for(what: str, pred: Callable[[], Any], hub: Hub) -> Any:
-    try:
-        return paylab.wait_for(what, pred, WAIT_S, every=0.2)
-    except paylab.Timeout as e:
-        logs = "\n".join(f"--- {n}\n{hub.log(n)}" for n in ("agent.log", "portal.log"))
-        raise AssertionError(f"{e}\n{logs}") from None
 
 
 def get6(c: Client, url: str, *args: str) -> tuple[str, str, str]:
