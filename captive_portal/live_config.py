@@ -26,6 +26,7 @@ from captive_portal.services import Portal
 from captive_portal.settings import Settings, SettingsError
 from hub_agent.api.protocol import PortalListen
 from hub_agent.config import ConfigError, HubConfig, validate_config
+from hub_agent.portal_view import listen_changes
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +44,6 @@ def read_view(path: Path) -> tuple[float, HubConfig] | None:
     except (OSError, ValueError, ConfigError) as e:
         log.warning("agent's config copy %s not usable: %s", path, e)
         return None
-
-
-def _fixed_at_start(a: HubConfig, b: HubConfig) -> bool:
-    """Same listeners: LAN addresses, ports and certificate (else ``on_listen``)."""
-
-    def listen(c: HubConfig) -> tuple[object, ...]:
-        p, lan = c.portal, c.network.lan
-        ip6 = None if lan.address6 is None else lan.address6.ip
-        return (lan.address.ip, ip6, p.http_port, p.https_port, p.tls_cert, p.tls_key)
-
-    return listen(a) == listen(b)
 
 
 class LiveConfig:
@@ -89,7 +79,7 @@ class LiveConfig:
         except SettingsError as e:
             log.warning("agent's config copy refused by the portal: %s", e)
             return False
-        if not _fixed_at_start(config, current):
+        if listen_changes(current, config):  # a new LAN address or port: ``on_listen``
             if self.on_listen is None:
                 log.warning("LAN address or portal ports changed: restart the portal to follow")
             else:

@@ -30,6 +30,7 @@ from typing import Literal
 
 from hub_agent.config import HubConfig
 from hub_agent.enforce.dnsmasq import render_dnsmasq
+from hub_agent.portal_view import listen_changes
 
 RadiusStep = Literal["start", "stop", "rebind", "update"]
 
@@ -94,24 +95,11 @@ def radius_step(old: HubConfig, new: HubConfig) -> RadiusStep | None:
     return "update"
 
 
-def _portal_listen(config: HubConfig) -> dict[str, object]:
-    p, lan6 = config.portal, config.network.lan.address6
-    return {
-        "network.lan.address": config.network.lan.address.ip,
-        "network.lan.address6": None if lan6 is None else lan6.ip,
-        "portal.http_port": p.http_port,
-        "portal.https_port": p.https_port,
-        "portal.tls_cert": p.tls_cert,
-        "portal.tls_key": p.tls_key,
-    }
-
-
 def plan_changes(
     old: HubConfig, new: HubConfig, upstream_old: Sequence[str], upstream_new: Sequence[str]
 ) -> ConfigChanges:
     """The steps from ``old`` to ``new``; ``upstream_*``: each config's upstream resolvers."""
     lan_old, lan_new = old.network.lan, new.network.lan
-    listen_old, listen_new = _portal_listen(old), _portal_listen(new)
     move = None
     moved = (lan_old.address, lan_old.address6) != (lan_new.address, lan_new.address6)
     if moved and lan_old.interface == lan_new.interface:
@@ -131,7 +119,7 @@ def plan_changes(
     return ConfigChanges(
         lan_move=move,
         dnsmasq=render_dnsmasq(old, upstream_old) != render_dnsmasq(new, upstream_new),
-        portal_listen=tuple(k for k, v in listen_new.items() if listen_old[k] != v),
+        portal_listen=listen_changes(old, new),
         radius=radius_step(old, new),
         restart_needed=restart,
     )

@@ -25,6 +25,25 @@ def portal_view_path(config: HubConfig) -> Path:
     return config.portal.agent_socket.parent / "portal-config.json"
 
 
+def _listeners(config: HubConfig) -> dict[str, object]:
+    p, lan6 = config.portal, config.network.lan.address6
+    return {
+        "network.lan.address": config.network.lan.address.ip,
+        "network.lan.address6": None if lan6 is None else lan6.ip,
+        "portal.http_port": p.http_port,
+        "portal.https_port": p.https_port,
+        "portal.tls_cert": p.tls_cert,
+        "portal.tls_key": p.tls_key,
+    }
+
+
+def listen_changes(old: HubConfig, new: HubConfig) -> tuple[str, ...]:
+    """The fields that move the portal's listeners from ``old`` to ``new`` (the agent waits
+    for the portal's word on them; the portal re-binds for them)."""
+    before, after = _listeners(old), _listeners(new)
+    return tuple(k for k, v in after.items() if before[k] != v)
+
+
 def portal_view(config: HubConfig) -> dict[str, Any]:
     data = config.to_wire()
     data["mqtt"].pop("password", None)
