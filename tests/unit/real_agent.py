@@ -54,6 +54,18 @@ def config_dict(sock: Path, **portal: Any) -> dict[str, Any]:
     return data
 
 
+def tls_config_dict(tmp_path: Path) -> dict[str, Any]:
+    """config_dict with a certificate and key (placeholder files) and HTTPS on 8443."""
+    (tmp_path / "c.pem").write_text("x")
+    (tmp_path / "k.pem").write_text("x")
+    return config_dict(
+        tmp_path / "s",
+        tls_cert=str(tmp_path / "c.pem"),
+        tls_key=str(tmp_path / "k.pem"),
+        https_port=8443,
+    )
+
+
 def portal_config(sock: Path, **portal: Any) -> HubConfig:
     """examples/hub.yaml with the agent socket (and any portal settings) overridden."""
     return validate_config(config_dict(sock, **portal))

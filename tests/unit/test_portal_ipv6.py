@@ -22,23 +22,25 @@ from captive_portal.settings import build_settings
 from hub_agent.config import HubConfig, validate_config
 from hub_agent.portal_view import write_portal_view
 from lab.broker import free_port
-from tests.unit.real_agent import DEV1, HUB_URL, MAC1, Hub, config_dict, login, running_hub
+from tests.unit.real_agent import (
+    DEV1,
+    HUB_URL,
+    MAC1,
+    Hub,
+    config_dict,
+    login,
+    running_hub,
+    tls_config_dict,
+)
 from tests.unit.test_portal_fastpath import _routes_only
 
 DEV1_6 = "fd42::42:39ff:feef:1"  # DEV1's SLAAC address
 HUB_URL6 = "http://[fd42::1]:8080"
 
 
-def _tls(tmp_path: Path, **portal: object) -> HubConfig:
-    (tmp_path / "c.pem").write_text("x")
-    (tmp_path / "k.pem").write_text("x")
-    data = config_dict(
-        tmp_path / "s",
-        tls_cert=str(tmp_path / "c.pem"),
-        tls_key=str(tmp_path / "k.pem"),
-        https_port=8443,
-    )
-    data["network"]["lan"].update(portal)
+def _tls(tmp_path: Path, **lan: object) -> HubConfig:
+    data = tls_config_dict(tmp_path)
+    data["network"]["lan"].update(lan)
     return validate_config(data)
 
 

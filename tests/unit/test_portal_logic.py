@@ -33,7 +33,7 @@ from captive_portal.settings import SettingsError, build_settings
 from captive_portal.state import AdminSessions, PortalState, StoredLockout
 from hub_agent.api.protocol import DeviceView, SessionView
 from hub_agent.config import validate_config
-from tests.unit.real_agent import config_dict, portal_config
+from tests.unit.real_agent import portal_config, tls_config_dict
 
 
 def test_accept_language_ranking() -> None:
@@ -167,14 +167,7 @@ def test_settings_refuse_a_bad_admin_hash_and_missing_tls_files(tmp_path: Path) 
 
 
 def test_settings_urls_and_own_hosts(tmp_path: Path) -> None:
-    (tmp_path / "c.pem").write_text("x")
-    (tmp_path / "k.pem").write_text("x")
-    data = config_dict(
-        tmp_path / "s",
-        tls_cert=str(tmp_path / "c.pem"),
-        tls_key=str(tmp_path / "k.pem"),
-        https_port=8443,
-    )
+    data = tls_config_dict(tmp_path)
     st = build_settings(validate_config(data))
     assert st.base_url == "http://10.42.0.1:8080/"
     assert st.api_base_url == "https://10.42.0.1:8443/"
